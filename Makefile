@@ -1,0 +1,34 @@
+# Two commands a new machine needs: `make run` and `make test`. Only Python is assumed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench screenshots clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)  ## the portal with embedded defaults: SQLite, filesystem broker, moto server, worker, web
+	$(PY) manage.py run_embedded
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP) lint  ## ruff, Django checks, migrations up to date, the whole pytest suite
+	DEBUG=true $(PY) manage.py check
+	DEBUG=true $(PY) manage.py makemigrations --check --dry-run
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## benchmarks (not part of make test)
+	$(PY) -m bench
+
+screenshots: $(STAMP)
+	$(PY) -m pytest -m browser -k screenshots --screenshots
+
+clean:
+	rm -rf $(VENV) var staticfiles

@@ -1,0 +1,194 @@
+"""Inventory of the AWS things the portal manages (not user logins): the desired state."""
+
+import uuid
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.urls import reverse
+
+from portal.fields import EncryptedTextField
+
+from . import validators as v
+from .choices import (
+    DEFAULT_AGENT_POLICY_NAME,
+    DEFAULT_READ_POLICY_NAME,
+    DEFAULT_SERVICE_ROLE_NAME,
+    AgentKind,
+    BrokerServer,
+    BrokerStatus,
+    ExternalIdState,
+    Lifecycle,
+)
+
+
+class ManagementAccess(models.Model):
+    """How the portal reaches an account: assume this role, or (blank) use the base credentials."""
+
+    management_role_arn = models.CharField(max_length=2048, blank=True, validators=[v.validate_role_arn])
+    management_external_id = models.CharField(
+        max_length=1224, blank=True, validators=[v.validate_external_id]
+    )
+
+    class Meta:
+        abstract = True
+
+
+class AgentIdentity(ManagementAccess):
+    """The IAM role or user the Container Registry Agent runs as, in the agent account."""
+
+    name = models.SlugField(max_length=64, unique=True, help_text="The portal's name for this agent.")
+    kind = models.CharField(max_length=8, choices=AgentKind.choices, default=AgentKind.ROLE)
+    account_id = models.CharField(max_length=12, validators=[v.validate_account_id])
+    iam_name = models.CharField(max_length=64, validators=[v.validate_iam_name])
+    policy_name = models.CharField(
+        max_length=128, default=DEFAULT_AGENT_POLICY_NAME, validators=[v.validate_policy_name]
+    )
+    status = models.CharField(max_length=8, choices=Lifecycle.choices, default=Lifecycle.DRAFT, db_index=True)
+    # Agent-policy coalescing: every account change bumps `policy_generation`; whoever writes the
+    # policy records the generation it wrote, so waiters already covered skip their write.
+    policy_generation = models.PositiveBigIntegerField(default=0)
+    synced_generation = models.PositiveBigIntegerField(default=0)
+    layout = models.CharField(max_length=32, blank=True, help_text="Last written permission layout.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "agent identities"
+        permissions = [("manage_agentidentity", "Can add agents and change their IAM setup")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account_id", "kind", "iam_name"], name="unique_agent_iam_identity"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:{self.kind}/{self.iam_name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("accounts:agent_detail", args=[self.pk])
+
+
+class EcrAccount(ManagementAccess):
+    """An AWS account holding ECR repositories, scanned through one broker per region."""
+
+    account_id = models.CharField(max_length=12, unique=True, validators=[v.validate_account_id])
+    alias = models.CharField(max_length=100, blank=True)
+    agent = models.ForeignKey(AgentIdentity, on_delete=models.PROTECT, related_name="accounts")
+    service_role_name = models.CharField(
+        max_length=64, default=DEFAULT_SERVICE_ROLE_NAME, validators=[v.validate_iam_name]
+    )
+    read_policy_name = models.CharField(
+        max_length=128, default=DEFAULT_READ_POLICY_NAME, validators=[v.validate_policy_name]
+    )
+    status = models.CharField(max_length=8, choices=Lifecycle.choices, default=Lifecycle.DRAFT, db_index=True)
+    # Resources that existed before the portal touched them (hand-made from the guide).
+    role_adopted = models.BooleanField(default=False)
+    policy_adopted = models.BooleanField(default=False)
+    drifted = models.BooleanField(default=False, db_index=True)
+    last_audit_at = models.DateTimeField(null=True, blank=True)
+    last_audit_summary = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account_id"]
+        verbose_name = "ECR account"
+        permissions = [
+            ("onboard_ecraccount", "Can onboard, reconcile and rotate ECR accounts"),
+            ("offboard_ecraccount", "Can offboard ECR accounts"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} ({self.alias})" if self.alias else self.account_id
+
+    @property
+    def service_role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:role/{self.service_role_name}"
+
+    @property
+    def read_policy_arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:policy/{self.read_policy_name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("accounts:account_detail", args=[self.account_id])
+
+
+class ExternalId(models.Model):
+    """An sts:ExternalId the service role's trust accepts. Two at once only during rotation."""
+
+    account = models.ForeignKey(EcrAccount, on_delete=models.CASCADE, related_name="external_ids")
+    value = models.CharField(max_length=1224, validators=[v.validate_external_id])
+    state = models.CharField(max_length=8, choices=ExternalIdState.choices, default=ExternalIdState.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    retiring_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        verbose_name = "ExternalId"
+        constraints = [
+            models.UniqueConstraint(fields=["account", "value"], name="unique_external_id_per_account")
+        ]
+
+    def __str__(self) -> str:
+        return self.value
+
+    @staticmethod
+    def generate() -> str:
+        return str(uuid.uuid4())
+
+
+class BrokerInstance(models.Model):
+    """One Snyk Broker client for one ECR account and region."""
+
+    account = models.ForeignKey(EcrAccount, on_delete=models.CASCADE, related_name="brokers")
+    region = models.CharField(max_length=32, validators=[v.validate_region])
+    broker_token = EncryptedTextField(validators=[v.validate_uuid4])
+    broker_client_url = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[v.validate_service_url],
+        help_text="How the CRA reaches this broker client, e.g. http://broker:8000",
+    )
+    cr_agent_url = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[v.validate_service_url],
+        help_text="How the broker reaches the Container Registry Agent, e.g. http://cra:8081",
+    )
+    broker_server_url = models.CharField(
+        max_length=64, choices=BrokerServer.choices, default=BrokerServer.DEFAULT
+    )
+    port = models.PositiveIntegerField(
+        default=8000, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    status = models.CharField(
+        max_length=8, choices=BrokerStatus.choices, default=BrokerStatus.ACTIVE, db_index=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account__account_id", "region"]
+        permissions = [("download_brokerinstance", "Can download broker files holding the token")]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "region"], name="unique_broker_region"),
+            models.CheckConstraint(
+                condition=models.Q(port__gte=1, port__lte=65535), name="broker_port_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account.account_id}/{self.region}"
+
+    @staticmethod
+    def generate_token() -> str:
+        return str(uuid.uuid4())
+
+    @property
+    def masked_token(self) -> str:
+        return f"••••••••-••••-••••-••••-••••••••{self.broker_token[-4:]}" if self.broker_token else ""

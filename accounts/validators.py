@@ -1,0 +1,137 @@
+"""Field validators carrying IAM's rules (botocore models, IAM quotas) and the broker file's.
+
+moto enforces almost none of these, so the portal must: every value is checked before it is
+saved or sent to AWS. Messages name the rule so a form or the command line can show them as is.
+"""
+
+import re
+import uuid
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+
+from provisioning import aws
+
+# Characters that break a broker .env (docker --env-file keeps quotes) or the JSON the broker
+# interpolates CR_* values into. Refused, never escaped.
+BROKER_UNSAFE = re.compile(r"[\s\"'`#$\\]")
+
+account_id_validator = RegexValidator(
+    r"^\d{12}\Z", "An AWS account id is exactly 12 digits.", code="account_id"
+)
+iam_name_validator = RegexValidator(
+    r"^[\w+=,.@-]{1,64}\Z",
+    "IAM role and user names are 1-64 characters of letters, digits and +=,.@_-",
+    code="iam_name",
+)
+policy_name_validator = RegexValidator(
+    r"^[\w+=,.@-]{1,128}\Z",
+    "IAM policy names are 1-128 characters of letters, digits and +=,.@_-",
+    code="policy_name",
+)
+external_id_validator = RegexValidator(
+    r"^[\w+=,.@:/-]{2,1224}\Z",
+    "An ExternalId is 2-1224 characters of letters, digits and +=,.@:/_-",
+    code="external_id",
+)
+role_arn_validator = RegexValidator(
+    r"^arn:aws:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}\Z",
+    "Enter an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>",
+    code="role_arn",
+)
+principal_arn_validator = RegexValidator(
+    r"^arn:aws:iam::\d{12}:(?:role|user)/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}\Z",
+    "Enter an IAM role or user ARN: arn:aws:iam::<12-digit account>:role/<name> or :user/<name>",
+    code="principal_arn",
+)
+
+
+def _ascii_only(value: str) -> None:
+    # \w in Python matches non-ASCII letters; IAM's [\w] does not.
+    if not value.isascii():
+        raise ValidationError("Only ASCII characters are allowed.", code="ascii")
+
+
+def validate_account_id(value: str) -> None:
+    account_id_validator(value)
+
+
+def validate_iam_name(value: str) -> None:
+    _ascii_only(value)
+    iam_name_validator(value)
+
+
+def validate_policy_name(value: str) -> None:
+    _ascii_only(value)
+    policy_name_validator(value)
+
+
+def validate_external_id(value: str) -> None:
+    _ascii_only(value)
+    external_id_validator(value)
+
+
+def validate_role_arn(value: str) -> None:
+    _ascii_only(value)
+    role_arn_validator(value)
+
+
+def validate_principal_arn(value: str) -> None:
+    _ascii_only(value)
+    principal_arn_validator(value)
+
+
+def validate_region(value: str) -> None:
+    if value not in aws.ecr_regions():
+        raise ValidationError(
+            "%(value)s is not an AWS region with ECR (from botocore's endpoint list).",
+            code="region",
+            params={"value": value},
+        )
+
+
+def validate_uuid4(value: str) -> None:
+    """The broker client's preflight check accepts only a canonical lower/upper-case UUIDv4."""
+    try:
+        parsed = uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        parsed = None
+    if parsed is None or parsed.version != 4 or str(parsed) != str(value).lower():
+        raise ValidationError(
+            "A broker token is a UUIDv4 such as 1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b.",
+            code="uuid4",
+        )
+
+
+def validate_broker_safe(value: str) -> None:
+    if BROKER_UNSAFE.search(value or ""):
+        raise ValidationError(
+            "Must not contain quotes, whitespace, newlines, backslashes, # or $ "
+            "(the broker .env and its JSON take values verbatim).",
+            code="broker_unsafe",
+        )
+
+
+def validate_service_url(value: str) -> None:
+    """scheme://host:port with nothing after it: the broker appends its own paths."""
+    validate_broker_safe(value)
+    if not value.isascii():
+        raise ValidationError("Only ASCII characters are allowed.", code="ascii")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(
+            "Enter an http(s) URL with a host and a port, e.g. http://broker.internal:8000",
+            code="url",
+        )
+    if port is None:
+        raise ValidationError("The URL needs an explicit port, e.g. http://cra:8081", code="url_port")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValidationError(
+            "Give only scheme, host and port: no path, query, fragment or credentials.",
+            code="url_extra",
+        )

@@ -1,0 +1,57 @@
+"""Shared fixtures: personas (healthchecks-style), in-process moto, worker-process helpers."""
+
+import os
+
+import pytest
+
+# Tests never reach a real AWS account: fake credentials, no endpoint unless a test sets one.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture
+def aws():
+    """In-process moto with a clean session cache and call counter."""
+    from moto import mock_aws
+
+    from provisioning import aws as aws_module
+
+    with mock_aws():
+        aws_module.sessions.clear()
+        aws_module.calls.clear()
+        yield aws_module
+        aws_module.sessions.clear()
+
+
+def _user(django_user_model, username, role):
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user(username=username, password="pw-" + username)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def viewer(db, django_user_model):
+    return _user(django_user_model, "vera-viewer", "viewer")
+
+
+@pytest.fixture
+def operator(db, django_user_model):
+    return _user(django_user_model, "otto-operator", "operator")
+
+
+@pytest.fixture
+def admin_user(db, django_user_model):
+    return _user(django_user_model, "ada-admin", "admin")
+
+
+@pytest.fixture
+def outsider(db, django_user_model):
+    """Logged in, but in no role group."""
+    return _user(django_user_model, "oscar-outsider", None)

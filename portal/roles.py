@@ -1,0 +1,85 @@
+"""User roles. Groups are created by portal/migrations/0002_roles.py with these permissions."""
+
+from functools import wraps
+
+from django.core.exceptions import PermissionDenied
+
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+
+_VIEW = [
+    "accounts.view_agentidentity",
+    "accounts.view_ecraccount",
+    "accounts.view_externalid",
+    "accounts.view_brokerinstance",
+    "provisioning.view_run",
+    "provisioning.view_operation",
+    "provisioning.view_runlogentry",
+    "portal.view_auditentry",
+]
+_OPERATE = [
+    "accounts.onboard_ecraccount",
+    "accounts.download_brokerinstance",
+    "provisioning.request_audit",
+]
+_ADMINISTER = [
+    "accounts.manage_agentidentity",
+    "accounts.offboard_ecraccount",
+    "auth.view_user",
+    "auth.add_user",
+    "auth.change_user",
+    "auth.view_group",
+]
+
+ROLE_PERMISSIONS = {
+    VIEWER: _VIEW,
+    OPERATOR: _VIEW + _OPERATE,
+    ADMIN: _VIEW + _OPERATE + _ADMINISTER,
+}
+
+# Permission names used by views (one place to read what each role may do).
+CAN_ONBOARD = "accounts.onboard_ecraccount"
+CAN_DOWNLOAD = "accounts.download_brokerinstance"
+CAN_AUDIT = "provisioning.request_audit"
+CAN_MANAGE_AGENTS = "accounts.manage_agentidentity"
+CAN_OFFBOARD = "accounts.offboard_ecraccount"
+
+
+def role_of(user) -> str:
+    if not user.is_authenticated:
+        return ""
+    if user.is_superuser:
+        return ADMIN
+    names = {g.name for g in user.groups.all()}
+    for role in (ADMIN, OPERATOR, VIEWER):
+        if role in names:
+            return role
+    return ""
+
+
+def permission_required(perm: str):
+    """Like Django's, but always 403 (never a login redirect loop for a logged-in user)."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not request.user.has_perm(perm):
+                raise PermissionDenied(f"Your role may not do this ({perm}).")
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def context_processor(request):
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return {
+        "user_role": role_of(user),
+        "can_onboard": user.has_perm(CAN_ONBOARD),
+        "can_download": user.has_perm(CAN_DOWNLOAD),
+        "can_audit": user.has_perm(CAN_AUDIT),
+        "can_manage_agents": user.has_perm(CAN_MANAGE_AGENTS),
+        "can_offboard": user.has_perm(CAN_OFFBOARD),
+    }

@@ -1,0 +1,169 @@
+"""Settings for the ECR Broker Portal, read from the environment through django-environ.
+
+Nothing secret lives here: SECRET_KEY and ENCRYPTION_KEYS come from the environment (or a
+`<NAME>_FILE` holding it). The defaults give the embedded run (`make run`): SQLite, a
+filesystem Celery broker that needs no server, and whatever AWS endpoint the environment names.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite file, filesystem queue, lock files
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env")
+
+
+def _secret(name: str, default: str = "") -> str:
+    """Read NAME, or the file named by NAME_FILE (docker/k8s secrets), failing loudly if unreadable."""
+    path = env.str(f"{name}_FILE", default="")
+    if path:
+        return Path(path).read_text().strip()
+    return env.str(name, default=default)
+
+
+# A well-known development key. The portal.E001 check refuses it whenever DEBUG is off.
+DEFAULT_SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+SECRET_KEY = _secret("SECRET_KEY", default=DEFAULT_SECRET_KEY)
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Fernet keys for secrets at rest (broker tokens). First key encrypts, all decrypt (rotation).
+# Empty: a key is derived from SECRET_KEY (portal.W002 warns about that outside DEBUG).
+ENCRYPTION_KEYS = [k for k in _secret("ENCRYPTION_KEYS").split(",") if k.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "portal",
+    "accounts",
+    "provisioning",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "portal.middleware.RequestIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "portal.roles.context_processor",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker share the file: WAL lets readers run beside the writer, IMMEDIATE takes the
+    # write lock when a transaction starts (the default DEFERRED mode upgrades mid-transaction and
+    # then fails with "database is locked" or loses updates), and the timeout makes writers queue.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = env.str("STATIC_URL", default="/static/")
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# --- Security headers (production values; `manage.py check --deploy` must be clean) ----------
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Celery --------------------------------------------------------------------------------
+# Default broker: a filesystem queue under var/ (portal.kombu_fs: atomic writes), so the embedded
+# run has a real worker process and no server. Production sets redis://.
+REDIS_URL = env.str("REDIS_URL", default="")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "portalfs://")
+CELERY_QUEUE_DIR = VAR_DIR / "queue"
+CELERY_TASK_HARD_TIME_LIMIT = env.int("CELERY_TASK_HARD_TIME_LIMIT", default=3600)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=CELERY_TASK_HARD_TIME_LIMIT - 60)
+# IAM eventual consistency: how long "Invalid principal" is retried before the run fails.
+IAM_PROPAGATION_TIMEOUT = env.float("IAM_PROPAGATION_TIMEOUT", default=120.0)
+# A run that shows no sign of life for this long is re-queued by the sweeper (worker died).
+RUN_STALE_AFTER = env.int("RUN_STALE_AFTER", default=600)
+RUN_MAX_ATTEMPTS = env.int("RUN_MAX_ATTEMPTS", default=3)
+RUN_SWEEP_INTERVAL = env.int("RUN_SWEEP_INTERVAL", default=60)
+AUDIT_INTERVAL = env.int("AUDIT_INTERVAL", default=3600)
+AUDIT_WEBHOOK_URL = env.str("AUDIT_WEBHOOK_URL", default="")
+AUDIT_CONCURRENCY = env.int("AUDIT_CONCURRENCY", default=16)
+EXTERNAL_ID_GRACE_DAYS = env.int("EXTERNAL_ID_GRACE_DAYS", default=14)
+
+# --- AWS -----------------------------------------------------------------------------------
+# boto3 reads AWS_ENDPOINT_URL itself; it is mirrored here so pages and checks can show it.
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="")
+AWS_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="us-east-1")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "portal.middleware.RequestIdFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not :memory:, so worker processes started by tests share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}

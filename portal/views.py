@@ -1,0 +1,18 @@
+from django.contrib.auth.decorators import login_not_required
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import render
+
+from . import selectors
+
+
+def dashboard(request):
+    return render(request, "portal/dashboard.html", selectors.dashboard_summary())
+
+
+@login_not_required
+def healthz(request):
+    """Liveness for load balancers and the embedded launcher: the database answers."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})

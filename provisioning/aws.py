@@ -1,0 +1,260 @@
+"""The only module that talks to AWS (the only boto3/botocore importer).
+
+Sessions: base credentials from the environment/instance role, or per account an assumed
+management role (+ external id), cached until shortly before expiry. Clients use botocore's
+`standard` retry mode (throttling, 5xx) and explicit timeouts; boto3 itself honours
+AWS_ENDPOINT_URL, so the same code runs against moto server. Errors surface as AwsError so no
+other module needs botocore.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 8},
+    connect_timeout=5,
+    read_timeout=30,
+)
+SESSION_SECONDS = 3600  # a 900 s session would be re-assumed on nearly every call
+SESSION_REFRESH_MARGIN = 300
+SESSION_NAME = "ecr-broker-portal"
+
+# Every API call made through this module, by "service:Operation" (tests and benchmarks read it).
+calls: Counter[str] = Counter()
+_calls_lock = threading.Lock()
+
+READ_PREFIXES = ("Get", "List", "Describe")
+
+
+class AwsError(Exception):
+    """An AWS API error, in plain words: code, message, request id and the call that failed."""
+
+    def __init__(self, code: str, message: str, *, request_id: str = "", operation: str = ""):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.operation = operation
+
+    @property
+    def is_invalid_principal(self) -> bool:
+        # IAM eventual consistency: a principal created seconds ago is not yet known to IAM.
+        return self.code == "MalformedPolicyDocument" and "principal" in self.message.lower()
+
+    @property
+    def is_not_found(self) -> bool:
+        return self.code in ("NoSuchEntity", "NoSuchEntityException")
+
+
+@dataclass(frozen=True)
+class Access:
+    """How to reach one account: assume `role_arn` (with `external_id`), or base credentials."""
+
+    account_id: str
+    role_arn: str = ""
+    external_id: str = ""
+
+
+def _count(event_name: str, **_: Any) -> None:
+    # event_name: "before-call.iam.CreateRole"
+    _, service, operation = event_name.split(".", 2)
+    with _calls_lock:
+        calls[f"{service}:{operation}"] += 1
+
+
+def write_calls() -> int:
+    return sum(n for name, n in calls.items() if not name.split(":", 1)[1].startswith(READ_PREFIXES))
+
+
+@lru_cache(maxsize=1)
+def ecr_regions() -> frozenset[str]:
+    """Regions where ECR exists, from botocore's own endpoint data (all partitions)."""
+    session = boto3.session.Session()
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("ecr", partition_name=partition))
+    return frozenset(regions)
+
+
+class _Sessions:
+    """Thread-safe cache of boto3 sessions and clients per Access."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._assumed: dict[tuple[str, str], tuple[boto3.Session, float]] = {}
+        self._clients: dict[tuple[int, str], Any] = {}
+        self._base: boto3.Session | None = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._assumed.clear()
+            self._clients.clear()
+            self._base = None
+
+    def base(self) -> boto3.Session:
+        with self._lock:
+            if self._base is None:
+                self._base = boto3.session.Session()
+            return self._base
+
+    def for_access(self, access: Access) -> boto3.Session:
+        if not access.role_arn:
+            return self.base()
+        key = (access.role_arn, access.external_id)
+        with self._lock:
+            cached = self._assumed.get(key)
+            if cached and cached[1] - SESSION_REFRESH_MARGIN > time.time():
+                return cached[0]
+        session, expiry = self._assume(access)
+        with self._lock:
+            self._assumed[key] = (session, expiry)
+        return session
+
+    def _assume(self, access: Access) -> tuple[boto3.Session, float]:
+        sts = self.client(self.base(), "sts")
+        params: dict[str, Any] = {
+            "RoleArn": access.role_arn,
+            "RoleSessionName": SESSION_NAME,
+            "DurationSeconds": SESSION_SECONDS,
+        }
+        if access.external_id:
+            params["ExternalId"] = access.external_id
+        response = _call(sts, "assume_role", **params)
+        creds = response["Credentials"]
+        session = boto3.session.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
+        return session, creds["Expiration"].timestamp()
+
+    def client(self, session: boto3.Session, service: str) -> Any:
+        key = (id(session), service)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = session.client(service, config=CLIENT_CONFIG, region_name=_default_region(session))
+                client.meta.events.register("before-call", _count)
+                self._clients[key] = client
+            return client
+
+
+def _default_region(session: boto3.Session) -> str:
+    return session.region_name or "us-east-1"
+
+
+sessions = _Sessions()
+
+
+def _call(client: Any, method: str, **params: Any) -> dict[str, Any]:
+    try:
+        return getattr(client, method)(**params)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise AwsError(
+            error.get("Code", "Unknown"),
+            error.get("Message", str(exc)),
+            request_id=exc.response.get("ResponseMetadata", {}).get("RequestId", ""),
+            operation=exc.operation_name,
+        ) from None
+    except BotoCoreError as exc:
+        raise AwsError(type(exc).__name__, str(exc), operation=method) from None
+
+
+def request_id(response: dict[str, Any]) -> str:
+    return response.get("ResponseMetadata", {}).get("RequestId", "")
+
+
+class Iam:
+    """Thin typed IAM calls for one account. Reads return None when the entity does not exist."""
+
+    def __init__(self, access: Access):
+        self.access = access
+        self.client = sessions.client(sessions.for_access(access), "iam")
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        return _call(self.client, method, **params)
+
+    def _maybe(self, method: str, **params: Any) -> dict[str, Any] | None:
+        try:
+            return self.call(method, **params)
+        except AwsError as exc:
+            if exc.is_not_found:
+                return None
+            raise
+
+    # --- reads -------------------------------------------------------------------------------
+    def get_role(self, name: str) -> dict[str, Any] | None:
+        response = self._maybe("get_role", RoleName=name)
+        return response["Role"] if response else None
+
+    def get_user(self, name: str) -> dict[str, Any] | None:
+        response = self._maybe("get_user", UserName=name)
+        return response["User"] if response else None
+
+    def get_instance_profile(self, name: str) -> dict[str, Any] | None:
+        response = self._maybe("get_instance_profile", InstanceProfileName=name)
+        return response["InstanceProfile"] if response else None
+
+    def get_policy(self, arn: str) -> dict[str, Any] | None:
+        response = self._maybe("get_policy", PolicyArn=arn)
+        return response["Policy"] if response else None
+
+    def get_policy_document(self, arn: str, version_id: str) -> dict[str, Any]:
+        response = self.call("get_policy_version", PolicyArn=arn, VersionId=version_id)
+        return response["PolicyVersion"]["Document"]
+
+    def list_policy_versions(self, arn: str) -> list[dict[str, Any]]:
+        return self.call("list_policy_versions", PolicyArn=arn)["Versions"]
+
+    def get_inline_policy(self, kind: str, identity: str, policy_name: str) -> dict[str, Any] | None:
+        if kind == "role":
+            response = self._maybe("get_role_policy", RoleName=identity, PolicyName=policy_name)
+        else:
+            response = self._maybe("get_user_policy", UserName=identity, PolicyName=policy_name)
+        return response["PolicyDocument"] if response else None
+
+    def list_inline_policies(self, kind: str, identity: str) -> list[str]:
+        if kind == "role":
+            pages = self.client.get_paginator("list_role_policies").paginate(RoleName=identity)
+        else:
+            pages = self.client.get_paginator("list_user_policies").paginate(UserName=identity)
+        return [name for page in _pages(pages) for name in page["PolicyNames"]]
+
+    def list_attached_policies(self, kind: str, identity: str) -> list[str]:
+        if kind == "role":
+            pages = self.client.get_paginator("list_attached_role_policies").paginate(RoleName=identity)
+        else:
+            pages = self.client.get_paginator("list_attached_user_policies").paginate(UserName=identity)
+        return [p["PolicyArn"] for page in _pages(pages) for p in page["AttachedPolicies"]]
+
+    def list_access_keys(self, user: str) -> list[dict[str, Any]]:
+        return self.call("list_access_keys", UserName=user)["AccessKeyMetadata"]
+
+    # --- writes (each returns the AWS request id) ---------------------------------------------
+    def write(self, method: str, **params: Any) -> str:
+        return request_id(self.call(method, **params))
+
+
+def _pages(pages: Any) -> Any:
+    try:
+        yield from pages
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise AwsError(error.get("Code", "Unknown"), error.get("Message", str(exc))) from None
+
+
+def caller_account(access: Access) -> str:
+    """The account the credentials for `access` land in (management-role sanity check)."""
+    sts = sessions.client(sessions.for_access(access), "sts")
+    return _call(sts, "get_caller_identity")["Account"]

@@ -1,0 +1,147 @@
+"""Runs (one unit of engine work, claimed by one worker) and their append-only Operations."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from .choices import ACTIVE_RUN_STATUSES, OperationStatus, RunKind, RunStatus
+
+
+class Run(models.Model):
+    kind = models.CharField(max_length=16, choices=RunKind.choices, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
+    )
+    agent = models.ForeignKey(
+        "accounts.AgentIdentity", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    accounts = models.ManyToManyField("accounts.EcrAccount", blank=True, related_name="runs")
+    # Account ids as text, so the run still says what it touched after an account is deleted.
+    targets = models.JSONField(default=list, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Non-secret run parameters.")
+    plan = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_name = models.CharField(max_length=150, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    explanation = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    claim_token = models.CharField(max_length=36, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    progress_total = models.PositiveIntegerField(default=0)
+    progress_done = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat")]
+        permissions = [("request_audit", "Can start audit runs")]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.kind}, {self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("provisioning:run_detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_RUN_STATUSES
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status not in ACTIVE_RUN_STATUSES:
+            return 100
+        return int(100 * self.progress_done / self.progress_total) if self.progress_total else 0
+
+    def claim(self) -> bool:
+        """Take this run for the current worker. A conditional UPDATE: 0 rows means someone else has it."""
+        token = str(uuid.uuid4())
+        now = timezone.now()
+        updated = Run.objects.filter(pk=self.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING,
+            claim_token=token,
+            attempts=models.F("attempts") + 1,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        if updated:
+            self.refresh_from_db()
+        return bool(updated)
+
+    def beat(self, **progress) -> bool:
+        """Record a sign of life (and progress); False once another worker has re-claimed the run."""
+        return bool(
+            Run.objects.filter(pk=self.pk, claim_token=self.claim_token).update(
+                heartbeat_at=timezone.now(), **progress
+            )
+        )
+
+    def finish(self, status: str, *, explanation: str = "", error: str = "", result=None) -> None:
+        fields = {"status": status, "finished_at": timezone.now(), "explanation": explanation, "error": error}
+        if result is not None:
+            fields["result"] = result
+        Run.objects.filter(pk=self.pk, claim_token=self.claim_token).update(**fields)
+        self.refresh_from_db()
+
+    def log(self, message: str, level: str = "INFO") -> None:
+        RunLogEntry.objects.create(run=self, level=level, message=message[:4000])
+
+
+class RunLogEntry(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="log_entries")
+    created_at = models.DateTimeField(auto_now_add=True)
+    level = models.CharField(max_length=8, default="INFO")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.level} {self.message[:60]}"
+
+
+class AppendOnly(models.Model):
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValueError(f"{type(self).__name__} rows are append-only.")
+        super().save(*args, **kwargs)
+
+
+class Operation(AppendOnly):
+    """One AWS write the engine made (or tried), with the documents before and after."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="operations")
+    sequence = models.PositiveIntegerField()
+    account_id = models.CharField(max_length=12, db_index=True)
+    action = models.CharField(max_length=64)
+    resource_arn = models.CharField(max_length=2048)
+    summary = models.CharField(max_length=255, blank=True)
+    request = models.JSONField(default=dict, blank=True, help_text="Redacted request parameters.")
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=OperationStatus.choices)
+    error_code = models.CharField(max_length=128, blank=True)
+    error_message = models.TextField(blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run_id", "sequence", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.resource_arn} ({self.status})"
