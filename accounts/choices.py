@@ -8,6 +8,7 @@ class AgentKind(models.TextChoices):
 
 class Lifecycle(models.TextChoices):
     DRAFT = "draft", "Draft"
+    PENDING = "pending", "Onboarding"
     ACTIVE = "active", "Active"
     FAILED = "failed", "Failed"
     REMOVED = "removed", "Removed"

@@ -258,3 +258,8 @@ def caller_account(access: Access) -> str:
     """The account the credentials for `access` land in (management-role sanity check)."""
     sts = sessions.client(sessions.for_access(access), "sts")
     return _call(sts, "get_caller_identity")["Account"]
+
+
+def call(access: Access, service: str, method: str, **params: Any) -> dict[str, Any]:
+    """Any API call in one account (used by the emulator's demo seeding and by audits)."""
+    return _call(sessions.client(sessions.for_access(access), service), method, **params)
