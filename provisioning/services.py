@@ -165,12 +165,24 @@ def plan_onboarding(account: EcrAccount, external_ids: list[str] | None = None) 
     return plan
 
 
-def plan_reconcile(account: EcrAccount) -> planner.Plan:
-    if account.status == Lifecycle.REMOVED:
-        plan = planner.plan_agent_permissions(account.agent, agent_member_arns(account.agent))
-        plan.extend(planner.plan_account(account, [], remove=True))
-        return plan
-    return plan_onboarding(account)
+def plan_reconcile(accounts: Iterable[EcrAccount]) -> planner.Plan:
+    """Preview of reconciling these accounts: each account's resources, each agent's permissions once.
+
+    Removed accounts lose the agent's permission before their role is deleted, as the engine does.
+    """
+    accounts = list(accounts)
+    agents = {a.agent_id: a.agent for a in accounts}
+    agent_plan = planner.Plan()
+    for agent in agents.values():
+        agent_plan.extend(planner.plan_agent_permissions(agent, agent_member_arns(agent)))
+    removing = [a for a in accounts if a.status == Lifecycle.REMOVED]
+    plan = planner.Plan().extend(agent_plan) if removing else planner.Plan()
+    for account in accounts:
+        if account.status == Lifecycle.REMOVED:
+            plan.extend(planner.plan_account(account, [], remove=True))
+        else:
+            plan.extend(planner.plan_account(account, desired_external_ids(account)))
+    return plan if removing else plan.extend(agent_plan)
 
 
 def plan_agent(agent: AgentIdentity) -> planner.Plan:

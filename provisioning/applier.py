@@ -1,0 +1,138 @@
+"""The applier: executes a plan's changes in order, one recorded Operation per AWS write.
+
+No database transaction is held across an AWS call: each call is made, then its Operation row is
+written in its own short statement. Throttling and 5xx are retried by botocore (standard mode);
+"Invalid principal" right after the principal was created is IAM's eventual consistency and is
+retried here with backoff; any other error stops the plan at that change, with every earlier
+operation already recorded, and a later run re-plans from the live state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F
+
+from portal.redact import redact
+
+from . import aws
+from .choices import OperationStatus
+from .models import Operation, Run
+from .planner import Change, Plan
+
+log = logging.getLogger(__name__)
+
+DOCUMENT_PARAMS = ("PolicyDocument", "AssumeRolePolicyDocument")
+_sequence_lock = threading.Lock()  # a bulk run applies accounts on several threads of one process
+
+
+class ApplyError(Exception):
+    def __init__(self, change: Change, error: aws.AwsError):
+        self.change = change
+        self.error = error
+        super().__init__(explain(change, error))
+
+
+def explain(change: Change, error: aws.AwsError) -> str:
+    """The failure in plain words, for the run page and the command line."""
+    hints = {
+        "AccessDenied": "the portal's credentials (or the account's management role) may not do this; "
+        "see `manage.py iam_policy` for what they need.",
+        "AccessDeniedException": "the portal's credentials may not do this.",
+        "EntityAlreadyExists": "something with this name exists already; re-run to adopt it.",
+        "LimitExceeded": "an IAM quota was reached.",
+        "DeleteConflict": "it is still attached or in use elsewhere.",
+        "MalformedPolicyDocument": "IAM rejected the document.",
+    }
+    hint = hints.get(error.code, "")
+    return f"{change.action} on {change.arn} failed: {error.code}: {error.message}" + (
+        f" — {hint}" if hint else ""
+    )
+
+
+def _wire_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.dumps(v) if k in DOCUMENT_PARAMS else v for k, v in params.items()}
+
+
+def _next_sequence(run: Run) -> int:
+    last = run.operations.order_by("-sequence").values_list("sequence", flat=True).first()
+    return (last or 0) + 1
+
+
+def _record(run: Run, change: Change, *, error: aws.AwsError | None, **fields: Any) -> Operation:
+    return Operation.objects.create(
+        run=run,
+        sequence=_next_sequence(run),
+        account_id=change.account_id,
+        action=change.action,
+        resource_arn=change.arn,
+        summary=change.summary[:255],
+        request=redact({k: v for k, v in change.params.items() if k not in DOCUMENT_PARAMS}),
+        before=change.before,
+        after=change.after,
+        status=OperationStatus.FAILED if error else OperationStatus.SUCCEEDED,
+        error_code=error.code if error else "",
+        error_message=error.message if error else "",
+        **fields,
+    )
+
+
+def apply_change(run: Run, change: Change) -> Operation:
+    """Make one AWS write and record it (also when it fails)."""
+    iam = aws.Iam(change.access)
+    started = time.monotonic()
+    deadline = started + settings.IAM_PROPAGATION_TIMEOUT
+    delay, attempts = min(1.0, settings.IAM_PROPAGATION_TIMEOUT / 10), 0
+    error: aws.AwsError | None = None
+    request_id = ""
+    while True:
+        attempts += 1
+        try:
+            request_id = iam.write(change.method, **_wire_params(change.params))
+            error = None
+            break
+        except aws.AwsError as exc:
+            error = exc
+            if exc.is_invalid_principal and time.monotonic() + delay < deadline:
+                log.info(
+                    "IAM has not propagated the principal yet; retrying %s in %.0fs", change.action, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 16.0)
+                continue
+            break
+    with _sequence_lock:
+        operation = _record(
+            run,
+            change,
+            error=error,
+            request_id=(error.request_id if error else request_id) or "",
+            duration_ms=int((time.monotonic() - started) * 1000),
+            attempts=attempts,
+        )
+    Run.objects.filter(pk=run.pk).update(progress_done=F("progress_done") + 1)
+    if error:
+        raise ApplyError(change, error)
+    return operation
+
+
+def apply_plan(run: Run, plan: Plan) -> list[Operation]:
+    operations = []
+    for change in plan.changes:
+        operations.append(apply_change(run, change))
+        run.beat()
+        if change.adopts:
+            _mark_adopted(change)
+    return operations
+
+
+def _mark_adopted(change: Change) -> None:
+    from accounts.models import EcrAccount
+
+    field = {"role": "role_adopted", "policy": "policy_adopted"}[change.adopts]
+    EcrAccount.objects.filter(account_id=change.account_id).update(**{field: True})

@@ -1,0 +1,90 @@
+"""What the mutating commands share: print a plan, run a Run (worker or inline), exit by outcome."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
+
+from .choices import RunStatus
+from .models import Run
+from .planner import Plan
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+def invalid(error: ValidationError | str) -> CommandError:
+    """Exit 2 with every field and message, nothing saved, nothing sent to AWS."""
+    if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+        lines = [f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items()]
+        text = "invalid input:\n  " + "\n  ".join(lines)
+    elif isinstance(error, ValidationError):
+        text = "invalid input: " + " ".join(error.messages)
+    else:
+        text = f"invalid input: {error}"
+    return CommandError(text, returncode=EXIT_INVALID)
+
+
+def add_run_arguments(parser, *, plan: bool = True) -> None:
+    if plan:
+        parser.add_argument("--plan", action="store_true", help="Print what would change; change nothing.")
+    parser.add_argument("--inline", action="store_true", help="Execute in this process instead of a worker.")
+    parser.add_argument("--timeout", type=float, default=3600, help="Seconds to wait for a worker.")
+
+
+def print_plan(stdout, plan: Plan) -> None:
+    for note in plan.notes:
+        stdout.write(f"note: {note}")
+    for arn in plan.adopted:
+        stdout.write(f"adopt: {arn} exists and will be adopted as it is (changes, if any, listed below)")
+    if plan.is_empty:
+        stdout.write("No changes: AWS already matches.")
+        return
+    stdout.write(f"{len(plan.changes)} change(s):")
+    for i, change in enumerate(plan.changes, 1):
+        stdout.write(f"{i:3}. {change.action} {change.arn}\n     {change.summary}")
+        for label, doc in (("before", change.before), ("after", change.after)):
+            if doc is not None:
+                body = json.dumps(doc, indent=2, sort_keys=True).replace("\n", "\n       ")
+                stdout.write(f"     {label}: {body}")
+
+
+def execute(stdout, run: Run, *, inline: bool, timeout: float) -> None:
+    """Run it (in process, or wait for a worker), print operations as they land, exit by outcome."""
+    if inline:
+        from . import engine
+
+        if not run.claim():
+            raise CommandError(f"Run {run.pk} is already claimed.", returncode=EXIT_FAILED)
+        engine.execute(run)
+        _print_operations(stdout, run, 0)
+    else:
+        stdout.write(f"Run {run.pk} queued; waiting for a worker…")
+        printed, deadline = 0, time.monotonic() + timeout
+        while True:
+            run.refresh_from_db()
+            printed = _print_operations(stdout, run, printed)
+            if not run.is_active:
+                break
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"Run {run.pk} is still {run.status} after {timeout:.0f}s (is a worker running?).",
+                    returncode=EXIT_FAILED,
+                )
+            time.sleep(0.2)
+    stdout.write(f"Run {run.pk} {run.status}: {run.explanation}")
+    if run.status != RunStatus.SUCCEEDED:
+        raise CommandError(f"run {run.pk} {run.status}", returncode=EXIT_FAILED)
+
+
+def _print_operations(stdout, run: Run, after: int) -> int:
+    for op in run.operations.filter(sequence__gt=after).order_by("sequence"):
+        line = f"  [{op.status}] {op.action} {op.resource_arn}"
+        if op.error_code:
+            line += f" — {op.error_code}: {op.error_message}"
+        stdout.write(line)
+        after = op.sequence
+    return after

@@ -1,0 +1,237 @@
+"""The reconcile engine: takes a claimed Run through plan -> apply -> recorded outcome.
+
+Every flow is the same loop over accounts: read live state, plan against the database's desired
+state, apply, record. Onboarding, reconcile and rotation make an account's resources match and
+then the agent's permissions; offboarding does the reverse order (the agent loses the permission
+before the role disappears). The agent's permissions are written whole from the database under a
+per-agent lock; a run whose change another run already wrote skips its write (coalescing).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import close_old_connections
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.choices import BrokerStatus, Lifecycle
+from accounts.models import AgentIdentity, EcrAccount
+
+from . import aws, planner, policies, services
+from .applier import ApplyError, apply_plan
+from .choices import RunKind, RunStatus
+from .locks import agent_lock
+from .models import Run
+
+log = logging.getLogger(__name__)
+
+
+class RunFailed(Exception):
+    """An expected failure: the run ends "failed" with this explanation."""
+
+
+def execute(run: Run) -> Run:
+    """Execute a run this process has claimed, always leaving it in a terminal state."""
+    handler = HANDLERS[run.kind]
+    try:
+        status, explanation = handler(run)
+        run.finish(status, explanation=explanation)
+    except (ApplyError, RunFailed, policies.LayoutError, aws.AwsError) as exc:
+        run.log(str(exc), level="ERROR")
+        run.finish(RunStatus.FAILED, explanation=str(exc))
+    except Exception as exc:  # errored: keep the traceback for the run page
+        log.exception("run %s errored", run.pk)
+        run.finish(RunStatus.FAILED, explanation=f"Unexpected error: {exc}", error=traceback.format_exc())
+    return run
+
+
+def _record_plan(run: Run, plan: planner.Plan, label: str) -> None:
+    """Append a planned step to the run's stored plan and grow its progress total."""
+    stored = run.plan or {"steps": []}
+    stored.setdefault("steps", []).append({"label": label, **plan.to_dict()})
+    run.plan = stored
+    Run.objects.filter(pk=run.pk).update(plan=stored, progress_total=F("progress_total") + len(plan.changes))
+    for note in plan.notes:
+        run.log(note)
+
+
+def _apply(run: Run, plan: planner.Plan, label: str) -> int:
+    _record_plan(run, plan, label)
+    if plan.is_empty:
+        run.log(f"{label}: in sync, nothing to change")
+        return 0
+    run.log(f"{label}: applying {len(plan.changes)} change(s)")
+    return len(apply_plan(run, plan))
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+def ensure_agent_identity(run: Run, agent: AgentIdentity) -> int:
+    writes = _apply(run, planner.plan_agent_identity(agent), f"agent {agent.name}")
+    if agent.status != Lifecycle.ACTIVE:
+        AgentIdentity.objects.filter(pk=agent.pk).update(status=Lifecycle.ACTIVE)
+        agent.status = Lifecycle.ACTIVE
+    return writes
+
+
+def sync_agent_permissions(run: Run, agent_id: int, *, check_live: bool = False) -> int:
+    """Write the agent's permissions whole from the database, once for any number of waiting runs.
+
+    check_live=False (onboarding, offboarding): skip when another run has already written a
+    generation that includes this run's change. check_live=True (reconcile): always compare with IAM.
+    """
+    wanted = AgentIdentity.objects.values_list("policy_generation", flat=True).get(pk=agent_id)
+    with agent_lock(agent_id):
+        agent = AgentIdentity.objects.get(pk=agent_id)
+        if not check_live and agent.synced_generation >= wanted:
+            run.log(f"agent {agent.name}: permissions already written by another run (coalesced)")
+            return 0
+        generation = agent.policy_generation  # read before the members: a later bump is not covered
+        plan = planner.plan_agent_permissions(agent, services.agent_member_arns(agent))
+        writes = _apply(run, plan, f"agent {agent.name} permissions ({plan.layout})")
+        AgentIdentity.objects.filter(pk=agent_id, synced_generation__lt=generation).update(
+            synced_generation=generation
+        )
+        AgentIdentity.objects.filter(pk=agent_id).update(layout=plan.layout)
+    return writes
+
+
+def reconcile_account_resources(run: Run, account: EcrAccount) -> int:
+    ids = services.desired_external_ids(account)
+    return _apply(run, planner.plan_account(account, ids), f"account {account.account_id}")
+
+
+def remove_account_resources(run: Run, account: EcrAccount) -> int:
+    return _apply(run, planner.plan_account(account, [], remove=True), f"remove {account.account_id}")
+
+
+def _set_status(account: EcrAccount, status: str) -> None:
+    EcrAccount.objects.filter(pk=account.pk).update(status=status, updated_at=timezone.now())
+    account.status = status
+
+
+# --- handlers: run -> (status, explanation) --------------------------------------------------
+
+
+def _handle_agent(run: Run) -> tuple[str, str]:
+    agent = run.agent
+    if agent is None:
+        raise RunFailed("The agent of this run no longer exists.")
+    writes = ensure_agent_identity(run, agent)
+    writes += sync_agent_permissions(run, agent.pk, check_live=True)
+    return RunStatus.SUCCEEDED, f"Agent {agent.name} is set up ({writes} write(s))."
+
+
+def _onboard_one(run: Run, account: EcrAccount) -> int:
+    """Resources first (the trust names the agent), then the agent's permissions."""
+    if account.status == Lifecycle.REMOVED:
+        writes = sync_agent_permissions(run, account.agent_id, check_live=run.kind == RunKind.RECONCILE)
+        return writes + remove_account_resources(run, account)
+    writes = 0
+    if account.agent.status != Lifecycle.ACTIVE:
+        writes += ensure_agent_identity(run, account.agent)
+    try:
+        writes += reconcile_account_resources(run, account)
+        writes += sync_agent_permissions(
+            run, account.agent_id, check_live=run.kind in (RunKind.RECONCILE, RunKind.ROTATE)
+        )
+    except (ApplyError, aws.AwsError, policies.LayoutError):
+        if account.status in (Lifecycle.PENDING, Lifecycle.DRAFT):
+            _set_status(account, Lifecycle.FAILED)
+        raise
+    if account.status != Lifecycle.ACTIVE:
+        _set_status(account, Lifecycle.ACTIVE)
+    return writes
+
+
+def _handle_accounts(run: Run) -> tuple[str, str]:
+    accounts = list(run.accounts.select_related("agent"))
+    if not accounts:
+        raise RunFailed("This run has no accounts (they may have been deleted).")
+    failures: list[str] = []
+    writes = 0
+    for account in accounts:
+        if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
+            return RunStatus.CANCELLED, f"Cancelled after {writes} write(s)."
+        try:
+            writes += _onboard_one(run, account)
+        except (ApplyError, aws.AwsError, policies.LayoutError) as exc:
+            if len(accounts) == 1:
+                raise
+            failures.append(f"{account.account_id}: {exc}")
+            run.log(f"account {account.account_id} failed: {exc}", level="ERROR")
+    if failures:
+        status = RunStatus.FAILED if len(failures) == len(accounts) else RunStatus.PARTIAL
+        return status, f"{len(failures)} of {len(accounts)} account(s) failed:\n" + "\n".join(failures)
+    return RunStatus.SUCCEEDED, f"{len(accounts)} account(s) in sync ({writes} write(s))."
+
+
+def _handle_offboard(run: Run) -> tuple[str, str]:
+    accounts = list(run.accounts.select_related("agent"))
+    writes = 0
+    for account in accounts:
+        # The agent loses sts:AssumeRole on the role before the role is deleted.
+        writes += sync_agent_permissions(run, account.agent_id)
+        writes += remove_account_resources(run, account)
+        account.brokers.update(status=BrokerStatus.RETIRED)
+    return RunStatus.SUCCEEDED, f"{len(accounts)} account(s) offboarded ({writes} write(s))."
+
+
+def _handle_bulk(run: Run) -> tuple[str, str]:
+    """Many accounts: resources concurrently (bounded), the agent's permissions once at the end."""
+    accounts = list(run.accounts.select_related("agent"))
+    max_concurrency = max(1, int(run.options.get("max_concurrency", 8)))
+    tolerance = int(run.options.get("failure_tolerance", len(accounts)))
+    failures: dict[str, str] = {}
+    skipped: list[str] = []
+
+    def one(account: EcrAccount) -> None:
+        close_old_connections()
+        try:
+            if len(failures) > tolerance:
+                skipped.append(account.account_id)
+                return
+            reconcile_account_resources(run, account)
+        except (ApplyError, aws.AwsError, policies.LayoutError) as exc:
+            failures[account.account_id] = str(exc)
+            run.log(f"account {account.account_id} failed: {exc}", level="ERROR")
+        finally:
+            close_old_connections()
+
+    if accounts and accounts[0].agent.status != Lifecycle.ACTIVE:
+        ensure_agent_identity(run, accounts[0].agent)
+    with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
+        list(pool.map(one, accounts))
+    done = [a for a in accounts if a.account_id not in failures and a.account_id not in skipped]
+    # Failed and skipped accounts stay members (status failed) so a retry converges without flapping.
+    for account in accounts:
+        if account not in done and account.status == Lifecycle.PENDING:
+            _set_status(account, Lifecycle.FAILED)
+    EcrAccount.objects.filter(pk__in=[a.pk for a in done]).update(status=Lifecycle.ACTIVE)
+    if accounts:
+        AgentIdentity.objects.filter(pk=accounts[0].agent_id).update(
+            policy_generation=F("policy_generation") + 1
+        )
+        sync_agent_permissions(run, accounts[0].agent_id)
+    summary = f"{len(done)} of {len(accounts)} account(s) onboarded"
+    if skipped:
+        summary += f"; {len(skipped)} not started after {len(failures)} failure(s) (tolerance {tolerance})"
+    if failures:
+        summary += ":\n" + "\n".join(f"{k}: {v}" for k, v in sorted(failures.items()))
+        return (RunStatus.PARTIAL if done else RunStatus.FAILED), summary
+    return RunStatus.SUCCEEDED, summary + "."
+
+
+HANDLERS: dict[str, Callable[[Run], tuple[str, str]]] = {
+    RunKind.AGENT: _handle_agent,
+    RunKind.ONBOARD: _handle_accounts,
+    RunKind.RECONCILE: _handle_accounts,
+    RunKind.ROTATE: _handle_accounts,
+    RunKind.OFFBOARD: _handle_offboard,
+    RunKind.BULK: _handle_bulk,
+}

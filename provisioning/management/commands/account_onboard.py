@@ -1,0 +1,57 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand
+
+from accounts.models import AgentIdentity, EcrAccount
+from provisioning import cli, services
+
+
+class Command(BaseCommand):
+    help = "Onboard an ECR account: service role, read-only policy, trust, agent permissions, brokers."
+
+    def add_arguments(self, parser):
+        parser.add_argument("account_id")
+        parser.add_argument("--agent", required=True, help="Agent name (see agent_add).")
+        parser.add_argument("--region", action="append", required=True, dest="regions")
+        parser.add_argument("--alias", default="")
+        parser.add_argument("--external-id", default="")
+        parser.add_argument("--management-role-arn", default="")
+        parser.add_argument("--management-external-id", default="")
+        parser.add_argument("--broker-client-url", default="")
+        parser.add_argument("--cr-agent-url", default="")
+        parser.add_argument("--broker-token", default="")
+        parser.add_argument("--broker-server-url", default="")
+        cli.add_run_arguments(parser)
+
+    def handle(self, *args, **opts):
+        agent = AgentIdentity.objects.filter(name=opts["agent"]).first()
+        if agent is None:
+            raise cli.invalid(
+                ValidationError({"agent": f"No agent named {opts['agent']!r} (see agent_add)."})
+            )
+        if EcrAccount.objects.filter(account_id=opts["account_id"]).exists():
+            raise cli.invalid(
+                ValidationError({"account_id": "This account is already in the portal: use reconcile."})
+            )
+        fields = {
+            "agent": agent,
+            "account_id": opts["account_id"],
+            "regions": opts["regions"],
+            "alias": opts["alias"],
+            "external_id": opts["external_id"],
+            "management_role_arn": opts["management_role_arn"],
+            "management_external_id": opts["management_external_id"],
+            "broker_client_url": opts["broker_client_url"],
+            "cr_agent_url": opts["cr_agent_url"],
+            "broker_token": opts["broker_token"],
+            "broker_server_url": opts["broker_server_url"],
+        }
+        try:
+            account, external_id, _ = services.account_build(**fields)
+        except ValidationError as exc:
+            raise cli.invalid(exc) from None
+        if opts["plan"]:
+            cli.print_plan(self.stdout, services.plan_onboarding(account, [external_id.value]))
+            return
+        account = services.account_create(**fields)
+        run = services.account_onboard(account=account, enqueue=not opts["inline"])
+        cli.execute(self.stdout, run, inline=opts["inline"], timeout=opts["timeout"])

@@ -1,0 +1,68 @@
+"""Celery tasks: thin wrappers that take ids only. The engine does the work."""
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .choices import RunStatus
+from .models import Run
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def execute_run(run_id: int) -> str:
+    from . import engine
+
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None:
+        return "missing"
+    if not run.claim():  # a redelivered message, or another worker has it
+        log.info("run %s is not queued (status %s): not running it twice", run_id, run.status)
+        return "not-claimed"
+    engine.execute(run)
+    return run.status
+
+
+@shared_task
+def sweep_stale_runs() -> int:
+    """Re-queue runs whose worker died (no heartbeat) or whose message was lost; give up on poison runs."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.RUN_STALE_AFTER)
+    candidates = Run.objects.filter(
+        Q(status=RunStatus.RUNNING, heartbeat_at__lt=stale)
+        | Q(status=RunStatus.QUEUED, created_at__lt=stale, heartbeat_at__isnull=True)
+        | Q(status=RunStatus.QUEUED, heartbeat_at__lt=stale)
+    )
+    requeued = 0
+    for run in candidates:
+        if run.attempts >= settings.RUN_MAX_ATTEMPTS:
+            Run.objects.filter(pk=run.pk, status=run.status, claim_token=run.claim_token).update(
+                status=RunStatus.FAILED,
+                finished_at=now,
+                explanation=f"Gave up after {run.attempts} attempt(s): the worker stopped each time.",
+            )
+            continue
+        # Conditional: only if nobody touched it since we read it.
+        if Run.objects.filter(pk=run.pk, status=run.status, claim_token=run.claim_token).update(
+            status=RunStatus.QUEUED, claim_token="", heartbeat_at=now, attempts=F("attempts")
+        ):
+            execute_run.apply_async(args=[run.pk])
+            requeued += 1
+            log.warning("re-queued stale run %s (attempt %s)", run.pk, run.attempts + 1)
+    return requeued
+
+
+@shared_task
+def scheduled_audit() -> int | None:
+    """Periodic audit (celery beat). Implemented by the audit module when present."""
+    from . import services
+
+    audit_request = getattr(services, "audit_request", None)
+    if audit_request is None:
+        return None
+    return audit_request(user=None).pk
