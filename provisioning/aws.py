@@ -72,8 +72,14 @@ def _count(event_name: str, **_: Any) -> None:
         calls[f"{service}:{operation}"] += 1
 
 
+def is_write(name: str) -> bool:
+    """A call that changes something ("iam:CreateRole"); STS sessions and reads do not."""
+    service, operation = name.split(":", 1)
+    return service != "sts" and not operation.startswith(READ_PREFIXES)
+
+
 def write_calls() -> int:
-    return sum(n for name, n in calls.items() if not name.split(":", 1)[1].startswith(READ_PREFIXES))
+    return sum(n for name, n in calls.items() if is_write(name))
 
 
 @lru_cache(maxsize=1)
@@ -94,12 +100,14 @@ class _Sessions:
         self._assumed: dict[tuple[str, str], tuple[boto3.Session, float]] = {}
         self._clients: dict[tuple[int, str], Any] = {}
         self._base: boto3.Session | None = None
+        self._verified: set[tuple[str, str, str]] = set()
 
     def clear(self) -> None:
         with self._lock:
             self._assumed.clear()
             self._clients.clear()
             self._base = None
+            self._verified.clear()
 
     def base(self) -> boto3.Session:
         with self._lock:
@@ -108,6 +116,28 @@ class _Sessions:
             return self._base
 
     def for_access(self, access: Access) -> boto3.Session:
+        session = self._session(access)
+        self._verify(access, session)
+        return session
+
+    def _verify(self, access: Access, session: boto3.Session) -> None:
+        """Refuse to act when the credentials land in another account than the one intended."""
+        key = (access.account_id, access.role_arn, access.external_id)
+        if key in self._verified:
+            return
+        actual = _call(self.client(session, "sts"), "get_caller_identity")["Account"]
+        if actual != access.account_id:
+            how = f"the management role {access.role_arn}" if access.role_arn else "the base credentials"
+            raise AwsError(
+                "WrongAccount",
+                f"{how} act in account {actual}, not {access.account_id}: set the account's management "
+                "role (or fix its account id). Nothing was changed.",
+                operation="GetCallerIdentity",
+            )
+        with self._lock:
+            self._verified.add(key)
+
+    def _session(self, access: Access) -> boto3.Session:
         if not access.role_arn:
             return self.base()
         key = (access.role_arn, access.external_id)
@@ -252,12 +282,6 @@ def _pages(pages: Any) -> Any:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         raise AwsError(error.get("Code", "Unknown"), error.get("Message", str(exc))) from None
-
-
-def caller_account(access: Access) -> str:
-    """The account the credentials for `access` land in (management-role sanity check)."""
-    sts = sessions.client(sessions.for_access(access), "sts")
-    return _call(sts, "get_caller_identity")["Account"]
 
 
 def call(access: Access, service: str, method: str, **params: Any) -> dict[str, Any]:

@@ -1,0 +1,56 @@
+import pytest
+
+from provisioning import aws as aws_module
+
+AGENT_ACCOUNT = "111111111111"
+ECR_ACCOUNTS = ["222222222222", "333333333333"]
+BASE_ACCOUNT = "123456789012"  # moto's default account for the base credentials
+
+
+def make_management_role(account_id: str, name: str = "PortalManagement", external_id: str = "") -> str:
+    """A role in `account_id` the base identity may assume (moto: created with assumed credentials)."""
+    import json
+
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{BASE_ACCOUNT}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    # moto lets the base credentials assume any role ARN: the session lands in that account.
+    access = aws_module.Access(account_id, f"arn:aws:iam::{account_id}:role/{name}", external_id)
+    aws_module.call(access, "iam", "create_role", RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    return access.role_arn
+
+
+@pytest.fixture
+def inventory(db, aws):
+    """A role agent in the agent account and two draft ECR accounts, each with a management role."""
+    from provisioning import services
+
+    agent = services.agent_create(
+        name="cra",
+        kind="role",
+        account_id=AGENT_ACCOUNT,
+        management_role_arn=make_management_role(AGENT_ACCOUNT),
+    )
+    accounts = [
+        services.account_create(
+            agent=agent,
+            account_id=account_id,
+            regions=["us-east-1"],
+            alias=f"team-{i}",
+            external_id=f"ext-{account_id}",
+            management_role_arn=make_management_role(account_id),
+        )
+        for i, account_id in enumerate(ECR_ACCOUNTS)
+    ]
+    return agent, accounts
+
+
+def iam_in(account_id: str) -> aws_module.Iam:
+    return aws_module.Iam(aws_module.Access(account_id, f"arn:aws:iam::{account_id}:role/PortalManagement"))
