@@ -37,7 +37,8 @@ def test_read_only_policy_is_exactly_the_eleven_actions():
         ],
     }
     assert policies.READ_POLICY_DESCRIPTION == (
-        "Provides Container Registry Agent with read-only access to Amazon EC2 Container Registry repositories"
+        "Provides Container Registry Agent with read-only access to "
+        "Amazon EC2 Container Registry repositories"
     )
 
 
