@@ -17,8 +17,9 @@ from provisioning import aws
 # interpolates CR_* values into. Refused, never escaped.
 BROKER_UNSAFE = re.compile(r"[\s\"'`#$\\]")
 
+# [0-9], not \d: \d also matches Arabic-Indic, fullwidth and other Unicode digits.
 account_id_validator = RegexValidator(
-    r"^\d{12}\Z", "An AWS account id is exactly 12 digits.", code="account_id"
+    r"^[0-9]{12}\Z", "An AWS account id is exactly 12 digits.", code="account_id"
 )
 iam_name_validator = RegexValidator(
     r"^[\w+=,.@-]{1,64}\Z",
@@ -92,14 +93,15 @@ def validate_region(value: str) -> None:
 
 
 def validate_uuid4(value: str) -> None:
-    """The broker client's preflight check accepts only a canonical lower/upper-case UUIDv4."""
+    """The broker client's preflight check accepts only the canonical lower-case UUID form
+    (`^[0-9a-f]{8}-[0-9a-f]{4}-...$`, case-sensitive); the portal also insists on version 4."""
     try:
         parsed = uuid.UUID(value)
     except (ValueError, TypeError, AttributeError):
         parsed = None
-    if parsed is None or parsed.version != 4 or str(parsed) != str(value).lower():
+    if parsed is None or parsed.version != 4 or str(parsed) != value:
         raise ValidationError(
-            "A broker token is a UUIDv4 such as 1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b.",
+            "A broker token is a lower-case UUIDv4 such as 1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b.",
             code="uuid4",
         )
 
@@ -111,6 +113,10 @@ def validate_broker_safe(value: str) -> None:
             "(the broker .env and its JSON take values verbatim).",
             code="broker_unsafe",
         )
+
+
+# A DNS name or docker service name (letters, digits, _ . -), or a bracketed IPv6 address.
+_URL_HOST = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])\Z")
 
 
 def validate_service_url(value: str) -> None:
@@ -128,10 +134,22 @@ def validate_service_url(value: str) -> None:
             "Enter an http(s) URL with a host and a port, e.g. http://broker.internal:8000",
             code="url",
         )
-    if port is None:
-        raise ValidationError("The URL needs an explicit port, e.g. http://cra:8081", code="url_port")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+    if "@" in parts.netloc:
         raise ValidationError(
             "Give only scheme, host and port: no path, query, fragment or credentials.",
             code="url_extra",
+        )
+    if port is None:
+        raise ValidationError("The URL needs an explicit port, e.g. http://cra:8081", code="url_port")
+    # Anything after the port, even a bare "/" or "?", ends up in the broker's paths ("//systemcheck").
+    if value[len(parts.scheme) + 3 :] != parts.netloc:
+        raise ValidationError(
+            "Give only scheme, host and port: no path, query, fragment or credentials.",
+            code="url_extra",
+        )
+    if not 1 <= port <= 65535:
+        raise ValidationError("The port must be between 1 and 65535.", code="url_port")
+    if not _URL_HOST.match(parts.netloc.rpartition(":")[0]):
+        raise ValidationError(
+            "The host must be a DNS name, a service name or an [IPv6] address.", code="url_host"
         )
