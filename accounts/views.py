@@ -1,22 +1,283 @@
-from django.shortcuts import get_object_or_404, render
+"""Inventory pages and the onboarding wizard. Thin: permission → form → one service call → redirect.
 
-from .models import AgentIdentity, EcrAccount
+Every mutating view is POST-only, CSRF-protected (Django's middleware) and checks the role's
+permission server-side; templates only hide buttons for convenience.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from portal.roles import CAN_DOWNLOAD, CAN_MANAGE_AGENTS, CAN_ONBOARD, permission_required
+from provisioning import aws, policies, services
+from provisioning import selectors as run_selectors
+
+from . import renderers, selectors
+from . import services as account_services
+from .choices import AgentKind, Lifecycle
+from .forms import AgentForm, OnboardForm
+
+CAN_VIEW = "accounts.view_ecraccount"
+CAN_VIEW_AGENTS = "accounts.view_agentidentity"
+PLAN_ERRORS = (aws.AwsError, policies.LayoutError)
 
 
+# --- agents ----------------------------------------------------------------------------------
+
+
+@permission_required(CAN_VIEW_AGENTS)
 def agent_list(request):
-    return render(request, "accounts/agentidentity_list.html", {"agents": AgentIdentity.objects.all()})
+    return render(request, "accounts/agentidentity_list.html", {"agents": selectors.agent_list()})
 
 
+@permission_required(CAN_VIEW_AGENTS)
 def agent_detail(request, pk):
-    agent = get_object_or_404(AgentIdentity, pk=pk)
-    return render(request, "accounts/agentidentity_detail.html", {"agent": agent})
+    return render(request, "accounts/agentidentity_detail.html", selectors.agent_detail(pk))
 
 
+@permission_required(CAN_MANAGE_AGENTS)
+def agent_add(request):
+    form = AgentForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            agent = services.agent_create(user=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.info(request, f"Agent {agent.name} saved as a draft: review what will be created.")
+            return redirect("accounts:agent_plan", pk=agent.pk)
+    return render(request, "accounts/agentidentity_form.html", {"form": form})
+
+
+@permission_required(CAN_MANAGE_AGENTS)
+@require_GET
+def agent_plan(request, pk):
+    agent = selectors.agent_get(pk)
+    return _render_plan(
+        request, "accounts/agentidentity_plan.html", {"agent": agent}, services.plan_agent, agent
+    )
+
+
+@permission_required(CAN_MANAGE_AGENTS)
+@require_POST
+def agent_setup(request, pk):
+    agent = selectors.agent_get(pk)
+    if not _confirmed_plan_matches(request, services.plan_agent, agent):
+        return redirect("accounts:agent_plan", pk=agent.pk)
+    run = services.agent_setup(
+        agent=agent, user=request.user, request_id=request.request_id, options=_digest_option(request)
+    )
+    return redirect(run.get_absolute_url())
+
+
+@never_cache
+@permission_required(CAN_MANAGE_AGENTS)
+@require_POST
+def agent_access_key(request, pk):
+    """Create an access key for a user agent and show it once: the response is the only copy."""
+    agent = selectors.agent_get(pk)
+    if agent.kind != AgentKind.USER:
+        messages.error(
+            request, "Access keys exist only for user agents; a role agent uses its instance profile."
+        )
+        return redirect(agent)
+    try:
+        key = services.agent_create_access_key(agent=agent, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(agent)
+    except aws.AwsError as exc:
+        messages.error(request, f"AWS refused to create the key: {exc.code}: {exc.message}")
+        return redirect(agent)
+    cra_env = renderers.render_cra_env(
+        access_key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"]
+    )
+    response = render(
+        request,
+        "accounts/agentidentity_access_key.html",
+        {"agent": agent, "key": key, "cra_env": cra_env, "cra_filename": f"cra-{agent.name}.env"},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- accounts --------------------------------------------------------------------------------
+
+
+@permission_required(CAN_VIEW)
 def account_list(request):
-    accounts = EcrAccount.objects.select_related("agent")
-    return render(request, "accounts/ecraccount_list.html", {"accounts": accounts})
+    filters = selectors.AccountFilters.from_query(request.GET)
+    context = {
+        "page": selectors.account_page(filters, request.GET.get("page")),
+        "filters": filters,
+        "filter_query": filters.as_query(),
+        **selectors.account_filter_choices(),
+    }
+    return render(request, "accounts/ecraccount_list.html", context)
 
 
+@permission_required(CAN_VIEW)
 def account_detail(request, account_id):
-    account = get_object_or_404(EcrAccount.objects.select_related("agent"), account_id=account_id)
-    return render(request, "accounts/ecraccount_detail.html", {"account": account})
+    return render(request, "accounts/ecraccount_detail.html", selectors.account_detail(account_id))
+
+
+@permission_required(CAN_VIEW)
+@require_GET
+def account_live_trust(request, account_id):
+    """htmx partial: the live trust read from IAM now, diffed against the desired one."""
+    account = selectors.account_get(account_id)
+    return render(
+        request,
+        "accounts/_live_trust.html",
+        {"account": account, "trust": selectors.account_live_trust(account)},
+    )
+
+
+# --- the onboarding wizard -------------------------------------------------------------------
+
+
+@permission_required(CAN_ONBOARD)
+def account_onboard(request):
+    """Step 1: inputs. A valid form saves a draft (nothing sent to AWS) and opens its plan."""
+    form = OnboardForm(request.POST or None, initial={"regions": [aws_default_region()]})
+    if request.method == "POST" and form.is_valid():
+        try:
+            account = services.account_create(user=request.user, **form.service_fields())
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            return redirect("accounts:account_plan", account_id=account.account_id)
+    return render(
+        request,
+        "accounts/ecraccount_form.html",
+        {"form": form, "has_agents": form.fields["agent"].queryset.exists()},
+    )
+
+
+@permission_required(CAN_ONBOARD)
+@require_POST
+def account_onboard_validate(request):
+    """htmx: validate the whole form, return one field's partial with its errors (inline validation)."""
+    form = OnboardForm(request.POST)
+    name = request.POST.get("_field", "")
+    if name not in form.fields:
+        return HttpResponse(status=400)
+    form.is_valid()
+    context = {
+        "field": form[name],
+        "validated": True,
+        "validate_url": reverse("accounts:account_onboard_validate"),
+    }
+    return render(request, "accounts/_field.html", context)
+
+
+def _plan_for(account):
+    if account.status in (Lifecycle.DRAFT, Lifecycle.FAILED):
+        return services.plan_onboarding(account)
+    return services.plan_reconcile([account])
+
+
+@permission_required(CAN_ONBOARD)
+@require_GET
+def account_plan(request, account_id):
+    """Step 2: the plan preview — every document, its diff against live, every AWS call."""
+    account = selectors.account_get(account_id)
+    context = {
+        "account": account,
+        "onboarding": account.status in (Lifecycle.DRAFT, Lifecycle.FAILED),
+        "active_run": services.active_run_for(account),
+    }
+    return _render_plan(request, "accounts/ecraccount_plan.html", context, _plan_for, account)
+
+
+@permission_required(CAN_ONBOARD)
+@require_POST
+def account_apply(request, account_id):
+    """Step 3: confirm. Starts the run only if the plan is still the one the user saw."""
+    account = selectors.account_get(account_id)
+    active = services.active_run_for(account)
+    if active is not None:
+        messages.info(request, f"Run #{active.pk} is already working on this account.")
+        return redirect(active.get_absolute_url())
+    if not _confirmed_plan_matches(request, _plan_for, account):
+        return redirect("accounts:account_plan", account_id=account.account_id)
+    fields = {"user": request.user, "request_id": request.request_id, "options": _digest_option(request)}
+    if account.status in (Lifecycle.DRAFT, Lifecycle.FAILED):
+        run = services.account_onboard(account=account, **fields)
+    else:
+        run = services.account_reconcile(accounts=[account], **fields)
+    return redirect(run.get_absolute_url())
+
+
+# --- broker files ----------------------------------------------------------------------------
+
+
+@permission_required(CAN_DOWNLOAD)
+@require_GET
+def broker_download(request, pk, fmt):
+    broker = selectors.broker_get(pk)
+    if fmt not in renderers.FORMATS:
+        return HttpResponse(status=404)
+    try:
+        broker_file = account_services.broker_file_download(broker=broker, fmt=fmt, user=request.user)
+    except renderers.BrokerFileError as exc:
+        messages.error(request, f"No file for this broker: {exc}")
+        return redirect(broker.account)
+    response = HttpResponse(broker_file.content, content_type=broker_file.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{broker_file.filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def aws_default_region() -> str:
+    from django.conf import settings
+
+    return settings.AWS_DEFAULT_REGION
+
+
+def _render_plan(request, template, context, plan_function, target):
+    """Render a plan preview; AWS or quota errors become a readable message, not a 500."""
+    try:
+        plan = plan_function(target)
+    except PLAN_ERRORS as exc:
+        context["plan_error"] = _plain(exc)
+    else:
+        context["preview"] = run_selectors.plan_preview(plan)
+    return render(request, template, context)
+
+
+def _confirmed_plan_matches(request, plan_function, target) -> bool:
+    """Re-plan and compare with the digest of the preview the user confirmed."""
+    try:
+        digest = run_selectors.plan_digest(plan_function(target))
+    except PLAN_ERRORS as exc:
+        messages.error(request, _plain(exc))
+        return False
+    if digest != request.POST.get("plan_digest", ""):
+        messages.warning(
+            request,
+            "AWS or the inventory changed since this plan was shown: review the new plan and confirm again.",
+        )
+        return False
+    return True
+
+
+def _digest_option(request) -> dict[str, str]:
+    return {"previewed_plan": request.POST.get("plan_digest", "")}
+
+
+def _plain(exc: Exception) -> str:
+    if isinstance(exc, aws.AwsError):
+        return f"AWS answered {exc.code}: {exc.message}" + (
+            f" (request id {exc.request_id})" if exc.request_id else ""
+        )
+    return str(exc)

@@ -1,11 +1,13 @@
-"""Reads for the dashboard: a fixed handful of aggregate queries, whatever the inventory size."""
+"""Reads for the dashboard: a fixed handful of queries, whatever the inventory size."""
 
 from django.db.models import Count, Q
 
-from accounts.choices import Lifecycle
+from accounts.choices import BrokerStatus, Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
-from provisioning.choices import RunKind
+from provisioning.choices import ACTIVE_RUN_STATUSES, RunKind
 from provisioning.models import Run
+
+ATTENTION_LIMIT = 8
 
 
 def dashboard_summary() -> dict:
@@ -15,12 +17,23 @@ def dashboard_summary() -> dict:
         drifted=Count("pk", filter=Q(drifted=True) & ~Q(status=Lifecycle.REMOVED)),
         failed=Count("pk", filter=Q(status=Lifecycle.FAILED)),
         draft=Count("pk", filter=Q(status=Lifecycle.DRAFT)),
+        pending=Count("pk", filter=Q(status=Lifecycle.PENDING)),
         removed=Count("pk", filter=Q(status=Lifecycle.REMOVED)),
+    )
+    attention = list(
+        EcrAccount.objects.filter(
+            Q(status__in=(Lifecycle.FAILED, Lifecycle.DRAFT))
+            | (Q(drifted=True) & ~Q(status=Lifecycle.REMOVED))
+        )
+        .select_related("agent")
+        .order_by("-updated_at")[:ATTENTION_LIMIT]
     )
     return {
         "agent_count": AgentIdentity.objects.count(),
         "accounts": by_status,
-        "broker_count": BrokerInstance.objects.filter(status="active").count(),
-        "latest_runs": list(Run.objects.select_related("agent")[:10]),
+        "broker_count": BrokerInstance.objects.filter(status=BrokerStatus.ACTIVE).count(),
+        "active_run_count": Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).count(),
+        "latest_runs": list(Run.objects.select_related("agent").order_by("-created_at", "-pk")[:10]),
         "last_audit": Run.objects.filter(kind=RunKind.AUDIT).order_by("-created_at").first(),
+        "attention": attention,
     }

@@ -4,8 +4,10 @@ from django.http import JsonResponse
 from django.shortcuts import render
 
 from . import selectors
+from .roles import permission_required
 
 
+@permission_required("accounts.view_ecraccount")
 def dashboard(request):
     return render(request, "portal/dashboard.html", selectors.dashboard_summary())
 

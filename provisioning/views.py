@@ -1,12 +1,40 @@
-from django.shortcuts import get_object_or_404, render
+"""Run pages: list, detail, and the live progress partial that htmx polls while a run is active."""
 
-from .models import Run
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from portal.roles import permission_required
+
+from . import selectors
+from .choices import RunKind, RunStatus
+
+CAN_VIEW_RUNS = "provisioning.view_run"
 
 
+@permission_required(CAN_VIEW_RUNS)
+@require_GET
 def run_list(request):
-    return render(request, "provisioning/run_list.html", {"runs": Run.objects.all()[:100]})
+    filters = selectors.RunFilters.from_query(request.GET)
+    context = {
+        "page": selectors.run_page(filters, request.GET.get("page")),
+        "filters": filters,
+        "filter_query": filters.as_query(),
+        "kinds": RunKind.choices,
+        "statuses": RunStatus.choices,
+    }
+    return render(request, "provisioning/run_list.html", context)
 
 
+@permission_required(CAN_VIEW_RUNS)
+@require_GET
 def run_detail(request, pk):
-    run = get_object_or_404(Run, pk=pk)
-    return render(request, "provisioning/run_detail.html", {"run": run, "operations": run.operations.all()})
+    run = selectors.run_get(pk)
+    return render(request, "provisioning/run_detail.html", selectors.run_detail(run))
+
+
+@permission_required(CAN_VIEW_RUNS)
+@require_GET
+def run_progress(request, pk):
+    """htmx polls this every second while the run is active; the terminal render stops the polling."""
+    run = selectors.run_get(pk)
+    return render(request, "provisioning/_run_progress.html", selectors.run_progress(run))

@@ -3,20 +3,39 @@
 import pytest
 
 TOKEN = "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b"
+AGENT_ACCOUNT = "111111111111"
+
+
+def management_role(account_id: str) -> str:
+    """In moto the base credentials may assume any role ARN: the session lands in that account."""
+    return f"arn:aws:iam::{account_id}:role/PortalManagement"
+
+
+def access(account_id: str):
+    from provisioning import aws
+
+    return aws.Access(account_id, management_role(account_id))
 
 
 @pytest.fixture
 def role_agent(db):
     from provisioning import services
 
-    return services.agent_create(name="cra", kind="role", account_id="111111111111")
+    return services.agent_create(
+        name="cra", kind="role", account_id=AGENT_ACCOUNT, management_role_arn=management_role(AGENT_ACCOUNT)
+    )
 
 
 @pytest.fixture
 def user_agent(db):
     from provisioning import services
 
-    return services.agent_create(name="cra-user", kind="user", account_id="111111111111")
+    return services.agent_create(
+        name="cra-user",
+        kind="user",
+        account_id=AGENT_ACCOUNT,
+        management_role_arn=management_role(AGENT_ACCOUNT),
+    )
 
 
 @pytest.fixture
@@ -31,6 +50,7 @@ def make_account(db, role_agent):
             "broker_client_url": "http://broker.internal:8000",
             "cr_agent_url": "http://cra.internal:8081",
             "broker_token": TOKEN,
+            "management_role_arn": management_role(account_id),
         }
         values.update(fields)
         return services.account_create(
@@ -48,3 +68,9 @@ def account(make_account):
 @pytest.fixture
 def broker(account):
     return account.brokers.get()
+
+
+@pytest.fixture(autouse=True)
+def _plain_http(settings):
+    """The test client speaks http; production settings redirect it to https."""
+    settings.SECURE_SSL_REDIRECT = False

@@ -1,0 +1,133 @@
+"""Forms validate and normalise; the services' own validation (full_clean of the rows they would
+save) runs in clean(), so the browser shows exactly the errors the command line prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from accounts.choices import AgentKind, BrokerServer, Lifecycle
+from provisioning import aws, services
+
+from .models import AgentIdentity
+
+
+def _regions() -> list[tuple[str, str]]:
+    return [(r, r) for r in sorted(aws.ecr_regions())]
+
+
+def _attach_errors(form: forms.Form, error: ValidationError) -> None:
+    """Put a service's ValidationError on the form fields it names (others on the form itself)."""
+    if not hasattr(error, "error_dict"):
+        form.add_error(None, error)
+        return
+    for field, messages in error.message_dict.items():
+        target = field if field in form.fields else None
+        if target is not None and form.has_error(target):
+            continue  # the field's own error says it already
+        for message in dict.fromkeys(messages):
+            form.add_error(target, message if target else f"{field}: {message}")
+
+
+class AgentForm(forms.Form):
+    name = forms.SlugField(max_length=64, help_text="The portal's name for this agent, e.g. cra-prod.")
+    kind = forms.ChoiceField(choices=AgentKind.choices, initial=AgentKind.ROLE)
+    account_id = forms.CharField(max_length=12, label="Agent AWS account id")
+    iam_name = forms.CharField(
+        max_length=64, required=False, label="IAM name", help_text="Default: SnykCraEc2Role or SnykCraUser."
+    )
+    policy_name = forms.CharField(
+        max_length=128, required=False, help_text="Default: SnykCraAssumeRolePolicy."
+    )
+    management_role_arn = forms.CharField(
+        max_length=2048, required=False, help_text="Role the portal assumes in the agent account (optional)."
+    )
+    management_external_id = forms.CharField(max_length=1224, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if "kind" not in data:
+            return data
+        try:
+            services.agent_build(**{name: data.get(name, "") for name in self.fields})
+        except ValidationError as exc:
+            _attach_errors(self, exc)
+        return data
+
+
+class OnboardForm(forms.Form):
+    """Step 1 of the wizard: everything `account_create` takes."""
+
+    account_id = forms.CharField(
+        max_length=12, label="AWS account id", help_text="The 12-digit account holding the ECR repositories."
+    )
+    alias = forms.CharField(max_length=100, required=False)
+    agent = forms.ModelChoiceField(
+        queryset=AgentIdentity.objects.exclude(status=Lifecycle.REMOVED),
+        empty_label=None,
+        help_text="The identity the Container Registry Agent runs as.",
+    )
+    regions = forms.MultipleChoiceField(
+        choices=_regions,
+        help_text="One broker per region (Ctrl/Cmd-click for several).",
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+    )
+    management_role_arn = forms.CharField(
+        max_length=2048,
+        required=False,
+        label="Management role ARN",
+        help_text="Role the portal assumes in this account; blank = the portal's own credentials.",
+    )
+    management_external_id = forms.CharField(max_length=1224, required=False)
+    external_id = forms.CharField(
+        max_length=1224,
+        required=False,
+        label="ExternalId",
+        help_text="Blank: a UUID4 is generated (recommended).",
+    )
+    broker_client_url = forms.CharField(
+        max_length=255,
+        required=False,
+        label="Broker client URL",
+        help_text="How the CRA reaches the broker client, e.g. http://broker:8000.",
+    )
+    cr_agent_url = forms.CharField(
+        max_length=255,
+        required=False,
+        label="CR agent URL",
+        help_text="How the broker reaches the Container Registry Agent, e.g. http://cra:8081.",
+    )
+    broker_token = forms.CharField(
+        max_length=36,
+        required=False,
+        widget=forms.PasswordInput(render_value=True, attrs={"autocomplete": "off"}),
+        help_text="The UUID from Snyk's broker integration settings; blank: generate one.",
+    )
+    broker_server_url = forms.ChoiceField(choices=BrokerServer.choices, initial=BrokerServer.DEFAULT)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("account_id", "management_role_arn", "external_id", "broker_client_url", "cr_agent_url"):
+            self.fields[name].widget.attrs.setdefault("autocomplete", "off")
+        self.fields["account_id"].widget.attrs.update({"inputmode": "numeric", "placeholder": "123456789012"})
+
+    def clean_account_id(self) -> str:
+        return self.cleaned_data["account_id"].strip()
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if "agent" not in data:
+            return data
+        try:
+            services.account_build(**self.service_fields(data))
+        except ValidationError as exc:
+            _attach_errors(self, exc)
+        return data
+
+    def service_fields(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = self.cleaned_data if data is None else data
+        fields = {name: data.get(name, "") for name in self.fields}
+        fields["regions"] = data.get("regions") or []
+        return fields

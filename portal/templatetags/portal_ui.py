@@ -1,0 +1,54 @@
+"""Template helpers for documents: readable JSON and a line diff of before/after."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from django import template
+
+register = template.Library()
+
+
+def pretty(document: Any) -> str:
+    if document is None:
+        return ""
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except ValueError:
+            return document
+    return json.dumps(document, indent=2, sort_keys=True)
+
+
+@register.filter
+def pretty_json(document: Any) -> str:
+    return pretty(document)
+
+
+def diff_lines(before: Any, after: Any) -> list[tuple[str, str]]:
+    """(kind, text) per line: kind is "add", "del" or "same". Whole documents, no context cut."""
+    old = pretty(before).splitlines() if before is not None else []
+    new = pretty(after).splitlines() if after is not None else []
+    lines: list[tuple[str, str]] = []
+    for line in difflib.ndiff(old, new):
+        tag, text = line[:2], line[2:]
+        if tag == "- ":
+            lines.append(("del", text))
+        elif tag == "+ ":
+            lines.append(("add", text))
+        elif tag == "  ":
+            lines.append(("same", text))
+    return lines
+
+
+@register.inclusion_tag("portal/_diff.html")
+def document_diff(before: Any, after: Any, before_label: str = "live", after_label: str = "desired"):
+    return {
+        "lines": diff_lines(before, after),
+        "before_label": before_label,
+        "after_label": after_label,
+        "before_missing": before is None,
+        "after_missing": after is None,
+    }

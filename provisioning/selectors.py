@@ -1,0 +1,152 @@
+"""Reads for the run pages and the plan previews (constant query counts; no writes, no AWS calls)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from accounts.models import EcrAccount
+from accounts.selectors import broker_views
+
+from .choices import OperationStatus, RunKind, RunStatus
+from .models import Run
+from .planner import Plan
+
+PAGE_SIZE = 30
+# A live page re-renders every operation on each poll; huge bulk runs show the latest ones.
+PROGRESS_OPERATION_LIMIT = 200
+
+
+# --- plans -----------------------------------------------------------------------------------
+
+
+def plan_digest(plan: Plan) -> str:
+    """A fingerprint of exactly what the user was shown: confirming a different plan is refused."""
+    body = json.dumps(plan.to_dict(), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass
+class PreviewChange:
+    number: int
+    account_id: str
+    kind: str
+    action: str
+    arn: str
+    summary: str
+    before: Any
+    after: Any
+    request: dict[str, Any]
+
+    @property
+    def has_document(self) -> bool:
+        return self.before is not None or self.after is not None
+
+
+def plan_preview(plan: Plan) -> dict[str, Any]:
+    """What the preview page shows: every change with its documents, the AWS calls, notes, digest."""
+    from portal.redact import redact
+
+    changes = [
+        PreviewChange(
+            number=i,
+            account_id=c.account_id,
+            kind=c.kind,
+            action=c.action,
+            arn=c.arn,
+            summary=c.summary,
+            before=c.before,
+            after=c.after,
+            request=redact(
+                {k: v for k, v in c.params.items() if k not in ("PolicyDocument", "AssumeRolePolicyDocument")}
+            ),
+        )
+        for i, c in enumerate(plan.changes, 1)
+    ]
+    return {
+        "changes": changes,
+        "notes": plan.notes,
+        "adopted": plan.adopted,
+        "layout": plan.layout,
+        "digest": plan_digest(plan),
+        "write_count": len(changes),
+        "accounts_touched": sorted({c.account_id for c in changes}),
+    }
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunFilters:
+    kind: str = ""
+    status: str = ""
+
+    @classmethod
+    def from_query(cls, params: Any) -> RunFilters:
+        kind, status = params.get("kind", ""), params.get("status", "")
+        return cls(
+            kind=kind if kind in RunKind.values else "",
+            status=status if status in RunStatus.values else "",
+        )
+
+    def as_query(self) -> str:
+        from urllib.parse import urlencode
+
+        return urlencode({k: v for k, v in vars(self).items() if v})
+
+
+def run_queryset(filters: RunFilters) -> QuerySet[Run]:
+    runs = Run.objects.select_related("agent").order_by("-created_at", "-pk")
+    if filters.kind:
+        runs = runs.filter(kind=filters.kind)
+    if filters.status:
+        runs = runs.filter(status=filters.status)
+    return runs
+
+
+def run_page(filters: RunFilters, page_number: Any) -> Page:
+    return Paginator(run_queryset(filters), PAGE_SIZE).get_page(page_number)
+
+
+def run_get(pk: int) -> Run:
+    return get_object_or_404(Run.objects.select_related("agent"), pk=pk)
+
+
+def run_progress(run: Run) -> dict[str, Any]:
+    """The live part of a run page: operations so far, the failure, and (on success) the brokers."""
+    total_operations = run.operations.count()
+    operations = list(run.operations.order_by("-sequence")[:PROGRESS_OPERATION_LIMIT])[::-1]
+    failed = next((op for op in reversed(operations) if op.status == OperationStatus.FAILED), None)
+    if failed is None and run.status in (RunStatus.FAILED, RunStatus.PARTIAL):
+        failed = run.operations.filter(status=OperationStatus.FAILED).order_by("-sequence").first()
+    accounts: list[EcrAccount] = []
+    if not run.is_active and run.kind != RunKind.AGENT:
+        accounts = list(
+            run.accounts.select_related("agent")
+            .prefetch_related("brokers", "external_ids")
+            .order_by("account_id")
+        )
+    return {
+        "run": run,
+        "operations": operations,
+        "hidden_operations": max(0, total_operations - len(operations)),
+        "failed_operation": failed,
+        "accounts": accounts,
+        "account_brokers": [(account, broker_views(list(account.brokers.all()))) for account in accounts]
+        if run.status == RunStatus.SUCCEEDED
+        else [],
+    }
+
+
+def run_detail(run: Run) -> dict[str, Any]:
+    context = run_progress(run)
+    context["log_entries"] = list(run.log_entries.all()[:500])
+    context["steps"] = (run.plan or {}).get("steps", [])
+    return context
