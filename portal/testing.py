@@ -1,0 +1,137 @@
+"""Real parts for tests and benchmarks: a moto server and Celery worker processes.
+
+Worker processes share the test database (its settings are passed as DATABASE_URL) and the broker
+(Redis when REDIS_URL is set, as in CI; else the filesystem broker under var/). Nothing here is
+imported by the running portal.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(settings.BASE_DIR)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """An in-process threaded moto server on loopback; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def database_url() -> str:
+    """The database this process is using right now (the test database under pytest-django)."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    if connection.vendor == "postgresql":
+        auth = quote(db["USER"] or "")
+        if db.get("PASSWORD"):
+            auth += ":" + quote(db["PASSWORD"])
+        return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    raise RuntimeError(f"no worker support for {connection.vendor}")
+
+
+def purge_broker() -> None:
+    """Drop messages left over from earlier tests (they name runs of another test database)."""
+    from portal.celery import app
+
+    if settings.CELERY_BROKER_URL.startswith("portalfs"):
+        shutil.rmtree(settings.CELERY_QUEUE_DIR, ignore_errors=True)
+    else:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge("celery")
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url(),
+        DJANGO_SETTINGS_MODULE="portal.settings",
+        PORTAL_VAR_DIR=str(settings.VAR_DIR),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def celery_workers(
+    count: int = 2, *, concurrency: int = 1, env: dict[str, str] | None = None, log_dir: Path | None = None
+) -> Iterator[list[subprocess.Popen]]:
+    """Start `count` worker processes (prefork, `concurrency` children each) and stop them after."""
+    log_dir = log_dir or (Path(settings.VAR_DIR) / "test-workers")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(count):
+        log = open(log_dir / f"worker-{i}.log", "w")  # noqa: SIM115 (closed with the process)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool=prefork",
+                 f"--concurrency={concurrency}", f"--hostname=test{i}@%h", "--loglevel=INFO",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                cwd=ROOT, env=env or worker_env(), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )  # fmt: skip
+    try:
+        _wait_ready(log_dir, count)
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()  # warm shutdown: the main process stops its children
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _wait_ready(log_dir: Path, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = sum("ready." in (log_dir / f"worker-{i}.log").read_text() for i in range(count))
+        if ready == count:
+            return
+        time.sleep(0.2)
+    logs = "\n".join((log_dir / f"worker-{i}.log").read_text()[-2000:] for i in range(count))
+    raise RuntimeError(f"workers did not start within {timeout}s:\n{logs}")
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
