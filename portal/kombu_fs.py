@@ -5,10 +5,21 @@ decode it and lose it (kombu issue 1551). Here a message is written under a temp
 renamed into the queue folder (rename is atomic on one filesystem), and a consumer claims a
 message by renaming it into its own folder on the same filesystem (upstream moves it to the
 system temp dir, which is a copy when /tmp is another filesystem, so two workers can both get it).
+
+The exchange tables (which queue a routing key goes to, read on every publish) have the same
+race when two processes create one at once: upstream opens the file with truncation before it
+locks it, so a publisher can read an empty table. Here a table is created whole under a temporary
+name and linked into place; upstream's locked read-modify-write then updates it. The tables live
+in `<queue folder>/.control` unless `control_folder` is given (upstream: `./control`, wherever
+the process happens to run).
+
+Delivery is at most once for a consumer that dies with a message in hand (the message is taken
+off the disk when it is read, as upstream does); the run sweeper re-queues such work.
 """
 
 import os
 import uuid
+from pathlib import Path
 from queue import Empty
 from time import monotonic
 
@@ -17,20 +28,44 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
+TMP, CLAIMED, CONTROL = ".tmp", ".claimed", ".control"
+
 
 class Channel(filesystem.Channel):
-    def _folders(self) -> tuple[str, str, str]:
-        out = self.data_folder_out
-        tmp = os.path.join(out, ".tmp")
-        claimed = os.path.join(out, ".claimed")
-        for folder in (out, tmp, claimed):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for folder in (
+            self.data_folder_in,
+            self.data_folder_out,
+            os.path.join(self.data_folder_out, TMP),
+            os.path.join(self.data_folder_in, CLAIMED),
+            self.control_folder,
+        ):
             os.makedirs(folder, exist_ok=True)
-        return out, tmp, claimed
+
+    @property
+    def control_folder(self) -> Path:
+        given = self.transport_options.get("control_folder")
+        return Path(given) if given else Path(self.data_folder_out) / CONTROL
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        table = self._exchange_file(exchange)
+        if not table.exists():
+            staging = table.parent / f"{TMP}-{uuid.uuid4()}-{table.name}"
+            staging.write_bytes(str_to_bytes(dumps([])))
+            try:
+                os.link(staging, table)  # never replaces: the first creator wins, whole
+            except FileExistsError:
+                pass
+            finally:
+                staging.unlink()
+        super()._queue_bind(exchange, routing_key, pattern, queue)
 
     def _put(self, queue, payload, **kwargs):
-        out, tmp, _ = self._folders()
+        out = self.data_folder_out
+        # Zero-padded so that sorting the names sorts by time (upstream's names are not padded).
         name = f"{int(round(monotonic() * 1000)):015d}_{uuid.uuid4()}.{queue}.msg"
-        staging = os.path.join(tmp, name)
+        staging = os.path.join(out, TMP, name)
         try:
             with open(staging, "wb") as f:
                 f.write(str_to_bytes(dumps(payload)))
@@ -41,7 +76,8 @@ class Channel(filesystem.Channel):
             raise ChannelError(f"Cannot add message {name!r} to the queue folder") from exc
 
     def _get(self, queue):
-        folder, _, claimed_dir = self._folders()
+        folder = self.data_folder_in
+        claimed_dir = os.path.join(folder, CLAIMED)
         wanted = f"{queue}.msg"
         for name in sorted(os.listdir(folder)):
             if name.startswith(".") or name.partition(".")[2] != wanted:
@@ -64,3 +100,7 @@ class Transport(filesystem.Transport):
     Channel = Channel
     global_state = filesystem.virtual.BrokerState()
     driver_type = "portalfs"
+
+    @property
+    def default_connection_params(self):
+        return {}  # no host to connect to (upstream's "localhost" only earns a warning per connection)

@@ -1,0 +1,436 @@
+"""The embedded AWS emulator: a moto server on loopback, its environment, and demo data.
+
+Used by `manage.py run_embedded`, by tests and by benchmarks:
+
+- `start()` runs a moto server in a child process on a free (or given) loopback port and returns an
+  `Emulator` with its URL; `start_thread()` does the same inside this process.
+- `aws_environ(url, var_dir)` is the environment that pins boto3 to that server with fake
+  credentials, whatever AWS settings the caller's environment (or `.env`) holds.
+- `seed_aws()` creates demo accounts in the emulator (a management role the portal's base identity
+  can assume, and a few ECR repositories per ECR account); `seed_inventory()` adds the matching
+  agent and draft ECR accounts to the database through `provisioning.services`.
+
+Every AWS call goes through `provisioning.aws` (the only boto3 importer); `seed_aws()` refuses to
+run unless AWS_ENDPOINT_URL points at a loopback address, so demo data never reaches a real account.
+
+Run as a program (`python -m portal.emulator [--host H] [--port P]`) it serves moto, prints its URL
+as the first line on stdout and stops on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+# The account moto gives to credentials it has not issued: the portal's base identity.
+BASE_ACCOUNT = "123456789012"
+REGION = "us-east-1"
+MANAGEMENT_ROLE_NAME = "PortalManagementRole"
+# How the seeding enters an account for the first time. On AWS this is the role Organizations
+# creates in every member account; moto lets the base identity assume any role ARN to switch account.
+BOOTSTRAP_ROLE_NAME = "OrganizationAccountAccessRole"
+FAKE_ACCESS_KEY_ID = "AKIAEMBEDDEDEMULATOR"
+FAKE_SECRET_ACCESS_KEY = "embedded-emulator-secret-not-a-real-key"  # noqa: S105 (a fake, by design)
+FAKE_SESSION_TOKEN = "embedded-emulator-session"  # noqa: S105
+EMBEDDED_PROFILE = "portal-embedded"
+_URL_PREFIX = "moto-server-url="
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+@dataclass
+class Emulator:
+    """A running moto server. `stop()` is idempotent."""
+
+    url: str
+    process: subprocess.Popen | None = None
+    _server: Any = None
+
+    @property
+    def port(self) -> int:
+        return int(urlsplit(self.url).port or 0)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return self._server is not None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+def start(host: str = LOOPBACK, port: int = 0, *, timeout: float = 60.0, env: dict | None = None) -> Emulator:
+    """Start moto server in a child process; return once it accepts connections.
+
+    port=0 lets the kernel choose a free port (no race between choosing and binding).
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "portal.emulator", "--host", host, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    assert process.stdout is not None
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    process.stdout.close()  # the child sends nothing else there
+    line = lines[0].decode().strip() if lines else ""
+    if not line.startswith(_URL_PREFIX):
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        raise RuntimeError(
+            f"The AWS emulator did not start (exit status {process.returncode}, said {line!r})."
+        )
+    return Emulator(url=line.removeprefix(_URL_PREFIX), process=process)
+
+
+def start_thread(host: str = LOOPBACK, port: int = 0) -> Emulator:
+    """Start moto server on a thread of this process (lighter; shares this process's GIL)."""
+    from moto.server import ThreadedMotoServer
+
+    _quiet_request_log()
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    bound_host, bound_port = server.get_host_and_port()
+    return Emulator(url=f"http://{bound_host}:{bound_port}", _server=server)
+
+
+def _quiet_request_log() -> None:
+    # werkzeug logs every request at INFO; the portal's own logs say what matters.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def _serve(host: str, port: int) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    emulator = start_thread(host, port)
+    sys.stdout.write(f"{_URL_PREFIX}{emulator.url}\n")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may block on the parent's pipe
+    stop.wait()
+    emulator.stop()
+    return 0
+
+
+# --- the environment ---------------------------------------------------------------------------
+
+
+def is_loopback_url(url: str) -> bool:
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def aws_environ(url: str, var_dir: Path | str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Variables that pin boto3 to the emulator at `url`, overriding any AWS settings in `environ`.
+
+    Values are set explicitly (never removed): settings.py loads `.env` with setdefault, so a
+    variable that was only removed could come back from `.env` in a child process. Covered: keys,
+    profiles and their files, web identity, container and instance credentials, per-service
+    endpoint overrides and the switch that ignores configured endpoints.
+    """
+    environ = os.environ if environ is None else environ
+    aws_dir = Path(var_dir) / "aws-emulator"
+    aws_dir.mkdir(parents=True, exist_ok=True)
+    config = aws_dir / "config"
+    credentials = aws_dir / "credentials"
+    config.write_text(f"[profile {EMBEDDED_PROFILE}]\nregion = {REGION}\nendpoint_url = {url}\n")
+    credentials.write_text(
+        f"[{EMBEDDED_PROFILE}]\naws_access_key_id = {FAKE_ACCESS_KEY_ID}\n"
+        f"aws_secret_access_key = {FAKE_SECRET_ACCESS_KEY}\n"
+    )
+    pinned = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "false",
+        "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+        "AWS_SESSION_TOKEN": FAKE_SESSION_TOKEN,
+        "AWS_SECURITY_TOKEN": "",
+        "AWS_CREDENTIAL_EXPIRATION": "",
+        "AWS_PROFILE": EMBEDDED_PROFILE,
+        "AWS_DEFAULT_PROFILE": EMBEDDED_PROFILE,
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+        "AWS_ROLE_ARN": "",
+        "AWS_WEB_IDENTITY_TOKEN_FILE": "",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": "",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN": "",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_USE_FIPS_ENDPOINT": "false",
+        "AWS_USE_DUALSTACK_ENDPOINT": "false",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }
+    for name in environ:
+        if name.startswith("AWS_ENDPOINT_URL_"):  # per-service overrides beat AWS_ENDPOINT_URL
+            pinned[name] = url
+    return pinned
+
+
+# --- demo data ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    account_id: str
+    alias: str
+    regions: tuple[str, ...]
+    repositories: tuple[str, ...]
+    broker_client_url: str
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    agent_name: str = "demo-agent"
+    agent_account: str = "111122223333"
+    ecr_accounts: tuple[DemoAccount, ...] = field(
+        default_factory=lambda: (
+            DemoAccount(
+                "444455556666",
+                "payments-prod",
+                ("us-east-1",),
+                ("payments/api", "payments/worker", "payments/ledger"),
+                "http://broker-payments:8000",
+            ),
+            DemoAccount(
+                "777788889999",
+                "data-platform",
+                ("us-east-1", "eu-west-1"),
+                ("data/etl", "data/notebooks"),
+                "http://broker-data:8000",
+            ),
+        )
+    )
+    cr_agent_url: str = "http://cra:8081"
+
+
+DEMO = DemoSpec()
+
+
+def management_role_arn(account_id: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/{MANAGEMENT_ROLE_NAME}"
+
+
+def management_policy() -> dict[str, Any]:
+    """What the portal needs in a managed account: the guide's IAM objects, and reading ECR."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ManageBrokerIam",
+                "Effect": "Allow",
+                "Action": [
+                    "iam:GetRole",
+                    "iam:CreateRole",
+                    "iam:DeleteRole",
+                    "iam:TagRole",
+                    "iam:UpdateAssumeRolePolicy",
+                    "iam:GetRolePolicy",
+                    "iam:PutRolePolicy",
+                    "iam:DeleteRolePolicy",
+                    "iam:ListRolePolicies",
+                    "iam:ListAttachedRolePolicies",
+                    "iam:AttachRolePolicy",
+                    "iam:DetachRolePolicy",
+                    "iam:GetUser",
+                    "iam:CreateUser",
+                    "iam:TagUser",
+                    "iam:GetUserPolicy",
+                    "iam:PutUserPolicy",
+                    "iam:DeleteUserPolicy",
+                    "iam:ListUserPolicies",
+                    "iam:ListAttachedUserPolicies",
+                    "iam:AttachUserPolicy",
+                    "iam:DetachUserPolicy",
+                    "iam:ListAccessKeys",
+                    "iam:CreateAccessKey",
+                    "iam:GetPolicy",
+                    "iam:CreatePolicy",
+                    "iam:DeletePolicy",
+                    "iam:TagPolicy",
+                    "iam:GetPolicyVersion",
+                    "iam:ListPolicyVersions",
+                    "iam:CreatePolicyVersion",
+                    "iam:DeletePolicyVersion",
+                    "iam:GetInstanceProfile",
+                    "iam:CreateInstanceProfile",
+                    "iam:AddRoleToInstanceProfile",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "ReadEcr",
+                "Effect": "Allow",
+                "Action": ["ecr:DescribeRepositories", "ecr:ListImages"],
+                "Resource": "*",
+            },
+        ],
+    }
+
+
+def _require_emulator() -> None:
+    url = os.environ.get("AWS_ENDPOINT_URL", "")
+    if not is_loopback_url(url):
+        raise RuntimeError(
+            "Demo data is only ever written to the embedded emulator: AWS_ENDPOINT_URL must point at a "
+            f"loopback address, not {url or '(unset: real AWS)'}."
+        )
+
+
+def base_account() -> str:
+    """The account of the base credentials (provisioning.aws verifies accounts; this discovers one)."""
+    from provisioning import aws
+
+    sts = aws.sessions.client(aws.sessions.base(), "sts")
+    return sts.get_caller_identity()["Account"]
+
+
+def prepare_account(account_id: str, *, trusted_account: str, repositories: tuple[str, ...] = ()) -> str:
+    """Give `account_id` a management role trusting `trusted_account`, and ECR repositories.
+
+    Idempotent: an existing role gets its trust and policy rewritten, existing repositories stay.
+    Returns the management role ARN.
+    """
+    from provisioning import aws
+
+    _require_emulator()
+    bootstrap = aws.Access(account_id, f"arn:aws:iam::{account_id}:role/{BOOTSTRAP_ROLE_NAME}")
+    trust = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{trusted_account}:root"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
+    try:
+        aws.call(
+            bootstrap,
+            "iam",
+            "create_role",
+            RoleName=MANAGEMENT_ROLE_NAME,
+            AssumeRolePolicyDocument=trust,
+            Description="Lets the ECR Broker Portal manage the broker's IAM objects in this account.",
+        )
+    except aws.AwsError as exc:
+        if exc.code != "EntityAlreadyExists":
+            raise
+        aws.call(
+            bootstrap, "iam", "update_assume_role_policy", RoleName=MANAGEMENT_ROLE_NAME, PolicyDocument=trust
+        )
+    aws.call(
+        bootstrap,
+        "iam",
+        "put_role_policy",
+        RoleName=MANAGEMENT_ROLE_NAME,
+        PolicyName="EcrBrokerPortalManagement",
+        PolicyDocument=json.dumps(management_policy()),
+    )
+    role_arn = management_role_arn(account_id)
+    managed = aws.Access(account_id, role_arn)  # from here on, as the portal itself will act
+    for name in repositories:
+        try:
+            aws.call(managed, "ecr", "create_repository", repositoryName=name)
+        except aws.AwsError as exc:
+            if exc.code != "RepositoryAlreadyExistsException":
+                raise
+    return role_arn
+
+
+def seed_aws(spec: DemoSpec = DEMO) -> dict[str, str]:
+    """Demo accounts in the emulator. Returns account id -> management role ARN."""
+    trusted = base_account()
+    roles = {spec.agent_account: prepare_account(spec.agent_account, trusted_account=trusted)}
+    for account in spec.ecr_accounts:
+        roles[account.account_id] = prepare_account(
+            account.account_id, trusted_account=trusted, repositories=account.repositories
+        )
+    return roles
+
+
+@dataclass
+class SeededInventory:
+    agent: Any
+    accounts: list[Any]
+    created: bool
+
+
+def seed_inventory(spec: DemoSpec = DEMO) -> SeededInventory:
+    """The demo agent (role kind) and the ECR accounts as drafts, unless they already exist."""
+    from accounts.models import AgentIdentity, EcrAccount
+    from provisioning import services
+
+    agent = AgentIdentity.objects.filter(name=spec.agent_name).first()
+    created = agent is None
+    if agent is None:
+        agent = services.agent_create(
+            name=spec.agent_name,
+            kind="role",
+            account_id=spec.agent_account,
+            management_role_arn=management_role_arn(spec.agent_account),
+        )
+    accounts = []
+    for demo in spec.ecr_accounts:
+        account = EcrAccount.objects.filter(account_id=demo.account_id).first()
+        if account is None:
+            account = services.account_create(
+                agent=agent,
+                account_id=demo.account_id,
+                alias=demo.alias,
+                regions=demo.regions,
+                management_role_arn=management_role_arn(demo.account_id),
+                broker_client_url=demo.broker_client_url,
+                cr_agent_url=spec.cr_agent_url,
+            )
+        accounts.append(account)
+    return SeededInventory(agent=agent, accounts=accounts, created=created)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the embedded AWS emulator (moto) on loopback.")
+    parser.add_argument("--host", default=LOOPBACK)
+    parser.add_argument("--port", type=int, default=0, help="0: a free port (printed on stdout)")
+    args = parser.parse_args(argv)
+    return _serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

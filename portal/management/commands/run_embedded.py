@@ -1,0 +1,383 @@
+"""`make run`: the whole portal on one machine with nothing but Python.
+
+Starts, in this order: the AWS emulator (moto server on loopback, a child process), database
+migrations, the `admin` superuser, demo data (emulator accounts, then inventory rows through
+provisioning.services), the agent's setup run, a Celery worker with embedded beat on the
+filesystem broker, and the web server. Ctrl-C (SIGINT), SIGTERM or SIGHUP stops all of it: web and
+worker first (the worker finishes its task: warm shutdown), the emulator last.
+
+The embedded run can never touch a real AWS account: this process and every child get the
+emulator's endpoint and fake credentials, overriding whatever AWS settings the environment or
+`.env` holds (see portal.emulator.aws_environ). It refuses to start on a non-SQLite database or a
+server broker, so demo data and fake credentials never reach a shared deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from portal import emulator
+
+SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+
+
+class _Stop(Exception):
+    """Raised from a signal handler: unwind, then stop every child."""
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise CommandError(f"{name} must be a whole number, not {value!r}.") from None
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (Linux /proc; elsewhere nothing, and children are waited for)."""
+    parents: dict[int, int] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat.rpartition(")")[2].split()
+        parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Child:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path):
+        self.name = name
+        self.process = subprocess.Popen(args, env=env, cwd=str(cwd))
+        self.tree: set[int] = set()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        self.tree |= _descendants(self.pid)
+        if self.running():
+            self.process.send_signal(sig)
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL the child if still up, then anything it started that outlived it."""
+        if self.running():
+            self.tree |= _descendants(self.pid)
+            self.process.kill()
+        self.process.wait()
+        for pid in self.tree:
+            try:
+                # Same process group as this launcher: not a recycled pid of some other program.
+                if _alive(pid) and os.getpgid(pid) == os.getpgrp():
+                    os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the portal with embedded defaults: SQLite, a Celery worker on the filesystem broker, "
+        "an AWS emulator (moto server) with demo data, and the web server on 127.0.0.1."
+    )
+    # The checks run in the web server's process, with the embedded environment (DEBUG on).
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=_env_int("PORTAL_PORT", 8000),
+            help="Web server port on 127.0.0.1 (default: $PORTAL_PORT or 8000).",
+        )
+        parser.add_argument(
+            "--aws-port",
+            type=int,
+            default=_env_int("PORTAL_AWS_PORT", 0),
+            help="AWS emulator port on 127.0.0.1 (default: $PORTAL_AWS_PORT, or 0 for a free port).",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=_env_int("PORTAL_WORKER_CONCURRENCY", 2),
+            help="Celery worker processes (default: $PORTAL_WORKER_CONCURRENCY or 2).",
+        )
+        parser.add_argument("--no-demo", action="store_true", help="Do not seed demo data.")
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=30.0,
+            help="Seconds the worker may take to finish its current task when stopping.",
+        )
+
+    # --- entry ---------------------------------------------------------------------------------
+
+    def handle(self, *args, **options):
+        self._refuse_shared_services()
+        self.options = options
+        self.children: list[Child] = []
+        self.emulator: emulator.Emulator | None = None
+        self.hurry = False
+        previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+        try:
+            self._start()
+            self._watch()
+        except _Stop:
+            self.stdout.write("\nStopping…")
+        finally:
+            for sig in SIGNALS:
+                signal.signal(sig, self._on_signal_while_stopping)
+            self._stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.stdout.write("Stopped.")
+
+    def _on_signal(self, signum, frame):
+        raise _Stop()
+
+    def _on_signal_while_stopping(self, signum, frame):
+        self.hurry = True  # a second Ctrl-C: stop waiting for a clean shutdown
+
+    def _refuse_shared_services(self) -> None:
+        engine = settings.DATABASES["default"]["ENGINE"]
+        if engine != "django.db.backends.sqlite3":
+            raise CommandError(
+                "The embedded run uses its own SQLite database, but DATABASE_URL points at "
+                f"{engine.rsplit('.', 1)[-1]}. Unset DATABASE_URL (or use docker compose for that stack)."
+            )
+        if not settings.CELERY_BROKER_URL.startswith("portalfs://"):
+            raise CommandError(
+                "The embedded run uses the filesystem broker, but CELERY_BROKER_URL/REDIS_URL name a "
+                "server: its worker would take tasks meant for another deployment. Unset them "
+                "(or use docker compose for that stack)."
+            )
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        port = self.options["port"]
+        self._require_free_port(port)
+        var_dir = Path(settings.VAR_DIR)
+
+        self.stdout.write("Starting the AWS emulator (moto server)…")
+        self.emulator = emulator.start(port=self.options["aws_port"])
+        pinned = emulator.aws_environ(self.emulator.url, var_dir)
+        os.environ.update(pinned)  # this process seeds through provisioning.aws
+        settings.AWS_ENDPOINT_URL = self.emulator.url
+        from provisioning import aws
+
+        aws.sessions.clear()
+        base = emulator.base_account()  # fake credentials only work on the emulator
+
+        self.stdout.write("Migrating the database…")
+        call_command("migrate", interactive=False, verbosity=0)
+        password_note = self._ensure_admin()
+
+        demo_note = "none (--no-demo)"
+        if not self.options["no_demo"]:
+            self.stdout.write("Seeding demo data…")
+            demo_note = self._seed()
+
+        child_env = {
+            **os.environ,
+            **pinned,
+            "DEBUG": "true",  # loopback-only development server; static files served by runserver
+            "PORTAL_VAR_DIR": str(var_dir),
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "portal.settings"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        base_dir = Path(settings.BASE_DIR)
+        concurrency = max(1, self.options["concurrency"])
+        self.children.append(
+            Child(
+                "worker",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--beat",
+                    "--schedule",
+                    str(var_dir / "celerybeat-schedule"),
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    str(concurrency),
+                    "--hostname",
+                    "embedded@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                child_env,
+                base_dir,
+            )
+        )
+        self.children.append(
+            Child(
+                "web",
+                [sys.executable, str(base_dir / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"],
+                child_env,
+                base_dir,
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        self._wait_for(lambda: self._answers(f"{url}/healthz"), "the web server", timeout=90)
+
+        lines = [
+            "",
+            "ECR Broker Portal (embedded) is running.",
+            f"  web      {url}/   {password_note}",
+            f"  worker   celery, {concurrency} process(es) + beat, "
+            f"filesystem broker in {settings.CELERY_QUEUE_DIR}",
+            f"  AWS      emulator {self.emulator.url} (moto; fake credentials; base account {base};"
+            " real AWS is never used)",
+            f"  demo     {demo_note}",
+            f"  data     {var_dir}",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()
+
+    def _require_free_port(self, port: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                raise CommandError(
+                    f"Port {port} on 127.0.0.1 is in use: stop what runs there, or set PORTAL_PORT / --port."
+                ) from None
+
+    def _ensure_admin(self) -> str:
+        from django.contrib.auth import get_user_model
+
+        User = get_user_model()  # noqa: N806
+        given = os.environ.get("PORTAL_ADMIN_PASSWORD", "")
+        user = User.objects.filter(username="admin").first()
+        if user is None:
+            password = given or secrets.token_urlsafe(12)
+            User.objects.create_superuser(username="admin", email="", password=password)
+            if given:
+                return "log in as admin with PORTAL_ADMIN_PASSWORD"
+            # Shown once; never stored anywhere but as Django's password hash.
+            return f"log in as admin / {password}   (generated now and shown once)"
+        if given:
+            user.set_password(given)
+            user.save(update_fields=["password"])
+            return "log in as admin with PORTAL_ADMIN_PASSWORD"
+        return "log in as admin (password unchanged; reset: manage.py changepassword admin)"
+
+    def _seed(self) -> str:
+        """Demo accounts in the fresh emulator, rows in the database, then runs that make them meet."""
+        from accounts.choices import Lifecycle
+        from accounts.models import AgentIdentity, EcrAccount
+        from provisioning import services
+
+        emulator.seed_aws()
+        seeded = emulator.seed_inventory()
+        # The emulator starts empty every time; the database persists in var/. Ask the worker to
+        # (re)create what the database says exists: every agent set up before, and the accounts.
+        agents = [seeded.agent] + list(
+            AgentIdentity.objects.exclude(pk=seeded.agent.pk).exclude(status=Lifecycle.DRAFT)
+        )
+        for agent in agents:
+            services.agent_setup(agent=agent)
+            members = list(agent.accounts.filter(status__in=services.MEMBER_STATUSES))
+            if members:
+                services.account_reconcile(accounts=members)
+        accounts = ", ".join(
+            f"{a.account_id} {a.alias} ({a.status})"
+            for a in EcrAccount.objects.filter(pk__in=[a.pk for a in seeded.accounts])
+        )
+        what = "created" if seeded.created else "kept"
+        return (
+            f"agent {seeded.agent.name} in {seeded.agent.account_id} ({what}; setup run queued); "
+            f"ECR accounts {accounts}"
+        )
+
+    # --- run -----------------------------------------------------------------------------------
+
+    def _answers(self, url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL)
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _wait_for(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            self._check_children()
+            if time.monotonic() > deadline:
+                raise CommandError(f"{what} did not come up within {timeout:.0f} s.")
+            time.sleep(0.2)
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            if not child.running():
+                raise CommandError(
+                    f"The {child.name} process exited (status {child.process.returncode}): stopping the rest."
+                )
+        if self.emulator is not None and not self.emulator.alive():
+            raise CommandError("The AWS emulator exited: stopping the rest.")
+
+    def _watch(self) -> None:
+        while True:
+            self._check_children()
+            time.sleep(0.5)
+
+    # --- stop ----------------------------------------------------------------------------------
+
+    def _stop_all(self) -> None:
+        for child in self.children:
+            child.signal(signal.SIGTERM)  # celery: warm shutdown; runserver: exits
+        deadline = time.monotonic() + self.options["shutdown_timeout"]
+        for child in self.children:
+            while child.running() and time.monotonic() < deadline and not self.hurry:
+                time.sleep(0.1)
+            child.kill_leftovers()
+        if self.emulator is not None:
+            self.emulator.stop()
