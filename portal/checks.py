@@ -1,15 +1,35 @@
 """System checks: refuse to run in production with a development secret key."""
 
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+
+
+def _secret_key() -> str:
+    # Django raises ImproperlyConfigured on reading an empty SECRET_KEY (AttributeError when the
+    # setting is absent): both are "missing" here, reported as portal.E001 rather than a traceback.
+    try:
+        return settings.SECRET_KEY or ""
+    except (ImproperlyConfigured, AttributeError):
+        return ""
+
+
+def _weak(key: str) -> bool:
+    return (
+        not key
+        or key == settings.DEFAULT_SECRET_KEY
+        or key.startswith("django-insecure-")  # startproject's generated development key
+        or len(key) < 32
+        or len(set(key)) < 5  # "aaaa…": long but not random
+    )
 
 
 @register()
 def secret_key_check(app_configs, **kwargs):
     if settings.DEBUG:
         return []
-    key = settings.SECRET_KEY or ""
-    if not key or key == settings.DEFAULT_SECRET_KEY or len(key) < 32:
+    if _weak(_secret_key()):
         return [
             Error(
                 "SECRET_KEY is missing, too short or the development default while DEBUG is off.",
@@ -23,8 +43,23 @@ def secret_key_check(app_configs, **kwargs):
 
 @register()
 def encryption_key_check(app_configs, **kwargs):
-    if settings.DEBUG or settings.ENCRYPTION_KEYS:
-        return []
+    errors = []
+    for position, key in enumerate(settings.ENCRYPTION_KEYS, start=1):
+        try:
+            Fernet(key.strip().encode())
+        except (ValueError, TypeError):
+            # The key itself is never printed.
+            errors.append(
+                Error(
+                    f"ENCRYPTION_KEYS entry {position} is not a Fernet key "
+                    "(32 url-safe base64-encoded bytes).",
+                    hint="Generate one with python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'.",
+                    id="portal.E003",
+                )
+            )
+    if errors or settings.DEBUG or settings.ENCRYPTION_KEYS:
+        return errors
     return [
         Warning(
             "ENCRYPTION_KEYS is not set: broker tokens are encrypted with a key derived from SECRET_KEY.",
