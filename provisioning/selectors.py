@@ -21,6 +21,8 @@ from .planner import Plan
 PAGE_SIZE = 30
 # A live page re-renders every operation on each poll; huge bulk runs show the latest ones.
 PROGRESS_OPERATION_LIMIT = 200
+LOG_LIMIT = 300
+DOCUMENT_PARAMS = ("PolicyDocument", "AssumeRolePolicyDocument")
 
 
 # --- plans -----------------------------------------------------------------------------------
@@ -42,17 +44,23 @@ class PreviewChange:
     summary: str
     before: Any
     after: Any
-    request: dict[str, Any]
+    request: dict[str, str]
 
     @property
     def has_document(self) -> bool:
         return self.before is not None or self.after is not None
 
 
-def plan_preview(plan: Plan) -> dict[str, Any]:
-    """What the preview page shows: every change with its documents, the AWS calls, notes, digest."""
+def _display_params(params: dict[str, Any]) -> dict[str, str]:
+    """Call parameters as the page shows them: documents appear in full below, secrets never."""
     from portal.redact import redact
 
+    shown = redact({k: v for k, v in params.items() if k not in DOCUMENT_PARAMS})
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in shown.items()}
+
+
+def plan_preview(plan: Plan) -> dict[str, Any]:
+    """What the preview page shows: every change with its documents, the AWS calls, notes, digest."""
     changes = [
         PreviewChange(
             number=i,
@@ -63,9 +71,7 @@ def plan_preview(plan: Plan) -> dict[str, Any]:
             summary=c.summary,
             before=c.before,
             after=c.after,
-            request=redact(
-                {k: v for k, v in c.params.items() if k not in ("PolicyDocument", "AssumeRolePolicyDocument")}
-            ),
+            request=_display_params(c.params),
         )
         for i, c in enumerate(plan.changes, 1)
     ]
@@ -133,8 +139,11 @@ def run_progress(run: Run) -> dict[str, Any]:
             .prefetch_related("brokers", "external_ids")
             .order_by("account_id")
         )
+    log_entries = list(run.log_entries.order_by("-created_at", "-pk")[:LOG_LIMIT])[::-1]
     return {
         "run": run,
+        "steps": (run.plan or {}).get("steps", []),
+        "log_entries": log_entries,
         "operations": operations,
         "hidden_operations": max(0, total_operations - len(operations)),
         "failed_operation": failed,
@@ -146,7 +155,4 @@ def run_progress(run: Run) -> dict[str, Any]:
 
 
 def run_detail(run: Run) -> dict[str, Any]:
-    context = run_progress(run)
-    context["log_entries"] = list(run.log_entries.all()[:500])
-    context["steps"] = (run.plan or {}).get("steps", [])
-    return context
+    return run_progress(run)

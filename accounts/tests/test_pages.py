@@ -11,6 +11,8 @@ from provisioning import services
 from provisioning.choices import OperationStatus, RunStatus
 from provisioning.models import Operation, Run
 
+from .conftest import TOKEN
+
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 EVERYONE = {VIEWER, OPERATOR, ADMIN}
 
@@ -273,11 +275,14 @@ def test_detail_pages_are_constant(client, viewer, make_account, user_agent, dja
     _grow(make_account, user_agent, 0, 3)
     account = EcrAccount.objects.get(account_id="600000000001")
     run = account.runs.get()
+    done = EcrAccount.objects.get(account_id="600000000002").runs.get()
+    Run.objects.filter(pk=done.pk).update(status=RunStatus.SUCCEEDED)
     pages = {
         "account_detail": account.get_absolute_url(),
         "agent_detail": user_agent.get_absolute_url(),
         "run_detail": run.get_absolute_url(),
         "run_progress": reverse("provisioning:run_progress", args=[run.pk]),
+        "run_progress_succeeded": reverse("provisioning:run_progress", args=[done.pk]),
     }
     for url in pages.values():
         client.get(url)
@@ -288,7 +293,12 @@ def test_detail_pages_are_constant(client, viewer, make_account, user_agent, dja
     _grow(make_account, user_agent, 3, 20)
     for i in range(2, 40):
         _operation(run, i)
+        _operation(done, i)
         run.log(f"line {i}")
+    from accounts.models import BrokerInstance
+
+    for region in ("eu-central-1", "ap-south-1", "us-west-2"):
+        BrokerInstance.objects.create(account=done.accounts.get(), region=region, broker_token=TOKEN)
     for name, url in pages.items():
         with django_assert_num_queries(QUERY_BUDGET[name]):
             assert client.get(url).status_code == 200
@@ -304,5 +314,6 @@ QUERY_BUDGET = {
     "account_detail": 11,  # + account⋈agent, ExternalIds, brokers, runs, active run, audit entries
     "agent_detail": 9,  # + agent, accounts, runs, active brokers
     "run_detail": 9,  # + run⋈agent, operation count, operations, log lines
-    "run_progress": 8,  # + run⋈agent, operation count, operations
+    "run_progress": 9,  # the same: the page's live part is this partial
+    "run_progress_succeeded": 12,  # + the run's accounts, their brokers and ExternalIds (download links)
 }
