@@ -1,6 +1,7 @@
 """Shared fixtures: personas (healthchecks-style), in-process moto, worker-process helpers."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
+# Worker processes started by one test session consume only that session's messages.
+os.environ.setdefault("CELERY_QUEUE_DIR", str(Path(__file__).parent / "var" / f"queue-test-{os.getpid()}"))
 
 
 @pytest.fixture

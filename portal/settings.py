@@ -5,6 +5,7 @@ Nothing secret lives here: SECRET_KEY and ENCRYPTION_KEYS come from the environm
 filesystem Celery broker that needs no server, and whatever AWS endpoint the environment names.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -132,7 +133,7 @@ X_FRAME_OPTIONS = "DENY"
 # run has a real worker process and no server. Production sets redis://.
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "portalfs://")
-CELERY_QUEUE_DIR = VAR_DIR / "queue"
+CELERY_QUEUE_DIR = Path(env.str("CELERY_QUEUE_DIR", default=str(VAR_DIR / "queue")))
 CELERY_TASK_HARD_TIME_LIMIT = env.int("CELERY_TASK_HARD_TIME_LIMIT", default=3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=CELERY_TASK_HARD_TIME_LIMIT - 60)
 # IAM eventual consistency: how long "Invalid principal" is retried before the run fails.
@@ -168,5 +169,6 @@ LOGGING = {
 }
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A file, not :memory:, so worker processes started by tests share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # A file, not :memory:, so worker processes started by tests share the test database; one per
+    # test session (pid), so concurrent sessions never share a file.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}

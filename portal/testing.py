@@ -76,6 +76,7 @@ def worker_env(**extra: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="portal.settings",
         PORTAL_VAR_DIR=str(settings.VAR_DIR),
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        CELERY_QUEUE_DIR=str(settings.CELERY_QUEUE_DIR),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -93,12 +93,16 @@ def ecr_regions() -> frozenset[str]:
 
 
 class _Sessions:
-    """Thread-safe cache of boto3 sessions and clients per Access."""
+    """Thread-safe cache of credentials and clients per Access.
+
+    Every client comes from one boto3 session (assumed-role clients get explicit credentials), so
+    botocore loads its service models and endpoint data once, not once per account (~0.15 s each).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._assumed: dict[tuple[str, str], tuple[boto3.Session, float]] = {}
-        self._clients: dict[tuple[int, str], Any] = {}
+        self._assumed: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
         self._base: boto3.Session | None = None
         self._verified: set[tuple[str, str, str]] = set()
 
@@ -115,17 +119,22 @@ class _Sessions:
                 self._base = boto3.session.Session()
             return self._base
 
-    def for_access(self, access: Access) -> boto3.Session:
-        session = self._session(access)
-        self._verify(access, session)
-        return session
+    def client_for(self, access: Access, service: str) -> Any:
+        """A client acting in `access.account_id`, verified to land there."""
+        client = self._client(self._credentials(access), service)
+        self._verify(access, client if service == "sts" else self._client(self._credentials(access), "sts"))
+        return client
 
-    def _verify(self, access: Access, session: boto3.Session) -> None:
+    def client(self, session: boto3.Session, service: str) -> Any:
+        """A client of the base credentials (kept for callers that hold the base session)."""
+        return self._client({}, service)
+
+    def _verify(self, access: Access, sts: Any) -> None:
         """Refuse to act when the credentials land in another account than the one intended."""
         key = (access.account_id, access.role_arn, access.external_id)
         if key in self._verified:
             return
-        actual = _call(self.client(session, "sts"), "get_caller_identity")["Account"]
+        actual = _call(sts, "get_caller_identity")["Account"]
         if actual != access.account_id:
             how = f"the management role {access.role_arn}" if access.role_arn else "the base credentials"
             raise AwsError(
@@ -137,21 +146,14 @@ class _Sessions:
         with self._lock:
             self._verified.add(key)
 
-    def _session(self, access: Access) -> boto3.Session:
+    def _credentials(self, access: Access) -> dict[str, str]:
         if not access.role_arn:
-            return self.base()
+            return {}
         key = (access.role_arn, access.external_id)
         with self._lock:
             cached = self._assumed.get(key)
             if cached and cached[1] - SESSION_REFRESH_MARGIN > time.time():
                 return cached[0]
-        session, expiry = self._assume(access)
-        with self._lock:
-            self._assumed[key] = (session, expiry)
-        return session
-
-    def _assume(self, access: Access) -> tuple[boto3.Session, float]:
-        sts = self.client(self.base(), "sts")
         params: dict[str, Any] = {
             "RoleArn": access.role_arn,
             "RoleSessionName": SESSION_NAME,
@@ -159,28 +161,28 @@ class _Sessions:
         }
         if access.external_id:
             params["ExternalId"] = access.external_id
-        response = _call(sts, "assume_role", **params)
-        creds = response["Credentials"]
-        session = boto3.session.Session(
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
-        )
-        return session, creds["Expiration"].timestamp()
+        creds = _call(self._client({}, "sts"), "assume_role", **params)["Credentials"]
+        credentials = {
+            "aws_access_key_id": creds["AccessKeyId"],
+            "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"],
+        }
+        with self._lock:
+            self._assumed[key] = (credentials, creds["Expiration"].timestamp())
+        return credentials
 
-    def client(self, session: boto3.Session, service: str) -> Any:
-        key = (id(session), service)
+    def _client(self, credentials: dict[str, str], service: str) -> Any:
+        key = (credentials.get("aws_access_key_id", "base"), service)
+        base = self.base()
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = session.client(service, config=CLIENT_CONFIG, region_name=_default_region(session))
+                client = base.client(
+                    service, config=CLIENT_CONFIG, region_name=base.region_name or "us-east-1", **credentials
+                )
                 client.meta.events.register("before-call", _count)
                 self._clients[key] = client
             return client
-
-
-def _default_region(session: boto3.Session) -> str:
-    return session.region_name or "us-east-1"
 
 
 sessions = _Sessions()
@@ -210,7 +212,7 @@ class Iam:
 
     def __init__(self, access: Access):
         self.access = access
-        self.client = sessions.client(sessions.for_access(access), "iam")
+        self.client = sessions.client_for(access, "iam")
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         return _call(self.client, method, **params)
@@ -286,4 +288,4 @@ def _pages(pages: Any) -> Any:
 
 def call(access: Access, service: str, method: str, **params: Any) -> dict[str, Any]:
     """Any API call in one account (used by the emulator's demo seeding and by audits)."""
-    return _call(sessions.client(sessions.for_access(access), service), method, **params)
+    return _call(sessions.client_for(access, service), method, **params)
