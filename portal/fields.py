@@ -5,6 +5,7 @@ import hashlib
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 
@@ -13,7 +14,16 @@ def _fernet() -> MultiFernet:
     if not keys:  # derived key: fine for the embedded run; portal.W002 warns elsewhere
         digest = hashlib.sha256(f"portal-encryption:{settings.SECRET_KEY}".encode()).digest()
         keys = [base64.urlsafe_b64encode(digest).decode()]
-    return MultiFernet([Fernet(k.strip().encode()) for k in keys])
+    fernets = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            fernets.append(Fernet(key.strip().encode()))
+        except (ValueError, TypeError):
+            # Fernet's own message does not say which setting is wrong; the key is never shown.
+            raise ImproperlyConfigured(
+                f"ENCRYPTION_KEYS entry {position} is not a Fernet key (32 url-safe base64-encoded bytes)."
+            ) from None
+    return MultiFernet(fernets)
 
 
 def encrypt(value: str) -> str:
@@ -29,7 +39,8 @@ def decrypt(token: str) -> str:
 
 class EncryptedTextField(models.TextField):
     def from_db_value(self, value, expression, connection):
-        return None if value in (None, "") else decrypt(value)
+        # "" stays "" (not None): the column is NOT NULL, so a blank row must save back unchanged.
+        return value if value in (None, "") else decrypt(value)
 
     def get_prep_value(self, value):
         value = super().get_prep_value(value)
