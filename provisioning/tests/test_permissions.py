@@ -20,6 +20,14 @@ def run_inline(run):
     return run
 
 
+def allow(action):
+    return {"Effect": "Allow", "Action": action, "Resource": "*"}
+
+
+def document(statement):
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
 def offboard(account):
     account.status = Lifecycle.REMOVED
     account.save()
@@ -44,17 +52,24 @@ def exercise_every_flow():
     hand = "200000000001"
     management = make_management_role(hand)
     iam = iam_in(hand)
-    iam.write("create_role", RoleName="SnykEcrServiceRole", AssumeRolePolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                  "Principal": {"AWS": role_agent.arn}}]}))  # fmt: skip
-    iam.write("create_policy", PolicyName="AmazonEC2ContainerRegistryReadOnlyForSnyk", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]}))  # fmt: skip
-    iam.write("put_role_policy", RoleName="SnykEcrServiceRole", PolicyName="extra", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}))  # fmt: skip
-    arn = f"arn:aws:iam::{hand}:policy/AmazonEC2ContainerRegistryReadOnlyForSnyk"
+    trust = {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"AWS": role_agent.arn}}
+    iam.write("create_role", RoleName="SnykEcrServiceRole", AssumeRolePolicyDocument=document(trust))
+    read_policy = "AmazonEC2ContainerRegistryReadOnlyForSnyk"
+    iam.write("create_policy", PolicyName=read_policy, PolicyDocument=document(allow("ecr:*")))
+    iam.write(
+        "put_role_policy",
+        RoleName="SnykEcrServiceRole",
+        PolicyName="extra",
+        PolicyDocument=document(allow("s3:List*")),
+    )
+    arn = f"arn:aws:iam::{hand}:policy/{read_policy}"
     for n in range(4):
-        iam.write("create_policy_version", PolicyArn=arn, SetAsDefault=True, PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": f"ecr:X{n}", "Resource": "*"}]}))  # fmt: skip
+        iam.write(
+            "create_policy_version",
+            PolicyArn=arn,
+            SetAsDefault=True,
+            PolicyDocument=document(allow(f"ecr:X{n}")),
+        )
     adopted = services.account_create(
         agent=role_agent,
         account_id=hand,
@@ -99,9 +114,13 @@ def test_iam_policy_lists_exactly_the_calls_the_engine_makes(transactional_db, a
 
 def test_iam_policy_command_scopes_to_the_managed_names(db):
     services.agent_create(
-        name="custom", kind="role", account_id=AGENT_ACCOUNT, iam_name="CustomAgent", policy_name="CustomAssume",
+        name="custom",
+        kind="role",
+        account_id=AGENT_ACCOUNT,
+        iam_name="CustomAgent",
+        policy_name="CustomAssume",
         management_role_arn=f"arn:aws:iam::{AGENT_ACCOUNT}:role/OrgAccess",
-    )  # fmt: skip
+    )
     out = io.StringIO()
     call_command("iam_policy", "--role", "base", stdout=out)
     document = json.loads(out.getvalue())
