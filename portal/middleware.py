@@ -6,7 +6,8 @@ import re
 import uuid
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# \Z, not $: "$" also matches before a trailing newline, which would reach headers and log lines.
+_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 
 
 def current_request_id() -> str:

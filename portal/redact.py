@@ -5,10 +5,27 @@ from typing import Any
 
 CENSOR = "**redacted**"
 _SECRET_KEYS = re.compile(
-    r"(token|secret|password|credential|session|access_?key|private|externalid_mgmt)", re.I
+    r"(token|secret|password|passwd|credential|session|access_?key|private|authorization|api_?key"
+    r"|cookie|externalid_mgmt)",
+    re.I,
 )
-# Access key ids, Fernet tokens and 40-char secret keys appearing inside free text.
-_SECRET_TEXT = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
+# Inside free text: access key ids, Fernet tokens, and NAME=value / "Name": "value" / name: value
+# assignments whose name looks secret (a .env line, an error echoing AWS_SECRET_ACCESS_KEY=..., a
+# JSON or YAML dump). "ExpiredToken: The security token..." is prose, not an assignment: after a
+# bare colon only a word of 8+ characters counts as a value.
+_SECRET_NAME = r"[\w-]*(?:token|secret|password|passwd|credential|access_?key|api_?key)[\w-]*"
+_SECRET_TEXT = re.compile(
+    r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"
+    r"|\bgAAAAA[A-Za-z0-9_-]{40,}={0,2}"
+    rf"|(?P<name>{_SECRET_NAME}(?:\s*=\s*|[\"']\s*:\s*)[\"']?)(?P<value>[^\s\"',;&}}]+)"
+    rf"|(?P<yname>{_SECRET_NAME}:\s*[\"']?)(?P<yvalue>[^\s\"',;&}}]{{8,}})",
+    re.I,
+)
+
+
+def _censor_text(match: re.Match) -> str:
+    name = match.group("name") or match.group("yname")
+    return name + CENSOR if name else CENSOR
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -19,5 +36,5 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     if isinstance(value, str):
-        return _SECRET_TEXT.sub(CENSOR, value)
+        return _SECRET_TEXT.sub(_censor_text, value)
     return value
