@@ -89,8 +89,12 @@ class Emulator:
 def start(host: str = LOOPBACK, port: int = 0, *, timeout: float = 60.0, env: dict | None = None) -> Emulator:
     """Start moto server in a child process; return once it accepts connections.
 
-    port=0 lets the kernel choose a free port (no race between choosing and binding).
+    port=0 lets the kernel choose a free port (no race between choosing and binding). By default
+    the child gets this environment without AWS_* variables: moto itself builds boto3 sessions, and
+    a profile or endpoint meant for real AWS would break them.
     """
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "portal.emulator", "--host", host, "--port", str(port)],
         stdout=subprocess.PIPE,
