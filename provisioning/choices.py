@@ -32,3 +32,21 @@ TERMINAL_RUN_STATUSES = (
 class OperationStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+
+
+class AuditStatus(models.TextChoices):
+    IN_SYNC = "in_sync", "In sync"
+    DRIFTED = "drifted", "Drifted"
+    MISSING = "missing", "Missing"
+    UNREACHABLE = "unreachable", "Unreachable"
+
+
+class Severity(models.TextChoices):
+    CRITICAL = "critical", "Critical"
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+
+
+# Worst first is the higher rank; 0 means "no finding".
+SEVERITY_RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}

@@ -21,7 +21,7 @@ from django.utils import timezone
 from accounts.choices import BrokerStatus, Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 
-from . import aws, planner, policies, services
+from . import audit, aws, planner, policies, services
 from .applier import ApplyError, apply_plan
 from .choices import RunKind, RunStatus
 from .locks import agent_lock
@@ -234,4 +234,5 @@ HANDLERS: dict[str, Callable[[Run], tuple[str, str]]] = {
     RunKind.ROTATE: _handle_accounts,
     RunKind.OFFBOARD: _handle_offboard,
     RunKind.BULK: _handle_bulk,
+    RunKind.AUDIT: audit.handle_audit_run,
 }

@@ -7,7 +7,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from .choices import ACTIVE_RUN_STATUSES, OperationStatus, RunKind, RunStatus
+from .choices import ACTIVE_RUN_STATUSES, AuditStatus, OperationStatus, RunKind, RunStatus
 
 
 class Run(models.Model):
@@ -145,3 +145,53 @@ class Operation(AppendOnly):
 
     def __str__(self) -> str:
         return f"{self.action} {self.resource_arn} ({self.status})"
+
+
+class AuditSnapshot(models.Model):
+    """What one audit saw in one ECR account: live and desired documents, findings, the plan.
+
+    An unchanged state is not stored twice: the audit moves `confirmed_at` of the latest snapshot,
+    so each row is a period (observed_at .. confirmed_at) and history shows when drift began and
+    ended. The account id is kept as text so history outlives the account row.
+    """
+
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    ecr_account = models.ForeignKey(
+        "accounts.EcrAccount",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_snapshots",
+    )
+    account_id = models.CharField(max_length=12, db_index=True)  # text: survives the account row
+    observed_at = models.DateTimeField(help_text="First audit that saw this state.")
+    confirmed_at = models.DateTimeField(help_text="Latest audit that saw this state.")
+    status = models.CharField(max_length=16, choices=AuditStatus.choices)
+    drift_since = models.DateTimeField(null=True, blank=True, help_text="Out of sync since (unbroken).")
+    live = models.JSONField(default=dict, blank=True)
+    desired = models.JSONField(default=dict, blank=True)
+    findings = models.JSONField(default=list, blank=True)
+    plan = models.JSONField(default=dict, blank=True)
+    # Denormalised from `findings` for filters and dashboard sums.
+    severity_rank = models.PositiveSmallIntegerField(default=0)
+    finding_codes = models.CharField(max_length=1024, blank=True, help_text="Space-delimited codes.")
+    critical_count = models.PositiveIntegerField(default=0)
+    high_count = models.PositiveIntegerField(default=0)
+    medium_count = models.PositiveIntegerField(default=0)
+    low_count = models.PositiveIntegerField(default=0)
+    digest = models.CharField(max_length=64)
+    is_latest = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["-observed_at", "-pk"]
+        indexes = [
+            models.Index(fields=["account_id", "-observed_at"], name="auditsnap_account_time"),
+            models.Index(fields=["is_latest", "severity_rank"], name="auditsnap_latest_rank"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.status} at {self.observed_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def finding_count(self) -> int:
+        return self.critical_count + self.high_count + self.medium_count + self.low_count

@@ -58,11 +58,27 @@ def sweep_stale_runs() -> int:
 
 
 @shared_task
-def scheduled_audit() -> int | None:
-    """Periodic audit (celery beat). Implemented by the audit module when present."""
-    from . import services
+def scheduled_audit() -> int:
+    """Periodic audit (celery beat): queue an audit of every account (or return the one running)."""
+    from .audit import audit_request
 
-    audit_request = getattr(services, "audit_request", None)
-    if audit_request is None:
-        return None
     return audit_request(user=None).pk
+
+
+@shared_task(
+    autoretry_for=(Exception,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=6,
+    acks_late=False,
+)
+def post_audit_webhook(payload: dict) -> int:
+    """POST one new high-severity audit finding to AUDIT_WEBHOOK_URL, retried with backoff.
+
+    A separate task so a slow or failing webhook never holds up or fails the audit. The payload is
+    the finding (codes, account id, message): nothing secret.
+    """
+    from .audit import post_webhook
+
+    return post_webhook(payload)
