@@ -249,3 +249,13 @@ def test_deleting_a_user_keeps_every_audit_row(operator, viewer):
         audit.record(user=user, action="run.request.audit")
     get_user_model().objects.filter(pk__in=[operator.pk, viewer.pk]).delete()
     assert sorted(AuditEntry.objects.values_list("user_name", flat=True)) == ["otto-operator", "vera-viewer"]
+
+
+def test_operations_are_append_only_too(sweep_inventory):
+    from provisioning.models import Operation
+
+    operation = sweep_inventory.objects["provisioning.operation"]
+    operation.status = "failed"
+    with pytest.raises(ValueError, match="append-only"):
+        operation.save()
+    assert Operation.objects.get(pk=operation.pk).status == "succeeded"
