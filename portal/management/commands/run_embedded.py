@@ -222,11 +222,19 @@ class Command(BaseCommand):
         child_env = {
             **os.environ,
             **pinned,
-            "DEBUG": "true",  # loopback-only development server; static files served by runserver
+            # A loopback-only development server over plain HTTP, whatever `.env` says for production.
+            "DEBUG": "true",
+            "SECURE_SSL_REDIRECT": "false",
+            "SESSION_COOKIE_SECURE": "false",
+            "CSRF_COOKIE_SECURE": "false",
+            "SECURE_HSTS_SECONDS": "0",
             "PORTAL_VAR_DIR": str(var_dir),
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "portal.settings"),
             "PYTHONUNBUFFERED": "1",
         }
+        if not (os.environ.get("SECRET_KEY") or os.environ.get("SECRET_KEY_FILE")):
+            # `SECRET_KEY=` left empty in a .env copied from .env.example: the development key.
+            child_env["SECRET_KEY"] = settings.DEFAULT_SECRET_KEY
         base_dir = Path(settings.BASE_DIR)
         concurrency = max(1, self.options["concurrency"])
         self.children.append(
