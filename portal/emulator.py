@@ -38,7 +38,7 @@ LOOPBACK = "127.0.0.1"
 # The account moto gives to credentials it has not issued: the portal's base identity.
 BASE_ACCOUNT = "123456789012"
 REGION = "us-east-1"
-MANAGEMENT_ROLE_NAME = "PortalManagementRole"
+MANAGEMENT_ROLE_NAME = "PortalManagement"  # the name `manage.py iam_policy` assumes
 # How the seeding enters an account for the first time. On AWS this is the role Organizations
 # creates in every member account; moto lets the base identity assume any role ARN to switch account.
 BOOTSTRAP_ROLE_NAME = "OrganizationAccountAccessRole"
@@ -250,60 +250,20 @@ def management_role_arn(account_id: str) -> str:
 
 
 def management_policy() -> dict[str, Any]:
-    """What the portal needs in a managed account: the guide's IAM objects, and reading ECR."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ManageBrokerIam",
-                "Effect": "Allow",
-                "Action": [
-                    "iam:GetRole",
-                    "iam:CreateRole",
-                    "iam:DeleteRole",
-                    "iam:TagRole",
-                    "iam:UpdateAssumeRolePolicy",
-                    "iam:GetRolePolicy",
-                    "iam:PutRolePolicy",
-                    "iam:DeleteRolePolicy",
-                    "iam:ListRolePolicies",
-                    "iam:ListAttachedRolePolicies",
-                    "iam:AttachRolePolicy",
-                    "iam:DetachRolePolicy",
-                    "iam:GetUser",
-                    "iam:CreateUser",
-                    "iam:TagUser",
-                    "iam:GetUserPolicy",
-                    "iam:PutUserPolicy",
-                    "iam:DeleteUserPolicy",
-                    "iam:ListUserPolicies",
-                    "iam:ListAttachedUserPolicies",
-                    "iam:AttachUserPolicy",
-                    "iam:DetachUserPolicy",
-                    "iam:ListAccessKeys",
-                    "iam:CreateAccessKey",
-                    "iam:GetPolicy",
-                    "iam:CreatePolicy",
-                    "iam:DeletePolicy",
-                    "iam:TagPolicy",
-                    "iam:GetPolicyVersion",
-                    "iam:ListPolicyVersions",
-                    "iam:CreatePolicyVersion",
-                    "iam:DeletePolicyVersion",
-                    "iam:GetInstanceProfile",
-                    "iam:CreateInstanceProfile",
-                    "iam:AddRoleToInstanceProfile",
-                ],
-                "Resource": "*",
-            },
-            {
-                "Sid": "ReadEcr",
-                "Effect": "Allow",
-                "Action": ["ecr:DescribeRepositories", "ecr:ListImages"],
-                "Resource": "*",
-            },
-        ],
-    }
+    """The engine's least privilege in a managed account (`manage.py iam_policy --role management`),
+    plus creating the demo repositories (demo only: the portal itself never writes to ECR)."""
+    from provisioning import permissions
+
+    document = permissions.management_policy()
+    document["Statement"].append(
+        {
+            "Sid": "DemoRepositories",
+            "Effect": "Allow",
+            "Action": ["ecr:CreateRepository", "ecr:DescribeRepositories"],
+            "Resource": "*",
+        }
+    )
+    return document
 
 
 def _require_emulator() -> None:
@@ -323,7 +283,13 @@ def base_account() -> str:
     return sts.get_caller_identity()["Account"]
 
 
-def prepare_account(account_id: str, *, trusted_account: str, repositories: tuple[str, ...] = ()) -> str:
+def prepare_account(
+    account_id: str,
+    *,
+    trusted_account: str,
+    repositories: tuple[str, ...] = (),
+    policy: dict[str, Any] | None = None,
+) -> str:
     """Give `account_id` a management role trusting `trusted_account`, and ECR repositories.
 
     Idempotent: an existing role gets its trust and policy rewritten, existing repositories stay.
@@ -366,7 +332,7 @@ def prepare_account(account_id: str, *, trusted_account: str, repositories: tupl
         "put_role_policy",
         RoleName=MANAGEMENT_ROLE_NAME,
         PolicyName="EcrBrokerPortalManagement",
-        PolicyDocument=json.dumps(management_policy()),
+        PolicyDocument=json.dumps(policy or management_policy()),
     )
     role_arn = management_role_arn(account_id)
     managed = aws.Access(account_id, role_arn)  # from here on, as the portal itself will act
@@ -381,11 +347,13 @@ def prepare_account(account_id: str, *, trusted_account: str, repositories: tupl
 
 def seed_aws(spec: DemoSpec = DEMO) -> dict[str, str]:
     """Demo accounts in the emulator. Returns account id -> management role ARN."""
+    _require_emulator()  # before the first call: it would otherwise go to AWS itself
     trusted = base_account()
-    roles = {spec.agent_account: prepare_account(spec.agent_account, trusted_account=trusted)}
+    policy = management_policy()
+    roles = {spec.agent_account: prepare_account(spec.agent_account, trusted_account=trusted, policy=policy)}
     for account in spec.ecr_accounts:
         roles[account.account_id] = prepare_account(
-            account.account_id, trusted_account=trusted, repositories=account.repositories
+            account.account_id, trusted_account=trusted, repositories=account.repositories, policy=policy
         )
     return roles
 
