@@ -315,6 +315,20 @@ def _audit_page_url() -> str:
     return ""
 
 
+class QueryCounter:
+    """A database execute wrapper that counts the queries of one request."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.sql.append(sql)
+        return execute(sql, params, many, context)
+
+    def __len__(self) -> int:
+        return len(self.sql)
+
+
 def pages(stack: Stack, *, accounts: int, repeats: int) -> dict:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
@@ -333,8 +347,8 @@ def pages(stack: Stack, *, accounts: int, repeats: int) -> dict:
     results = {}
     for label, url in page_urls().items():
         client.get(url, secure=True)  # warm templates and caches
-        queries: list[str] = []
-        with connection.execute_wrapper(lambda execute, sql, *a: queries.append(sql) or execute(sql, *a)):
+        queries = QueryCounter()
+        with connection.execute_wrapper(queries):
             response = client.get(url, secure=True)
         times = []
         for _ in range(repeats):

@@ -158,7 +158,6 @@ def test_worker_killed_mid_run_is_requeued_and_converges(proxy):
     """SIGKILL the worker (its whole process group) in the middle of a bulk run; a new worker and the
     sweeper finish it: every account converges, nothing is created twice, the run's rows line up."""
     from portal.testing import celery_workers, wait_for, worker_env
-
     from provisioning.tasks import sweep_stale_runs
 
     stale_after = 3
@@ -264,7 +263,6 @@ def test_redis_restart_loses_no_queued_run(proxy):
     """Redis restarts (without persistence: every queued message is gone) while runs are queued and
     running. The workers reconnect; the sweeper re-queues what the restart lost; every run finishes."""
     from portal.testing import celery_workers, wait_for, worker_env
-
     from provisioning.tasks import sweep_stale_runs
 
     stale_after = 4
@@ -307,11 +305,8 @@ def restart_redis(url: str) -> None:
     subprocess.run(
         ["redis-cli", "-h", host, "-p", port, "shutdown", "nosave"], check=False, capture_output=True
     )
-    subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    server = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", port]
+    subprocess.run([*server, "--save", "", "--appendonly", "no"], check=True, capture_output=True)
     from portal.testing import wait_for
 
     wait_for(
