@@ -4,6 +4,7 @@ from django.db.models import Count, Q
 
 from accounts.choices import BrokerStatus, Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
+from provisioning.audit_selectors import dashboard_audit
 from provisioning.choices import ACTIVE_RUN_STATUSES, RunKind
 from provisioning.models import Run
 
@@ -36,4 +37,5 @@ def dashboard_summary() -> dict:
         "latest_runs": list(Run.objects.select_related("agent").order_by("-created_at", "-pk")[:10]),
         "last_audit": Run.objects.filter(kind=RunKind.AUDIT).order_by("-created_at").first(),
         "attention": attention,
+        "audit": dashboard_audit(),
     }

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import audit_views, views
 
 app_name = "provisioning"
 
@@ -8,4 +8,9 @@ urlpatterns = [
     path("runs/", views.run_list, name="run_list"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
+    path("audit/", audit_views.audit_list, name="audit_list"),
+    path("audit/refresh/", audit_views.audit_refresh, name="audit_refresh"),
+    path("audit/export.csv", audit_views.audit_csv, name="audit_csv"),
+    path("audit/export.json", audit_views.audit_json, name="audit_json"),
+    path("audit/accounts/<str:account_id>/", audit_views.audit_detail, name="audit_detail"),
 ]
