@@ -1,0 +1,154 @@
+"""The command line: exact flags, exit codes, --plan changes nothing, bad input saves and sends nothing."""
+
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from accounts.models import AgentIdentity, EcrAccount
+from provisioning.models import Operation, Run
+
+from .conftest import AGENT_ACCOUNT, ECR_ACCOUNTS, iam_in, make_management_role
+
+PREFLIGHT = Path(settings.BASE_DIR).parent / "shared" / "tools" / "broker-preflight"
+
+
+def cli(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def exit_code(*args) -> int:
+    with pytest.raises(CommandError) as caught:
+        cli(*args)
+    return caught.value.returncode
+
+
+def mgmt(account_id: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/PortalManagement"
+
+
+@pytest.fixture
+def roles(aws):
+    for account_id in [AGENT_ACCOUNT, *ECR_ACCOUNTS]:
+        make_management_role(account_id)
+    aws.calls.clear()
+
+
+def test_plan_prints_every_document_and_changes_nothing(db, aws, roles):
+    out = cli("agent_add", "cra", "--kind", "role", "--account-id", AGENT_ACCOUNT,
+              "--management-role-arn", mgmt(AGENT_ACCOUNT), "--plan")  # fmt: skip
+    assert "iam:CreateRole" in out and "ec2.amazonaws.com" in out
+    assert "iam:CreateInstanceProfile" in out
+    assert not AgentIdentity.objects.exists()
+    assert aws.write_calls() == 0
+
+
+def test_agent_add_then_onboard_inline_then_reconcile_writes_nothing(db, aws, roles):
+    out = cli("agent_add", "cra", "--kind", "role", "--account-id", AGENT_ACCOUNT,
+              "--management-role-arn", mgmt(AGENT_ACCOUNT), "--inline")  # fmt: skip
+    assert "succeeded" in out
+    preview = cli("account_onboard", ECR_ACCOUNTS[0], "--agent", "cra", "--region", "eu-west-1",
+                  "--management-role-arn", mgmt(ECR_ACCOUNTS[0]), "--external-id", "ext-preview", "--plan")  # fmt: skip
+    assert '"sts:ExternalId": "ext-preview"' in preview
+    assert "iam:PutRolePolicy" in preview and "SnykCraAssumeRolePolicy222222222222" in preview
+    assert not EcrAccount.objects.exists()
+
+    for account_id in ECR_ACCOUNTS:
+        out = cli("account_onboard", account_id, "--agent", "cra", "--region", "eu-west-1", "--region", "us-east-1",
+                  "--management-role-arn", mgmt(account_id), "--inline")  # fmt: skip
+        assert "[succeeded] iam:CreateRole" in out
+    account = EcrAccount.objects.get(account_id=ECR_ACCOUNTS[1])
+    assert sorted(account.brokers.values_list("region", flat=True)) == ["eu-west-1", "us-east-1"]
+    assert len(account.external_ids.get().value) == 36  # generated UUID4
+
+    aws.calls.clear()
+    out = cli("reconcile", "--inline")
+    assert "in sync" in out
+    assert aws.write_calls() == 0
+    assert Run.objects.latest("pk").operations.count() == 0
+    assert cli("reconcile", "--plan").strip().endswith("No changes: AWS already matches.")
+
+
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (["12345", "--agent", "cra", "--region", "eu-west-1"], "account_id"),
+        ([ECR_ACCOUNTS[0], "--agent", "nobody", "--region", "eu-west-1"], "agent"),
+        ([ECR_ACCOUNTS[0], "--agent", "cra", "--region", "eu-west-9"], "regions"),
+        ([ECR_ACCOUNTS[0], "--agent", "cra", "--region", "eu-west-1", "--external-id", 'a"b'], "external_id"),
+        ([ECR_ACCOUNTS[0], "--agent", "cra", "--region", "eu-west-1", "--broker-token", "not-a-uuid"], "broker_token"),
+        ([ECR_ACCOUNTS[0], "--agent", "cra", "--region", "eu-west-1", "--cr-agent-url", "http://cra"], "cr_agent_url"),
+        ([ECR_ACCOUNTS[0], "--agent", "cra", "--region", "eu-west-1", "--management-role-arn", "arn:aws:iam::1:role/x"],
+         "management_role_arn"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_naming_the_field_with_nothing_saved_or_sent(db, aws, args, field):
+    AgentIdentity.objects.create(name="cra", kind="role", account_id=AGENT_ACCOUNT, iam_name="SnykCraEc2Role")
+    rows_before = Run.objects.count(), EcrAccount.objects.count()
+    with pytest.raises(CommandError) as caught:
+        cli("account_onboard", *args, "--inline")
+    assert caught.value.returncode == 2
+    assert f"{field}:" in str(caught.value)
+    assert (Run.objects.count(), EcrAccount.objects.count()) == rows_before
+    assert sum(aws.calls.values()) == 0
+
+
+def test_failed_run_exits_1(db, aws, roles):
+    cli("agent_add", "cra", "--kind", "role", "--account-id", AGENT_ACCOUNT, "--management-role-arn", mgmt(AGENT_ACCOUNT),
+        "--inline")  # fmt: skip
+    # Two maximal ExternalIds make a trust policy over IAM's 2,048 characters: refused before any write.
+    account = EcrAccount.objects.create(agent=AgentIdentity.objects.get(), account_id=ECR_ACCOUNTS[0],
+                                        management_role_arn=mgmt(ECR_ACCOUNTS[0]), status="pending")  # fmt: skip
+    account.external_ids.create(value="a" * 1224)
+    account.external_ids.create(value="b" * 1224)
+    aws.calls.clear()
+    assert exit_code("reconcile", ECR_ACCOUNTS[0], "--inline") == 1
+    run = Run.objects.latest("pk")
+    assert run.status == "failed" and "2048" in run.explanation
+    assert aws.write_calls() == 0
+
+
+@pytest.mark.reliability
+@pytest.mark.django_db(transaction=True)
+def test_done_when_against_a_moto_server_with_a_worker(monkeypatch, tmp_path):
+    """The issue's acceptance: agent_add, two onboardings, reconcile writes nothing, broker_env passes preflight."""
+    from portal.testing import celery_workers, moto_server, purge_broker
+    from provisioning import aws
+
+    with moto_server() as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        aws.sessions.clear()
+        purge_broker()
+        for account_id in [AGENT_ACCOUNT, *ECR_ACCOUNTS]:
+            make_management_role(account_id)
+        with celery_workers(count=2):
+            cli("agent_add", "cra", "--kind", "role", "--account-id", AGENT_ACCOUNT,
+                "--management-role-arn", mgmt(AGENT_ACCOUNT), "--timeout", "120")  # fmt: skip
+            for account_id in ECR_ACCOUNTS:
+                out = cli("account_onboard", account_id, "--agent", "cra", "--region", "eu-west-1",
+                          "--management-role-arn", mgmt(account_id), "--broker-client-url", "http://broker:8000",
+                          "--cr-agent-url", "http://cra:8081", "--timeout", "120")  # fmt: skip
+                assert "succeeded" in out
+            writes_before = Operation.objects.count()
+            cli("reconcile", "--timeout", "120")
+            assert Operation.objects.count() == writes_before
+        statements = iam_in(AGENT_ACCOUNT).get_inline_policy(
+            "role", "SnykCraEc2Role", "SnykCraAssumeRolePolicy"
+        )
+        assert sorted(s["Resource"] for s in statements["Statement"]) == [
+            f"arn:aws:iam::{a}:role/SnykEcrServiceRole" for a in ECR_ACCOUNTS
+        ]
+        for account_id in ECR_ACCOUNTS:
+            assert iam_in(account_id).get_role("SnykEcrServiceRole")["Arn"].split(":")[4] == account_id
+        env_file = tmp_path / "broker.env"
+        env_file.write_text(cli("broker_env", ECR_ACCOUNTS[0]))
+    if not PREFLIGHT.exists() or subprocess.run(["which", "node"], capture_output=True).returncode:
+        pytest.skip("broker-preflight needs ../shared/tools and node")
+    result = subprocess.run([str(PREFLIGHT), str(env_file)], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no check in error" in result.stdout
