@@ -10,9 +10,10 @@ per-agent lock; a run whose change another run already wrote skips its write (co
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.db import close_old_connections
 from django.db.models import F
@@ -49,12 +50,18 @@ def execute(run: Run) -> Run:
     return run
 
 
+_plan_lock = threading.Lock()  # bulk runs record steps from several threads: no step may be lost
+
+
 def _record_plan(run: Run, plan: planner.Plan, label: str) -> None:
     """Append a planned step to the run's stored plan and grow its progress total."""
-    stored = run.plan or {"steps": []}
-    stored.setdefault("steps", []).append({"label": label, **plan.to_dict()})
-    run.plan = stored
-    Run.objects.filter(pk=run.pk).update(plan=stored, progress_total=F("progress_total") + len(plan.changes))
+    with _plan_lock:
+        stored = run.plan or {"steps": []}
+        stored.setdefault("steps", []).append({"label": label, **plan.to_dict()})
+        run.plan = stored
+        Run.objects.filter(pk=run.pk).update(
+            plan=stored, progress_total=F("progress_total") + len(plan.changes)
+        )
     for note in plan.notes:
         run.log(note)
 
@@ -107,7 +114,11 @@ def reconcile_account_resources(run: Run, account: EcrAccount) -> int:
 
 
 def remove_account_resources(run: Run, account: EcrAccount) -> int:
-    return _apply(run, planner.plan_account(account, [], remove=True), f"remove {account.account_id}")
+    # Adopted resources (made by hand before the portal) go only in an offboarding the operator
+    # confirmed for them; a reconcile of a removed account leaves them.
+    delete_adopted = run.kind == RunKind.OFFBOARD and bool(run.options.get("confirm_adopted"))
+    plan = planner.plan_account(account, [], remove=True, delete_adopted=delete_adopted)
+    return _apply(run, plan, f"remove {account.account_id}")
 
 
 def _set_status(account: EcrAccount, status: str) -> None:
@@ -183,19 +194,22 @@ def _handle_offboard(run: Run) -> tuple[str, str]:
 
 
 def _handle_bulk(run: Run) -> tuple[str, str]:
-    """Many accounts: resources concurrently (bounded), the agent's permissions once at the end."""
-    accounts = list(run.accounts.select_related("agent"))
+    """Many accounts, as a StackSets operation: resources concurrently, the agent's permissions once.
+
+    At most `max_concurrency` accounts at a time, and (StackSets' default strict failure tolerance)
+    never more in flight than failures still tolerated: `failure_tolerance + 1 - failures`, so at
+    most K+1 accounts fail. After more than K failures no new account starts. Each account's
+    outcome lands in the log and in `run.result` as it finishes.
+    """
+    accounts = list(run.accounts.select_related("agent").order_by("account_id"))
     max_concurrency = max(1, int(run.options.get("max_concurrency", 8)))
-    tolerance = int(run.options.get("failure_tolerance", len(accounts)))
+    tolerance = max(0, int(run.options.get("failure_tolerance", len(accounts))))
     failures: dict[str, str] = {}
-    skipped: list[str] = []
+    outcome: dict[str, str] = {}
 
     def one(account: EcrAccount) -> None:
         close_old_connections()
         try:
-            if len(failures) > tolerance:
-                skipped.append(account.account_id)
-                return
             reconcile_account_resources(run, account)
         except (ApplyError, aws.AwsError, policies.LayoutError) as exc:
             failures[account.account_id] = str(exc)
@@ -205,9 +219,32 @@ def _handle_bulk(run: Run) -> tuple[str, str]:
 
     if accounts and accounts[0].agent.status != Lifecycle.ACTIVE:
         ensure_agent_identity(run, accounts[0].agent)
+    waiting = list(accounts)
+    cancelled = False
     with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
-        list(pool.map(one, accounts))
-    done = [a for a in accounts if a.account_id not in failures and a.account_id not in skipped]
+        running: dict[Future, EcrAccount] = {}
+        while True:
+            limit = min(max_concurrency, tolerance + 1 - len(failures))
+            while waiting and not cancelled and len(failures) <= tolerance and len(running) < limit:
+                account = waiting.pop(0)
+                running[pool.submit(one, account)] = account
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                account = running.pop(future)
+                future.result()  # an unexpected error ends the run as errored
+                outcome[account.account_id] = "failed" if account.account_id in failures else "succeeded"
+                run.log(
+                    f"account {account.account_id}: {outcome[account.account_id]} "
+                    f"({len(outcome)} of {len(accounts)} done)"
+                )
+            Run.objects.filter(pk=run.pk).update(result={"accounts": outcome})
+            cancelled = cancelled or Run.objects.filter(pk=run.pk, cancel_requested=True).exists()
+    skipped = [a.account_id for a in waiting]
+    outcome.update(dict.fromkeys(skipped, "not started"))
+    Run.objects.filter(pk=run.pk).update(result={"accounts": outcome})
+    done = [a for a in accounts if outcome.get(a.account_id) == "succeeded"]
     # Failed and skipped accounts stay members (status failed) so a retry converges without flapping.
     for account in accounts:
         if account not in done and account.status == Lifecycle.PENDING:
@@ -220,10 +257,13 @@ def _handle_bulk(run: Run) -> tuple[str, str]:
         sync_agent_permissions(run, accounts[0].agent_id)
     summary = f"{len(done)} of {len(accounts)} account(s) onboarded"
     if skipped:
-        summary += f"; {len(skipped)} not started after {len(failures)} failure(s) (tolerance {tolerance})"
+        why = "cancelled" if cancelled else f"after {len(failures)} failure(s) (tolerance {tolerance})"
+        summary += f"; {len(skipped)} not started, {why}"
     if failures:
         summary += ":\n" + "\n".join(f"{k}: {v}" for k, v in sorted(failures.items()))
         return (RunStatus.PARTIAL if done else RunStatus.FAILED), summary
+    if cancelled and skipped:
+        return RunStatus.CANCELLED, summary + "."
     return RunStatus.SUCCEEDED, summary + "."
 
 

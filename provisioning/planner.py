@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import aws, policies
+from . import adoption, aws, policies
 
 MANAGED_TAG = {"Key": "managed-by", "Value": "ecr-broker-portal"}
 
@@ -84,8 +84,14 @@ def _tagged(resource: dict[str, Any] | None) -> bool:
 # --- ECR account: read-only policy, service role, attachment ----------------------------------
 
 
-def plan_account(account: Any, external_ids: list[str], *, remove: bool = False) -> Plan:
-    """Changes that make one ECR account's policy, role and attachment match (or be absent)."""
+def plan_account(
+    account: Any, external_ids: list[str], *, remove: bool = False, delete_adopted: bool = False
+) -> Plan:
+    """Changes that make one ECR account's policy, role and attachment match (or be absent).
+
+    remove=True deletes only what the portal created (tagged, not adopted); resources it adopted
+    are deleted only with delete_adopted=True (the operator's explicit confirmation).
+    """
     access = account_access(account)
     iam = aws.Iam(access)
     acct = account.account_id
@@ -104,56 +110,7 @@ def plan_account(account: Any, external_ids: list[str], *, remove: bool = False)
     attached = iam.list_attached_policies("role", role_name) if live_role else []
 
     if remove:
-        if live_role:
-            for arn in attached:
-                change(
-                    "detach",
-                    "iam:DetachRolePolicy",
-                    "detach_role_policy",
-                    role_arn,
-                    f"Detach {arn.rsplit('/', 1)[-1]} from {role_name}",
-                    RoleName=role_name,
-                    PolicyArn=arn,
-                )
-            for name in iam.list_inline_policies("role", role_name):
-                change(
-                    "delete",
-                    "iam:DeleteRolePolicy",
-                    "delete_role_policy",
-                    role_arn,
-                    f"Delete inline policy {name} of {role_name}",
-                    RoleName=role_name,
-                    PolicyName=name,
-                )
-            change(
-                "delete",
-                "iam:DeleteRole",
-                "delete_role",
-                role_arn,
-                f"Delete role {role_name}",
-                before=live_role.get("AssumeRolePolicyDocument"),
-                RoleName=role_name,
-            )
-        if live_policy:
-            for version in iam.list_policy_versions(policy_arn):
-                if not version["IsDefaultVersion"]:
-                    change(
-                        "delete",
-                        "iam:DeletePolicyVersion",
-                        "delete_policy_version",
-                        policy_arn,
-                        f"Delete version {version['VersionId']} of {account.read_policy_name}",
-                        PolicyArn=policy_arn,
-                        VersionId=version["VersionId"],
-                    )
-            change(
-                "delete",
-                "iam:DeletePolicy",
-                "delete_policy",
-                policy_arn,
-                f"Delete policy {account.read_policy_name}",
-                PolicyArn=policy_arn,
-            )
+        _plan_removal(plan, change, iam, account, live_role, live_policy, attached, delete_adopted)
         return plan
 
     # 1. The read-only policy.
@@ -175,6 +132,16 @@ def plan_account(account: Any, external_ids: list[str], *, remove: bool = False)
         live_doc = iam.get_policy_document(policy_arn, live_policy["DefaultVersionId"])
         if not _tagged(live_policy):
             plan.adopted.append(policy_arn)
+            plan.notes.append(
+                adoption.describe(
+                    "policy",
+                    policy_arn,
+                    adoption.read_policy_deviations(live_doc),
+                    matches=policies.same_document(live_doc, desired_read),
+                    fix="A new default version with exactly the guide's 11 actions replaces it "
+                    "(the current one stays as an older version).",
+                )
+            )
             change(
                 "adopt",
                 "iam:TagPolicy",
@@ -206,6 +173,23 @@ def plan_account(account: Any, external_ids: list[str], *, remove: bool = False)
     else:
         if not _tagged(live_role):
             plan.adopted.append(role_arn)
+            plan.notes.append(
+                adoption.describe(
+                    "role",
+                    role_arn,
+                    adoption.trust_deviations(
+                        live_role.get("AssumeRolePolicyDocument"), account.agent.arn, external_ids
+                    ),
+                    matches=policies.same_document(live_role.get("AssumeRolePolicyDocument"), desired_trust),
+                    fix="Its trust is replaced: only the agent, only with the portal's ExternalId.",
+                )
+            )
+            plan.notes.extend(
+                f"Adopted role {role_name} {extra}."
+                for extra in adoption.role_extras(
+                    attached, iam.list_inline_policies("role", role_name), policy_arn
+                )
+            )
             change(
                 "adopt",
                 "iam:TagRole",
@@ -242,6 +226,105 @@ def plan_account(account: Any, external_ids: list[str], *, remove: bool = False)
             PolicyArn=policy_arn,
         )
     return plan
+
+
+def _plan_removal(plan, change, iam, account, live_role, live_policy, attached, delete_adopted) -> None:
+    """Offboarding: delete the role and the read-only policy, but only what the portal may delete.
+
+    A resource without the portal's tag was neither created nor adopted by it: it stays. An adopted
+    one (it existed before the portal) stays unless the operator confirmed its deletion. A policy
+    still attached elsewhere stays (deleting it would fail, and would cut the other holders off).
+    """
+    role_name, role_arn = account.service_role_name, account.service_role_arn
+    policy_arn = account.read_policy_arn
+
+    def deletable(resource, adopted: bool, label: str, arn: str) -> bool:
+        if not _tagged(resource):
+            plan.notes.append(
+                f"{label} {arn} was not created or adopted by the portal (no {MANAGED_TAG['Key']} tag): "
+                "it is left in place."
+            )
+            return False
+        if adopted and not delete_adopted:
+            plan.notes.append(
+                f"{label} {arn} existed before the portal (adopted): it is left in place. Confirm the "
+                "deletion of adopted resources to delete it."
+            )
+            return False
+        return True
+
+    delete_role = live_role is not None and deletable(live_role, account.role_adopted, "Role", role_arn)
+    delete_policy = live_policy is not None and deletable(
+        live_policy, account.policy_adopted, "Policy", policy_arn
+    )
+    if delete_policy:
+        elsewhere = int(live_policy.get("AttachmentCount") or 0) - (1 if policy_arn in attached else 0)
+        if elsewhere > 0:
+            plan.notes.append(
+                f"Policy {policy_arn} is also attached to {elsewhere} other identit"
+                f"{'y' if elsewhere == 1 else 'ies'}: it is left in place (detach it there first)."
+            )
+            delete_policy = False
+    if delete_role:
+        for arn in attached:
+            change(
+                "detach",
+                "iam:DetachRolePolicy",
+                "detach_role_policy",
+                role_arn,
+                f"Detach {arn.rsplit('/', 1)[-1]} from {role_name}",
+                RoleName=role_name,
+                PolicyArn=arn,
+            )
+        for name in iam.list_inline_policies("role", role_name):
+            change(
+                "delete",
+                "iam:DeleteRolePolicy",
+                "delete_role_policy",
+                role_arn,
+                f"Delete inline policy {name} of {role_name}",
+                RoleName=role_name,
+                PolicyName=name,
+            )
+        change(
+            "delete",
+            "iam:DeleteRole",
+            "delete_role",
+            role_arn,
+            f"Delete role {role_name}",
+            before=live_role.get("AssumeRolePolicyDocument"),
+            RoleName=role_name,
+        )
+    elif live_role is not None and delete_policy and policy_arn in attached:
+        change(
+            "detach",
+            "iam:DetachRolePolicy",
+            "detach_role_policy",
+            role_arn,
+            f"Detach {account.read_policy_name} from {role_name} (the role stays)",
+            RoleName=role_name,
+            PolicyArn=policy_arn,
+        )
+    if delete_policy:
+        for version in iam.list_policy_versions(policy_arn):
+            if not version["IsDefaultVersion"]:
+                change(
+                    "delete",
+                    "iam:DeletePolicyVersion",
+                    "delete_policy_version",
+                    policy_arn,
+                    f"Delete version {version['VersionId']} of {account.read_policy_name}",
+                    PolicyArn=policy_arn,
+                    VersionId=version["VersionId"],
+                )
+        change(
+            "delete",
+            "iam:DeletePolicy",
+            "delete_policy",
+            policy_arn,
+            f"Delete policy {account.read_policy_name}",
+            PolicyArn=policy_arn,
+        )
 
 
 def _new_policy_version(iam: aws.Iam, access, acct, arn, before, after) -> list[Change]:
@@ -388,6 +471,11 @@ def plan_agent_permissions(agent: Any, role_arns: dict[str, str]) -> Plan:
         plan.notes.append(
             f'The agent\'s {agent.policy_name} allows sts:AssumeRole on "*" (as the guide first writes '
             "it): it is narrowed to the service roles below."
+        )
+    if live_inline is not None and not policies.same_document(live_inline, desired.inline):
+        plan.notes.extend(
+            f"The agent's {agent.policy_name} {deviation}."
+            for deviation in adoption.agent_policy_deviations(live_inline, list(role_arns.values()))
         )
 
     def change(kind_, action, method, arn, summary, before=None, after=None, **params):

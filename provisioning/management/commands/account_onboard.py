@@ -4,14 +4,19 @@ from django.core.management.base import BaseCommand
 from accounts.models import AgentIdentity, EcrAccount
 from provisioning import cli, services
 
+from . import _bulk_onboard as bulk
+
 
 class Command(BaseCommand):
-    help = "Onboard an ECR account: service role, read-only policy, trust, agent permissions, brokers."
+    help = (
+        "Onboard an ECR account: service role, read-only policy, trust, agent permissions, brokers. "
+        "With --from-file FILE (CSV or YAML, one account per row), onboard many in one bulk run."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("account_id")
+        parser.add_argument("account_id", nargs="?", default="")
         parser.add_argument("--agent", required=True, help="Agent name (see agent_add).")
-        parser.add_argument("--region", action="append", required=True, dest="regions")
+        parser.add_argument("--region", action="append", default=[], dest="regions")
         parser.add_argument("--alias", default="")
         parser.add_argument("--external-id", default="")
         parser.add_argument("--management-role-arn", default="")
@@ -20,9 +25,14 @@ class Command(BaseCommand):
         parser.add_argument("--cr-agent-url", default="")
         parser.add_argument("--broker-token", default="")
         parser.add_argument("--broker-server-url", default="")
+        bulk.add_arguments(parser)
         cli.add_run_arguments(parser)
 
     def handle(self, *args, **opts):
+        if opts["from_file"]:
+            return bulk.handle(self, opts)
+        if not opts["account_id"] or not opts["regions"]:
+            raise cli.invalid("give ACCOUNT_ID and at least one --region, or --from-file FILE.")
         agent = AgentIdentity.objects.filter(name=opts["agent"]).first()
         if agent is None:
             raise cli.invalid(

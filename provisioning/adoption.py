@@ -1,0 +1,191 @@
+"""How a hand-made setup differs from the guide, in plain sentences for the plan (pure functions).
+
+Onboarding an account whose role or policy already exists adopts it: the planner tags it and
+makes it match the guide. Each function here compares one live document with the desired one and
+names every difference the plan will change (a trust without ExternalId, extra read actions, the
+agent's `Resource: "*"`), so nothing that exists is overwritten without the plan saying so. An
+empty list means the resource is adopted as it is.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from . import policies
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def statements(document: Any) -> list[dict[str, Any]]:
+    if isinstance(document, str):
+        document = policies.normalize(document)
+    if not isinstance(document, dict):
+        return []
+    return [s for s in _listed(document.get("Statement")) if isinstance(s, dict)]
+
+
+def _names(values: list[str], limit: int = 8) -> str:
+    shown = ", ".join(values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def _covers(pattern: str, action: str) -> bool:
+    return fnmatch.fnmatchcase(action.lower(), pattern.lower())
+
+
+# --- the read-only policy -------------------------------------------------------------------------
+
+
+def read_policy_deviations(live: Any) -> list[str]:
+    """What a live AmazonEC2ContainerRegistryReadOnlyForSnyk does differently from the guide's."""
+    wanted = list(policies.READ_POLICY_ACTIONS)
+    wanted_lower = {a.lower() for a in wanted}
+    allowed: list[str] = []
+    found: list[str] = []
+    for st in statements(live):
+        if st.get("Effect") != "Allow":
+            found.append(f"a {st.get('Effect', 'unknown')} statement")
+            continue
+        if "NotAction" in st or "NotResource" in st:
+            found.append("a statement using NotAction/NotResource (it grants more than it names)")
+        allowed.extend(str(a) for a in _listed(st.get("Action")))
+        resources = [str(r) for r in _listed(st.get("Resource"))]
+        if resources and resources != ["*"]:
+            found.append(
+                f"access limited to {_names(resources, 3)} (the guide grants every repository: "
+                "the scan would miss the others)"
+            )
+        if "Condition" in st:
+            found.append("a condition on a statement")
+    extra = sorted({a for a in allowed if a.lower() not in wanted_lower})
+    if extra:
+        wide = [a for a in extra if "*" in a or "?" in a]
+        text = f"{len(extra)} action(s) beyond the guide's 11: {_names(extra)}"
+        if wide:
+            text += " (wildcards grant every matching action, writes included)"
+        found.insert(0, text)
+    missing = [a for a in wanted if not any(_covers(p, a) for p in allowed)]
+    if missing:
+        found.append(f"{len(missing)} of the guide's 11 actions missing: {_names(missing)}")
+    return found
+
+
+# --- the service role's trust ----------------------------------------------------------------------
+
+
+def trust_deviations(live: Any, agent_arn: str, external_ids: list[str]) -> list[str]:
+    """What a live SnykEcrServiceRole trust does differently from: only the agent, only with the ids."""
+    found: list[str] = []
+    agent_account = agent_arn.split(":")[4] if agent_arn.count(":") >= 5 else ""
+    trusts_agent = False
+    live_ids: list[str] = []
+    sts = statements(live)
+    if not sts:
+        return ["no trust statement at all"]
+    for st in sts:
+        if st.get("Effect") != "Allow":
+            found.append(f"a {st.get('Effect', 'unknown')} statement")
+            continue
+        actions = [str(a) for a in _listed(st.get("Action"))]
+        others = [a for a in actions if a != "sts:AssumeRole"]
+        if others:
+            found.append(f"also allows {_names(others)}")
+        principal = st.get("Principal")
+        principals: list[str] = []
+        if principal == "*":
+            principals = ["*"]
+        elif isinstance(principal, dict):
+            for kind, values in principal.items():
+                principals.extend(str(v) if kind == "AWS" else f"{kind} {v}" for v in _listed(values))
+        for p in principals:
+            if p == agent_arn:
+                trusts_agent = True
+            elif p == "*":
+                found.append('trusts every AWS principal ("*")')
+            elif p in (f"arn:aws:iam::{agent_account}:root", agent_account):
+                found.append(
+                    f"trusts the whole agent account {agent_account} (root), not only the agent {agent_arn}"
+                )
+            elif p.startswith(("AROA", "AIDA")):
+                found.append(f"trusts {p}, the unique id of a deleted principal (trust is broken)")
+            else:
+                found.append(f"also trusts {p}")
+        condition = st.get("Condition") or {}
+        ids_here: list[str] = []
+        other_conditions: list[str] = []
+        for operator, keys in condition.items() if isinstance(condition, dict) else []:
+            for key, value in (keys or {}).items() if isinstance(keys, dict) else []:
+                if key.lower() == "sts:externalid" and operator == "StringEquals":
+                    ids_here.extend(str(v) for v in _listed(value))
+                else:
+                    other_conditions.append(f"{operator} {key}")
+        if other_conditions:
+            found.append(f"other conditions: {_names(other_conditions)}")
+        if principals and not ids_here:
+            found.append(
+                "no sts:ExternalId condition (anyone holding the agent's credentials may assume the "
+                "role, for any Snyk tenant: the confused-deputy guard is missing)"
+            )
+        live_ids.extend(ids_here)
+    if not trusts_agent:
+        found.append(f"does not trust the agent {agent_arn}")
+    unknown = [i for i in dict.fromkeys(live_ids) if i not in external_ids]
+    if unknown:
+        found.append(
+            f"requires ExternalId {_names(unknown, 3)}, which the portal does not hold: brokers "
+            "configured with it stop working once the trust is replaced (to keep them running, "
+            "onboard with that ExternalId and rotate it afterwards)"
+        )
+    return found
+
+
+def role_extras(attached: list[str], inline: list[str], read_policy_arn: str) -> list[str]:
+    """Other policies on the service role: the portal leaves them as they are."""
+    found = []
+    others = [a for a in attached if a != read_policy_arn]
+    if others:
+        found.append(f"also has {_names([a.rsplit('/', 1)[-1] for a in others])} attached: left as it is")
+    if inline:
+        found.append(f"also has inline policy {_names(inline)}: left as it is")
+    return found
+
+
+# --- the agent's permissions ---------------------------------------------------------------------
+
+
+def agent_policy_deviations(live: Any, desired_arns: list[str]) -> list[str]:
+    """What the agent's live assume policy allows that the desired one does not."""
+    found: list[str] = []
+    desired = set(desired_arns)
+    dropped: list[str] = []
+    other_actions: list[str] = []
+    for st in statements(live):
+        if st.get("Effect") != "Allow":
+            continue
+        actions = [str(a) for a in _listed(st.get("Action"))]
+        other_actions.extend(a for a in actions if a != "sts:AssumeRole")
+        for resource in (str(r) for r in _listed(st.get("Resource"))):
+            if resource != "*" and resource not in desired:
+                dropped.append(resource)
+    if dropped:
+        found.append(
+            f"allows sts:AssumeRole on {len(dropped)} role(s) the portal will not list, which the agent "
+            f"loses: {_names(sorted(set(dropped)))}"
+        )
+    if other_actions:
+        found.append(f"also allows {_names(sorted(set(other_actions)))}, which is removed")
+    return found
+
+
+def describe(label: str, arn: str, deviations: list[str], *, matches: bool, fix: str) -> str:
+    """One plan note for an adopted resource: kept as it is, or what differs and what the plan does."""
+    if matches:
+        return f"Adopt {label} {arn} as it is: it already matches the guide."
+    if not deviations:
+        return f"Adopt {label} {arn}: it means what the guide's does, in another form. {fix}"
+    return f"Adopt {label} {arn}, which differs from the guide: " + "; ".join(deviations) + f". {fix}"

@@ -1,0 +1,84 @@
+"""`account_onboard --from-file`: validate every row, plan them all, onboard them in one bulk run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
+
+from accounts.models import AgentIdentity
+from provisioning import bulkfile, cli, lifecycle
+
+from ._lifecycle import plan_or_fail
+
+SINGLE_ACCOUNT_OPTIONS = (
+    "account_id",
+    "regions",
+    "alias",
+    "external_id",
+    "management_role_arn",
+    "management_external_id",
+    "broker_client_url",
+    "cr_agent_url",
+    "broker_token",
+    "broker_server_url",
+)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--from-file",
+        default="",
+        metavar="FILE",
+        help=f"CSV or YAML with the columns {', '.join(bulkfile.COLUMNS)} (one account per row).",
+    )
+    parser.add_argument(
+        "--max-concurrency", type=int, default=None, help="Accounts set up at once (default 8)."
+    )
+    parser.add_argument(
+        "--failure-tolerance",
+        type=int,
+        default=None,
+        help="Failed accounts tolerated before no new account starts (StackSets semantics; "
+        "default: all). 0 stops at the first failure.",
+    )
+
+
+def handle(command, opts) -> None:
+    given = [name for name in SINGLE_ACCOUNT_OPTIONS if opts.get(name)]
+    if given:
+        raise cli.invalid(
+            f"--from-file takes every account from the file; do not also give {', '.join(given)}."
+        )
+    path = Path(opts["from_file"])
+    try:
+        with path.open("rb") as handle:
+            content = handle.read(bulkfile.MAX_BYTES + 1)
+    except OSError as exc:
+        raise cli.invalid(f"cannot read {path}: {exc.strerror}") from None
+    agent = AgentIdentity.objects.filter(name=opts["agent"]).first()
+    report = lifecycle.bulk_validate(agent=agent, content=content, filename=path.name)
+    if not report.ok:
+        raise CommandError("invalid input: " + report.as_text(), returncode=cli.EXIT_INVALID)
+    try:
+        options = lifecycle.bulk_options(
+            max_concurrency=opts["max_concurrency"],
+            failure_tolerance=opts["failure_tolerance"],
+            count=len(report.rows),
+        )
+    except ValidationError as exc:
+        raise cli.invalid(exc) from None
+    command.stdout.write(f"{len(report.rows)} valid row(s) for agent {agent.name}.")
+    if opts["plan"]:
+        cli.print_plan(command.stdout, plan_or_fail(lambda: lifecycle.plan_bulk(report)))
+        return
+    try:
+        run = lifecycle.accounts_bulk_onboard(report=report, enqueue=not opts["inline"], **options)
+    except ValidationError as exc:
+        raise cli.invalid(exc) from None
+    command.stdout.write(
+        f"Bulk run {run.pk}: {len(report.rows)} account(s), at most {options['max_concurrency']} at a time, "
+        f"failure tolerance {options['failure_tolerance']}."
+    )
+    cli.execute(command.stdout, run, inline=opts["inline"], timeout=opts["timeout"])

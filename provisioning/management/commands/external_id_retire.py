@@ -1,0 +1,38 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand
+
+from provisioning import cli, lifecycle
+
+from ._lifecycle import account_or_invalid, plan_or_fail
+
+
+class Command(BaseCommand):
+    help = (
+        "Rotate an account's ExternalId, last step: retire an id, so the trust lists only the others. "
+        "Refuses the last id; warns about brokers not yet redeployed with the new one."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("account_id", metavar="ACCOUNT_ID")
+        parser.add_argument("external_id", metavar="EXTERNAL_ID")
+        cli.add_run_arguments(parser)
+
+    def handle(self, *args, **opts):
+        account = account_or_invalid(opts["account_id"])
+        value = opts["external_id"]
+        plan = plan_or_fail(lambda: lifecycle.plan_retirement(account, value))
+        if opts["plan"]:
+            ext = account.external_ids.get(value=value)
+            for warning in lifecycle.retirement_warnings(account, ext):
+                self.stderr.write(f"warning: {warning}")
+            cli.print_plan(self.stdout, plan)
+            return
+        try:
+            run, warnings = lifecycle.external_id_retire(
+                account=account, value=value, enqueue=not opts["inline"]
+            )
+        except ValidationError as exc:
+            raise cli.invalid(exc) from None
+        for warning in warnings:
+            self.stderr.write(f"warning: {warning}")
+        cli.execute(self.stdout, run, inline=opts["inline"], timeout=opts["timeout"])
