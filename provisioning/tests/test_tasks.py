@@ -1,0 +1,80 @@
+"""Run lifecycle: claiming, redelivery, and the sweeper that rescues runs of dead workers."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from portal.celery import app
+from provisioning import services, tasks
+from provisioning.choices import RunStatus
+from provisioning.models import Run
+
+from .conftest import BASE_ACCOUNT
+
+
+@pytest.fixture
+def eager():
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def agent(db, aws):
+    return services.agent_create(name="cra", kind="user", account_id=BASE_ACCOUNT)
+
+
+def test_a_redelivered_task_never_runs_a_run_twice(agent, aws):
+    run = services.agent_setup(agent=agent, enqueue=False)
+    assert tasks.execute_run(run.pk) == RunStatus.SUCCEEDED
+    writes = aws.write_calls()
+    assert tasks.execute_run(run.pk) == "not-claimed"
+    assert aws.write_calls() == writes
+    assert Run.objects.get(pk=run.pk).attempts == 1
+
+
+def test_a_run_whose_worker_died_is_requeued_and_converges(agent, eager, settings):
+    run = services.agent_setup(agent=agent, enqueue=False)
+    stale = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER + 5)
+    # As a worker killed mid-run leaves it: running, claimed, silent.
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, claim_token="dead", attempts=1, heartbeat_at=stale
+    )
+    assert tasks.sweep_stale_runs() == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.attempts == 2
+
+
+def test_a_live_run_is_left_alone(agent, settings):
+    run = services.agent_setup(agent=agent, enqueue=False)
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, claim_token="alive", heartbeat_at=timezone.now()
+    )
+    assert tasks.sweep_stale_runs() == 0
+    assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING
+
+
+def test_a_poison_run_ends_failed_instead_of_looping(agent, settings):
+    run = services.agent_setup(agent=agent, enqueue=False)
+    stale = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER + 5)
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, claim_token="dead", attempts=settings.RUN_MAX_ATTEMPTS, heartbeat_at=stale
+    )
+    assert tasks.sweep_stale_runs() == 0
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert f"after {settings.RUN_MAX_ATTEMPTS} attempt" in run.explanation
+
+
+def test_a_late_worker_cannot_overwrite_a_reclaimed_run(agent):
+    run = services.agent_setup(agent=agent, enqueue=False)
+    assert run.claim()
+    old_token = run.claim_token
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED, claim_token="")
+    fresh = Run.objects.get(pk=run.pk)
+    assert fresh.claim()
+    run.claim_token = old_token
+    assert run.beat() is False
+    run.finish(RunStatus.FAILED, explanation="late")
+    assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING
