@@ -1,9 +1,10 @@
 """`manage.py run_embedded` (what `make run` starts), started for real as a subprocess.
 
 One launch serves the tests in file order: the web answers, the printed admin password logs in and
-shows the demo inventory, the worker applies the agent's setup run through the filesystem broker
-to the emulator, the emulator answers boto3, and SIGINT stops every process. A second launch on
-the same data folder checks the restart path and the terminal's Ctrl-C (SIGINT to the whole group).
+shows the demo inventory, the worker applies the agent's setup run and an onboarding queued by
+another process through the filesystem broker to the emulator, the emulator answers boto3, and
+SIGINT stops every process. A second launch on the same data folder checks the restart path (the
+fresh emulator gets the agent and the onboarded account again) and the terminal's Ctrl-C.
 
 The launcher's environment carries AWS settings that would reach real AWS (an access key, a
 profile, a per-service endpoint): the run succeeding against the emulator shows they are overridden.
@@ -239,6 +240,26 @@ def test_the_worker_applies_the_agent_setup_run_to_the_emulator(portal):
     assert [r["RoleName"] for r in profile["Roles"]] == ["SnykCraEc2Role"]
 
 
+def test_an_onboarding_requested_from_another_process_is_applied_by_the_worker(portal):
+    """As the browser or the command line would: a separate process queues it, the worker applies it."""
+    account = emulator.DEMO.ecr_accounts[0].account_id
+    script = (
+        "import django; django.setup()\n"
+        "from accounts.models import EcrAccount\n"
+        "from provisioning import services\n"
+        f"services.account_onboard(account=EcrAccount.objects.get(account_id='{account}'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_QUEUE_DIR")}
+    env.update({"PORTAL_VAR_DIR": str(portal.var_dir), "DJANGO_SETTINGS_MODULE": "portal.settings"})
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=120)
+
+    assert portal.wait_runs("onboard", 1) == ["succeeded"]
+    iam = boto3_client(portal.aws, "iam", account)
+    trust = iam.get_role(RoleName="SnykEcrServiceRole")["Role"]["AssumeRolePolicyDocument"]
+    agent_arn = f"arn:aws:iam::{emulator.DEMO.agent_account}:role/SnykCraEc2Role"
+    assert trust["Statement"][0]["Principal"] == {"AWS": agent_arn}
+
+
 def test_the_emulator_answers_boto3_with_the_demo_accounts(portal):
     assert boto3_client(portal.aws, "sts").get_caller_identity()["Account"] == emulator.BASE_ACCOUNT
     for demo in emulator.DEMO.ecr_accounts:
@@ -275,10 +296,14 @@ def test_a_restart_keeps_the_inventory_rebuilds_the_emulator_and_stops_on_ctrl_c
         again.wait_ready()
         assert "log in as admin /" not in again.output()  # the password was shown once, at creation
         assert "password unchanged" in again.output()
-        # A fresh emulator: the agent's setup is requested again and applied again.
+        # A fresh emulator: the agent's setup and the onboarded account are applied again.
         assert again.wait_runs("agent", 2) == ["succeeded", "succeeded"]
+        assert again.wait_runs("reconcile", 1) == ["succeeded"]
         iam = boto3_client(again.aws, "iam", emulator.DEMO.agent_account)
         assert iam.get_role(RoleName="SnykCraEc2Role")["Role"]["RoleName"] == "SnykCraEc2Role"
+        onboarded = emulator.DEMO.ecr_accounts[0].account_id
+        iam = boto3_client(again.aws, "iam", onboarded)
+        assert iam.get_role(RoleName="SnykEcrServiceRole")["Role"]["RoleName"] == "SnykEcrServiceRole"
 
         assert again.stop(signal.SIGINT, group=True) == 0  # what a terminal's Ctrl-C does
         deadline = time.monotonic() + 10

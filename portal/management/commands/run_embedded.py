@@ -215,9 +215,11 @@ class Command(BaseCommand):
         password_note = self._ensure_admin()
 
         demo_note = "none (--no-demo)"
+        self.demo_agent = None
         if not self.options["no_demo"]:
             self.stdout.write("Seeding demo data…")
             demo_note = self._seed()
+        runs_note = self._converge()
 
         child_env = {
             **os.environ,
@@ -283,6 +285,7 @@ class Command(BaseCommand):
             f"  AWS      emulator {self.emulator.url} (moto; fake credentials; base account {base};"
             " real AWS is never used)",
             f"  demo     {demo_note}",
+            f"  runs     {runs_note}",
             f"  data     {var_dir}",
             "Press Ctrl-C to stop.",
             "",
@@ -319,32 +322,41 @@ class Command(BaseCommand):
         return "log in as admin (password unchanged; reset: manage.py changepassword admin)"
 
     def _seed(self) -> str:
-        """Demo accounts in the fresh emulator, rows in the database, then runs that make them meet."""
-        from accounts.choices import Lifecycle
-        from accounts.models import AgentIdentity, EcrAccount
-        from provisioning import services
+        """Demo accounts in the fresh emulator, then the matching rows in the database."""
+        from accounts.models import EcrAccount
 
         emulator.seed_aws()
         seeded = emulator.seed_inventory()
-        # The emulator starts empty every time; the database persists in var/. Ask the worker to
-        # (re)create what the database says exists: every agent set up before, and the accounts.
-        agents = [seeded.agent] + list(
-            AgentIdentity.objects.exclude(pk=seeded.agent.pk).exclude(status=Lifecycle.DRAFT)
-        )
-        for agent in agents:
-            services.agent_setup(agent=agent)
-            members = list(agent.accounts.filter(status__in=services.MEMBER_STATUSES))
-            if members:
-                services.account_reconcile(accounts=members)
+        self.demo_agent = seeded.agent
         accounts = ", ".join(
             f"{a.account_id} {a.alias} ({a.status})"
             for a in EcrAccount.objects.filter(pk__in=[a.pk for a in seeded.accounts])
         )
         what = "created" if seeded.created else "kept"
-        return (
-            f"agent {seeded.agent.name} in {seeded.agent.account_id} ({what}; setup run queued); "
-            f"ECR accounts {accounts}"
-        )
+        return f"agent {seeded.agent.name} in {seeded.agent.account_id} ({what}); ECR accounts {accounts}"
+
+    def _converge(self) -> str:
+        """Queue runs that make the fresh emulator hold what the database says exists.
+
+        The emulator starts empty every time; the database persists in var/. Every agent that was
+        set up (and the demo agent) gets a setup run, and the onboarded accounts a reconcile run.
+        """
+        from accounts.choices import Lifecycle
+        from accounts.models import AgentIdentity
+        from provisioning import services
+
+        agents = AgentIdentity.objects.exclude(status__in=(Lifecycle.DRAFT, Lifecycle.REMOVED))
+        if self.demo_agent is not None:
+            agents = agents | AgentIdentity.objects.filter(pk=self.demo_agent.pk)
+        setups = reconciles = 0
+        for agent in agents.distinct().order_by("pk"):
+            services.agent_setup(agent=agent)
+            setups += 1
+            members = list(agent.accounts.filter(status__in=services.MEMBER_STATUSES))
+            if members:
+                services.account_reconcile(accounts=members)
+                reconciles += len(members)
+        return f"queued: setup of {setups} agent(s), reconcile of {reconciles} account(s)"
 
     # --- run -----------------------------------------------------------------------------------
 
