@@ -27,8 +27,8 @@ test: $(STAMP) lint  ## ruff, Django checks, migrations up to date, the whole py
 bench: $(STAMP)  ## benchmarks (not part of make test)
 	$(PY) -m bench
 
-screenshots: $(STAMP)
-	$(PY) -m pytest -m browser -k screenshots --screenshots
+screenshots: $(STAMP)  ## PNGs of the main pages into docs/screenshots/ (real Chromium)
+	$(PY) -m pytest portal/tests/browser -m browser -k screenshots --screenshots
 
 clean:
 	rm -rf $(VENV) var staticfiles

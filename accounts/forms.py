@@ -105,13 +105,21 @@ class OnboardForm(forms.Form):
         widget=forms.PasswordInput(render_value=True, attrs={"autocomplete": "off"}),
         help_text="The UUID from Snyk's broker integration settings; blank: generate one.",
     )
-    broker_server_url = forms.ChoiceField(choices=BrokerServer.choices, initial=BrokerServer.DEFAULT)
+    broker_server_url = forms.ChoiceField(
+        choices=BrokerServer.choices,
+        initial=BrokerServer.DEFAULT,
+        label="Broker server",
+        help_text="Snyk's regional broker server for your Snyk organisation.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name in ("account_id", "management_role_arn", "external_id", "broker_client_url", "cr_agent_url"):
             self.fields[name].widget.attrs.setdefault("autocomplete", "off")
         self.fields["account_id"].widget.attrs.update({"inputmode": "numeric", "placeholder": "123456789012"})
+        self.fields["management_role_arn"].widget.attrs["placeholder"] = "arn:aws:iam::123456789012:role/NAME"
+        self.fields["broker_client_url"].widget.attrs["placeholder"] = "http://broker:8000"
+        self.fields["cr_agent_url"].widget.attrs["placeholder"] = "http://cra:8081"
 
     def clean_account_id(self) -> str:
         return self.cleaned_data["account_id"].strip()

@@ -20,7 +20,7 @@ from provisioning import selectors as run_selectors
 
 from . import renderers, selectors
 from . import services as account_services
-from .choices import AgentKind, Lifecycle
+from .choices import AgentKind
 from .forms import AgentForm, OnboardForm
 
 CAN_VIEW = "accounts.view_ecraccount"
@@ -177,12 +177,6 @@ def account_onboard_validate(request):
     return render(request, "accounts/_field.html", context)
 
 
-def _plan_for(account):
-    if account.status in (Lifecycle.DRAFT, Lifecycle.FAILED):
-        return services.plan_onboarding(account)
-    return services.plan_reconcile([account])
-
-
 @permission_required(CAN_ONBOARD)
 @require_GET
 def account_plan(request, account_id):
@@ -190,10 +184,10 @@ def account_plan(request, account_id):
     account = selectors.account_get(account_id)
     context = {
         "account": account,
-        "onboarding": account.status in (Lifecycle.DRAFT, Lifecycle.FAILED),
+        "onboarding": selectors.account_is_onboarding(account),
         "active_run": services.active_run_for(account),
     }
-    return _render_plan(request, "accounts/ecraccount_plan.html", context, _plan_for, account)
+    return _render_plan(request, "accounts/ecraccount_plan.html", context, selectors.account_plan, account)
 
 
 @permission_required(CAN_ONBOARD)
@@ -205,10 +199,10 @@ def account_apply(request, account_id):
     if active is not None:
         messages.info(request, f"Run #{active.pk} is already working on this account.")
         return redirect(active.get_absolute_url())
-    if not _confirmed_plan_matches(request, _plan_for, account):
+    if not _confirmed_plan_matches(request, selectors.account_plan, account):
         return redirect("accounts:account_plan", account_id=account.account_id)
     fields = {"user": request.user, "request_id": request.request_id, "options": _digest_option(request)}
-    if account.status in (Lifecycle.DRAFT, Lifecycle.FAILED):
+    if selectors.account_is_onboarding(account):
         run = services.account_onboard(account=account, **fields)
     else:
         run = services.account_reconcile(accounts=[account], **fields)

@@ -135,6 +135,13 @@ def test_plan_preview_shows_every_document_and_call(aws, as_user, operator, role
     assert re.search(r'name="plan_digest" value="[0-9a-f]{64}"', body)
 
 
+def test_plan_preview_includes_creating_an_agent_not_set_up_yet(aws, as_user, operator, account):
+    """The run creates a draft agent first; the preview must show it (nothing applied unseen)."""
+    body = as_user(operator).get(reverse("accounts:account_plan", args=[account.account_id])).content.decode()
+    assert "iam:CreateInstanceProfile" in body and "Create agent role SnykCraEc2Role" in body
+    assert body.index("Create agent role SnykCraEc2Role") < body.index("Create role SnykEcrServiceRole")
+
+
 def test_plan_preview_shows_an_aws_error_in_plain_words(aws, as_user, operator, make_account):
     account = make_account(management_role_arn="arn:aws:iam::222222222222:role/Missing")
     from unittest import mock
