@@ -31,6 +31,10 @@ DOCUMENT_PARAMS = ("PolicyDocument", "AssumeRolePolicyDocument")
 _sequence_lock = threading.Lock()  # a bulk run applies accounts on several threads of one process
 
 
+class RunLost(Exception):
+    """Another worker has re-claimed this run (ours was presumed dead): stop without writing more."""
+
+
 class ApplyError(Exception):
     def __init__(self, change: Change, error: aws.AwsError):
         self.change = change
@@ -124,8 +128,9 @@ def apply_change(run: Run, change: Change) -> Operation:
 def apply_plan(run: Run, plan: Plan) -> list[Operation]:
     operations = []
     for change in plan.changes:
+        if not run.beat():
+            raise RunLost(f"run {run.pk} was re-claimed by another worker")
         operations.append(apply_change(run, change))
-        run.beat()
         if change.adopts:
             _mark_adopted(change)
     return operations

@@ -23,7 +23,7 @@ from accounts.choices import BrokerStatus, Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 
 from . import audit, aws, planner, policies, services
-from .applier import ApplyError, apply_plan
+from .applier import ApplyError, RunLost, apply_plan
 from .choices import RunKind, RunStatus
 from .locks import agent_lock
 from .models import Run
@@ -41,6 +41,8 @@ def execute(run: Run) -> Run:
     try:
         status, explanation = handler(run)
         run.finish(status, explanation=explanation)
+    except RunLost as exc:  # the run belongs to another worker now; it records the outcome
+        log.warning("%s", exc)
     except (ApplyError, RunFailed, policies.LayoutError, aws.AwsError) as exc:
         run.log(str(exc), level="ERROR")
         run.finish(RunStatus.FAILED, explanation=str(exc))
