@@ -103,7 +103,7 @@ def audit_table(r: dict) -> str:
     if not r.get("available"):
         return f"audit: not available yet ({r['note']})"
     return table(
-        ["audit", "accounts", "seconds", "status", "writes", "calls/account"],
+        ["audit", "accounts", "seconds", "status", "writes", "calls/account", "one-at-a-time floor (s)"],
         [
             [
                 "audit run",
@@ -111,7 +111,8 @@ def audit_table(r: dict) -> str:
                 r["seconds"],
                 r["status"],
                 r["writes"],
-                round(r["total_calls"] / max(1, r["accounts"]), 2),
+                r["calls_per_account_total"],
+                r["sequential_floor_seconds"],
             ]
         ],
     )

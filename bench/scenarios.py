@@ -7,10 +7,10 @@ so the portal and the baseline are measured by the same meter.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections import Counter
-from typing import Any
 
 from . import baseline
 from .harness import AGENT_ROLE, Stack, wait_for_runs
@@ -66,22 +66,20 @@ def create_accounts(agent, ids: list[str]) -> list:
     ]
 
 
-def request_bulk(accounts: list, options: dict[str, Any]):
-    """One bulk run for these accounts, as the bulk onboarding flow requests it."""
-    from django.db import transaction
-    from django.db.models import F
+def bulk_file(ids: list[str]) -> bytes:
+    """The CSV a user uploads for bulk onboarding: one account per row."""
+    lines = ["account_id,regions,management_role_arn"]
+    lines += [f"{i},us-east-1,{management_role(i)}" for i in ids]
+    return ("\n".join(lines) + "\n").encode()
 
-    from accounts.choices import Lifecycle
-    from accounts.models import AgentIdentity, EcrAccount
-    from provisioning import services
-    from provisioning.choices import RunKind
 
-    with transaction.atomic():
-        EcrAccount.objects.filter(pk__in=[a.pk for a in accounts]).update(status=Lifecycle.PENDING)
-        AgentIdentity.objects.filter(pk=accounts[0].agent_id).update(
-            policy_generation=F("policy_generation") + 1
-        )
-        return services.run_request(kind=RunKind.BULK, accounts=accounts, options=options)
+def validate_bulk(agent, ids: list[str]):
+    from provisioning import lifecycle
+
+    report = lifecycle.bulk_validate(agent=agent, content=bulk_file(ids), filename="accounts.csv")
+    if not report.ok:
+        raise RuntimeError(report.as_text())
+    return report
 
 
 def agent_permission_arns(agent) -> list[str]:
@@ -113,16 +111,19 @@ def bulk_onboarding(stack: Stack, count: int, *, first_id: int, agent_account: s
 
     delay = stack.proxy.delay
     agent = make_agent(f"cra-{count}", agent_account)
+    from provisioning import lifecycle
+
     ids = account_ids(first_id, count)
-    accounts = create_accounts(agent, ids)
+    report = validate_bulk(agent, ids)  # the upload step: every row checked, nothing saved
 
     stack.proxy.reset_counts()
-    started = time.monotonic()
-    run = request_bulk(accounts, options)
+    started = time.monotonic()  # from the user's confirm: rows saved, one bulk run, until it ends
+    run = lifecycle.accounts_bulk_onboard(report=report, **options)
     wait_for_runs([run.pk], timeout=RUN_TIMEOUT)
     portal_seconds = time.monotonic() - started
     counts = _snapshot(stack)
     run = Run.objects.get(pk=run.pk)
+    accounts = list(run.accounts.all())
 
     per_account_totals = [sum(counts.get(a, Counter()).values()) for a in ids]
     agent_calls = counts.get(agent_account, Counter())
@@ -220,40 +221,40 @@ def reapply(stack: Stack) -> dict:
 
 
 def audit(stack: Stack, count: int) -> dict:
-    import inspect
-
     from accounts.choices import Lifecycle
     from accounts.models import EcrAccount
-    from provisioning import engine, services
+    from provisioning import engine
     from provisioning.choices import RunKind
     from provisioning.models import Run
 
-    request = getattr(services, "audit_request", None)
-    if RunKind.AUDIT not in engine.HANDLERS or request is None:
+    try:
+        from provisioning.audit import audit_request
+    except ImportError:
+        audit_request = None
+    if RunKind.AUDIT not in engine.HANDLERS or audit_request is None:
         return {"scenario": "audit", "available": False, "note": "no audit run kind in the engine yet"}
-    accounts = list(EcrAccount.objects.filter(status=Lifecycle.ACTIVE).order_by("pk")[:count])
-    kwargs: dict[str, Any] = {"user": None}
-    if "accounts" in inspect.signature(request).parameters:
-        kwargs["accounts"] = accounts
-    else:
-        accounts = list(EcrAccount.objects.exclude(status=Lifecycle.DRAFT))
+    accounts = list(EcrAccount.objects.filter(status=Lifecycle.ACTIVE).order_by("-pk")[:count])
+    ids = [a.account_id for a in accounts]
     stack.proxy.reset_counts()
     started = time.monotonic()
-    run = request(**kwargs)
+    run = audit_request(user=None, accounts=accounts)
     wait_for_runs([run.pk], timeout=RUN_TIMEOUT)
     seconds = time.monotonic() - started
     counts = _snapshot(stack)
     run = Run.objects.get(pk=run.pk)
-    ids = [a.account_id for a in accounts]
+    total = sum(sum(c.values()) for c in counts.values())
     return {
         "scenario": "audit",
         "available": True,
         "accounts": len(accounts),
         "seconds": round(seconds, 2),
         "status": run.status,
+        "explanation": run.explanation[:300],
         "writes": stack.proxy.writes(),
         "calls_per_account": _per_account(counts, ids),
-        "total_calls": sum(sum(c.values()) for c in counts.values()),
+        "total_calls": total,
+        "calls_per_account_total": round(total / max(1, len(accounts)), 2),
+        "sequential_floor_seconds": round(total * stack.proxy.delay, 2),
     }
 
 
@@ -278,7 +279,7 @@ def fill_inventory(total: int) -> int:
 
 
 def page_urls() -> dict[str, str]:
-    from django.urls import reverse
+    from django.urls import NoReverseMatch, reverse
 
     from provisioning.choices import RunKind
     from provisioning.models import Run
@@ -290,29 +291,9 @@ def page_urls() -> dict[str, str]:
         urls[f"run detail ({biggest.operations.count()} operations)"] = reverse(
             "provisioning:run_detail", args=[biggest.pk]
         )
-    audit_page = _audit_page_url()
-    if audit_page:
-        urls["audit"] = audit_page
+    with contextlib.suppress(NoReverseMatch):
+        urls["audit"] = reverse("provisioning:audit_list")
     return urls
-
-
-def _audit_page_url() -> str:
-    """The audit page, once it exists: the first argument-less URL whose name says audit."""
-    from django.urls import NoReverseMatch, get_resolver, reverse
-
-    resolver = get_resolver()
-    candidates = [name for name in resolver.reverse_dict if isinstance(name, str)]
-    for namespace, (_, sub) in resolver.namespace_dict.items():
-        candidates += [f"{namespace}:{name}" for name in sub.reverse_dict if isinstance(name, str)]
-    for name in sorted(candidates):
-        if name.startswith("admin:") or any(w in name for w in ("export", "request", "run")):
-            continue
-        if "audit" in name.split(":")[-1]:
-            try:
-                return reverse(name)
-            except NoReverseMatch:
-                continue
-    return ""
 
 
 class QueryCounter:
