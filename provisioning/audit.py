@@ -810,10 +810,17 @@ def agent_findings(read: AgentRead, account_statuses: dict[str, str]) -> list[Fi
             name, f"The inline policies of {agent.iam_name}", inline_size, policies.INLINE_QUOTA[agent.kind]
         )
     ]
-    sizes += [
-        _size_finding(name, arn.rsplit("/", 1)[-1], _size(doc), policies.MANAGED_POLICY_QUOTA)
-        for arn, doc in read.managed.items()
-    ]
+    if read.managed:
+        # The engine fills each <policy>-N to the brim and then starts another: what can run out is
+        # the room of all the managed policies an identity may have attached.
+        sizes.append(
+            _size_finding(
+                name,
+                f"The {len(read.managed)} managed {agent.policy_name}-N policies together",
+                sum(_size(doc) for doc in read.managed.values()),
+                policies.MANAGED_POLICIES_PER_IDENTITY * policies.MANAGED_POLICY_QUOTA,
+            )
+        )
     findings += [f for f in sizes if f]
     if read.plan is not None and not read.plan.is_empty:
         summaries = [c.summary for c in read.plan.changes]
