@@ -15,15 +15,14 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count
 
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 from bench.proxy import FaultProxy, Rule
 from bench.scenarios import agent_permission_arns
 from provisioning import aws, services
-from provisioning.choices import TERMINAL_RUN_STATUSES, OperationStatus, RunKind, RunStatus
+from provisioning.choices import TERMINAL_RUN_STATUSES, OperationStatus, RunStatus
 from provisioning.models import Operation, Run
 
 from .conftest import AGENT_ACCOUNT, iam_in
@@ -70,14 +69,18 @@ def make_accounts(agent: AgentIdentity, first: int, count: int) -> list[EcrAccou
     ]
 
 
-def request_bulk(accounts: list[EcrAccount], **options) -> Run:
-    """One bulk run, requested as the bulk onboarding flow does: the accounts join the agent's permissions."""
-    with transaction.atomic():
-        EcrAccount.objects.filter(pk__in=[a.pk for a in accounts]).update(status=Lifecycle.PENDING)
-        AgentIdentity.objects.filter(pk=accounts[0].agent_id).update(
-            policy_generation=F("policy_generation") + 1
-        )
-        return services.run_request(kind=RunKind.BULK, accounts=accounts, options=options)
+def bulk_onboard(agent: AgentIdentity, first: int, count: int, **options) -> tuple[Run, list[EcrAccount]]:
+    """Bulk onboarding from a file, as a user uploads it: every row validated, then one bulk run."""
+    from provisioning import lifecycle
+
+    ids = [f"{first + i:012d}" for i in range(count)]
+    content = "account_id,regions,management_role_arn\n" + "".join(
+        f"{i},eu-west-1,{management_role(i)}\n" for i in ids
+    )
+    report = lifecycle.bulk_validate(agent=agent, content=content.encode(), filename="accounts.csv")
+    assert report.ok, report.as_text()
+    run = lifecycle.accounts_bulk_onboard(report=report, **options)
+    return run, list(EcrAccount.objects.filter(account_id__in=ids))
 
 
 def wait_terminal(runs: list[Run], timeout: float = 240) -> list[Run]:
@@ -162,12 +165,11 @@ def test_worker_killed_mid_run_is_requeued_and_converges(proxy):
 
     stale_after = 3
     agent = make_agent()
-    accounts = make_accounts(agent, 420000000000, 6)
     log_dir = _log_dir("killed")
     with celery_workers(count=1, concurrency=1, log_dir=log_dir / "first") as (worker,):
         setup_agent(agent)
         proxy.delay = 0.25  # makes the run last ~10 s: 6 accounts, 2 at a time, ~7 calls each
-        run = request_bulk(accounts, max_concurrency=2)
+        run, accounts = bulk_onboard(agent, 420000000000, 6, max_concurrency=2)
         wait_for(lambda: Operation.objects.filter(run=run).count() >= 4, timeout=60, message="4 operations")
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
@@ -206,13 +208,13 @@ def test_throttling_and_server_errors_are_absorbed(proxy):
     from portal.testing import celery_workers
 
     agent = make_agent()
-    singles = make_accounts(agent, 430000000000, 8)
-    batch = make_accounts(agent, 431000000000, 8)
+    singles = make_accounts(agent, 430000000000, 6)
     proxy.throttle_rate, proxy.error_rate, proxy.max_faults_per_call = 0.20, 0.05, 4
     with celery_workers(count=2, concurrency=2):
         setup_agent(agent)
-        runs = [services.account_onboard(account=a) for a in singles] + [request_bulk(batch)]
-        runs = wait_terminal(runs, timeout=240)
+        runs = [services.account_onboard(account=a) for a in singles]
+        bulk, batch = bulk_onboard(agent, 431000000000, 8)
+        runs = wait_terminal([*runs, bulk], timeout=240)
 
     assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [(r.pk, r.explanation) for r in runs]
     assert proxy.faults["throttle"] > 0 and proxy.faults["500"] > 0, proxy.faults
