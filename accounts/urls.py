@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import lifecycle_views, views
 
 app_name = "accounts"
 
@@ -19,4 +19,18 @@ urlpatterns = [
     path("accounts/<str:account_id>/plan/", views.account_plan, name="account_plan"),
     path("accounts/<str:account_id>/apply/", views.account_apply, name="account_apply"),
     path("brokers/<int:pk>/download/<str:fmt>/", views.broker_download, name="broker_download"),
+    # Lifecycle: rotation, offboarding, bulk onboarding (accounts/lifecycle_views.py).
+    path("accounts/onboard/file/", lifecycle_views.account_onboard_file, name="account_onboard_file"),
+    path("accounts/<str:account_id>/rotate/", lifecycle_views.external_id_rotate, name="external_id_rotate"),
+    path(
+        "accounts/<str:account_id>/external-ids/<int:external_id_pk>/retire/",
+        lifecycle_views.external_id_retire,
+        name="external_id_retire",
+    ),
+    path("accounts/<str:account_id>/offboard/", lifecycle_views.account_offboard, name="account_offboard"),
+    path(
+        "brokers/<int:pk>/redeployed/",
+        lifecycle_views.broker_redeployed_confirm,
+        name="broker_redeployed_confirm",
+    ),
 ]

@@ -420,12 +420,13 @@ def accounts_bulk_onboard(
     max_concurrency: int | None = None,
     failure_tolerance: int | None = None,
     enqueue: bool = True,
+    options: dict[str, Any] | None = None,
     **run_fields: Any,
 ) -> Run:
     """Save every row (all or none) and request one bulk run for them."""
     if not report.ok or report.agent is None:
         raise ValidationError(report.as_text())
-    options = bulk_options(
+    preferences = bulk_options(
         max_concurrency=max_concurrency, failure_tolerance=failure_tolerance, count=len(report.rows)
     )
     agent = report.agent
@@ -437,7 +438,14 @@ def accounts_bulk_onboard(
         for account in accounts:
             account.status = Lifecycle.PENDING
         AgentIdentity.objects.filter(pk=agent.pk).update(policy_generation=F("policy_generation") + 1)
-        audit.record(user=user, action="account.bulk_onboard", obj=agent, accounts=len(accounts), **options)
+        audit.record(
+            user=user, action="account.bulk_onboard", obj=agent, accounts=len(accounts), **preferences
+        )
         return services.run_request(
-            kind=RunKind.BULK, user=user, accounts=accounts, enqueue=enqueue, options=options, **run_fields
+            kind=RunKind.BULK,
+            user=user,
+            accounts=accounts,
+            enqueue=enqueue,
+            options={**(options or {}), **preferences},
+            **run_fields,
         )
