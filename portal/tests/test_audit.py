@@ -212,6 +212,8 @@ def test_log_lines_carry_the_request_id():
             records.append(record)
 
     logger = logging.getLogger("portal.tests.request_id")
+    logger.setLevel(logging.INFO)  # whatever LOG_LEVEL the root logger has
+    logger.propagate = False
     handler = Capture()
     handler.addFilter(RequestIdFilter())
     logger.addHandler(handler)

@@ -74,6 +74,7 @@ def test_the_highest_role_wins(viewer):
     assert viewer.has_perm(roles.CAN_ONBOARD)
 
 
+@pytest.mark.django_db  # personas come through getfixturevalue: declare the database up front
 @pytest.mark.parametrize(
     ("persona", "allowed"),
     [("viewer", False), ("outsider", False), ("operator", True), ("admin_user", True)],
@@ -94,6 +95,7 @@ def test_permission_required_answers_403_not_a_login_redirect(request, persona, 
             view(http_request)
 
 
+@pytest.mark.django_db  # personas come through getfixturevalue: declare the database up front
 @pytest.mark.parametrize(
     ("persona", "flags"),
     [
