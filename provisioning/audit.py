@@ -31,10 +31,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import Prefetch
 from django.utils import timezone
 
 from accounts.choices import BrokerStatus, ExternalIdState, Lifecycle
-from accounts.models import AgentIdentity, EcrAccount
+from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
 
 from . import aws, planner, policies, services
 from .choices import (
@@ -935,7 +936,9 @@ def audit_scope(run: Run) -> tuple[list[EcrAccount], list[AgentIdentity]]:
     account_ids = run.options.get("account_ids")
     if account_ids is not None:
         accounts = accounts.filter(account_id__in=account_ids)
-    accounts = list(accounts.prefetch_related("external_ids", "brokers").order_by("account_id"))
+    # Only the brokers' state: the audit never needs (or decrypts) a broker token.
+    brokers = Prefetch("brokers", queryset=BrokerInstance.objects.only("pk", "account_id", "status"))
+    accounts = list(accounts.prefetch_related("external_ids", brokers).order_by("account_id"))
     agents = {a.agent_id: a.agent for a in accounts}
     if account_ids is None:
         agents.update({a.pk: a for a in AgentIdentity.objects.exclude(status=Lifecycle.DRAFT)})
