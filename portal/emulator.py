@@ -143,8 +143,7 @@ def _serve(host: str, port: int) -> int:
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may block on the parent's pipe
     stop.wait()
-    emulator.stop()
-    return 0
+    return 0  # no graceful shutdown to wait for: the state dies with the process anyway
 
 
 # --- the environment ---------------------------------------------------------------------------
