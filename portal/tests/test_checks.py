@@ -92,6 +92,22 @@ def test_malformed_encryption_key_is_an_error_naming_its_position(production):
 # --- the real command line, with the environment production uses ---------------------------------
 
 
+# settings.py also reads BASE_DIR/.env (without overriding the environment): a developer's .env
+# that sets one of these would change what the subprocess tests below measure.
+_DOTENV = BASE_DIR / ".env"
+_MEASURED = {"SECRET_KEY", "SECRET_KEY_FILE", "ENCRYPTION_KEYS", "DEBUG", "ALLOWED_HOSTS"}
+_MEASURED |= {"SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS"}
+_MEASURED |= {"SECURE_HSTS_PRELOAD"}
+
+
+@pytest.fixture
+def no_dotenv_override():
+    if _DOTENV.is_file():
+        names = {line.split("=", 1)[0].strip() for line in _DOTENV.read_text().splitlines() if "=" in line}
+        if overridden := sorted(names & _MEASURED - {""}):
+            pytest.skip(f".env sets {', '.join(overridden)}: these tests measure the defaults")
+
+
 def _manage(tmp_path, *args, **env_overrides):
     env = {
         key: value
@@ -118,7 +134,7 @@ PRODUCTION_ENV = {
 }
 
 
-def test_check_deploy_is_clean_under_production_settings(tmp_path):
+def test_check_deploy_is_clean_under_production_settings(tmp_path, no_dotenv_override):
     result = _manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION_ENV)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -136,7 +152,7 @@ def test_check_deploy_is_clean_under_production_settings(tmp_path):
     ],
     ids=["empty-key", "short-key", "default-key", "bad-fernet-key"],
 )
-def test_manage_py_refuses_to_start_with_a_bad_key(tmp_path, variables, message):
+def test_manage_py_refuses_to_start_with_a_bad_key(tmp_path, variables, message, no_dotenv_override):
     result = _manage(tmp_path, "check", **{**PRODUCTION_ENV, **variables})
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -144,14 +160,14 @@ def test_manage_py_refuses_to_start_with_a_bad_key(tmp_path, variables, message)
     assert "Traceback" not in output, output
 
 
-def test_unset_secret_key_falls_back_to_the_default_and_is_refused(tmp_path):
+def test_unset_secret_key_falls_back_to_the_default_and_is_refused(tmp_path, no_dotenv_override):
     env = {k: v for k, v in PRODUCTION_ENV.items() if k != "SECRET_KEY"}
     result = _manage(tmp_path, "check", **env)
     assert result.returncode != 0
     assert "portal.E001" in result.stdout + result.stderr
 
 
-def test_secret_key_file_is_read(tmp_path):
+def test_secret_key_file_is_read(tmp_path, no_dotenv_override):
     key_file = tmp_path / "secret_key"
     key_file.write_text(LONG_KEY + "\n")
     env = {k: v for k, v in PRODUCTION_ENV.items() if k != "SECRET_KEY"}
