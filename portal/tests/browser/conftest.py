@@ -166,12 +166,14 @@ class _SlowAws(BaseHTTPRequestHandler):
     """Forwards AWS query-API calls to moto, holding each write for `delay` seconds.
 
     IAM answers in milliseconds under moto; real IAM takes hundreds. The delay lets a person
-    (and the test) watch operations appear one by one. Only timing is changed, never a response.
+    (and the test) watch operations appear one by one. Responses are moto's own, except for the
+    calls a test asks to refuse (`faults`): moto does not enforce IAM permissions itself.
     """
 
     protocol_version = "HTTP/1.1"
     target = ""
     delay = 0.0
+    faults: dict[str, int] = {}  # Action -> how many more calls to refuse with AccessDenied
 
     def log_message(self, *args):  # keep test output quiet
         pass
@@ -181,6 +183,10 @@ class _SlowAws(BaseHTTPRequestHandler):
         action = (parse_qs(body.decode("utf-8", "replace")).get("Action") or [""])[0]
         if action and not action.startswith(READ_ACTIONS):
             time.sleep(self.delay)
+        if self.faults.get(action, 0) > 0:
+            self.faults[action] -= 1
+            self._deny(action)
+            return
         parts = urlsplit(self.target)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
@@ -196,13 +202,33 @@ class _SlowAws(BaseHTTPRequestHandler):
         self.wfile.write(payload)
         conn.close()
 
+    def _deny(self, action: str) -> None:
+        """IAM's answer when the caller lacks the permission (what a too-narrow role gets)."""
+        payload = (
+            '<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type>'
+            "<Code>AccessDenied</Code><Message>User: arn:aws:sts::123456789012:assumed-role/"
+            f"PortalManagement/ecr-broker-portal is not authorized to perform: iam:{action}</Message>"
+            "</Error><RequestId>denied-by-test-proxy</RequestId></ErrorResponse>"
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
 
 
 @pytest.fixture
-def slow_aws(moto) -> Iterator[str]:
-    """The moto server behind a proxy that makes every AWS write take 0.6 s."""
-    handler = type("SlowAws", (_SlowAws,), {"target": moto, "delay": 0.6})
+def aws_faults() -> dict[str, int]:
+    """Fill in to make the proxy refuse calls: {"CreatePolicy": 1} denies the next CreatePolicy."""
+    return {}
+
+
+@pytest.fixture
+def slow_aws(moto, aws_faults) -> Iterator[str]:
+    """The moto server behind a proxy that makes every AWS write take 0.6 s (and injects faults)."""
+    handler = type("SlowAws", (_SlowAws,), {"target": moto, "delay": 0.6, "faults": aws_faults})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

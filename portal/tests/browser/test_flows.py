@@ -179,3 +179,42 @@ def test_screenshots(page, portal, login, operator, agent, moto, start_worker, s
     _shot(page, screenshots, "account-detail")
     for name in ("dashboard", "wizard-plan-preview", "run-progress", "account-detail"):
         assert (screenshots / f"{name}.png").stat().st_size > 10_000
+
+
+def test_failed_onboarding_explains_the_aws_error_and_retries(
+    page, portal, login, operator, agent, moto, aws_faults, start_worker
+):
+    """AWS refuses one call: the run page names it in plain words; retry previews what is left."""
+    aws_faults["CreatePolicy"] = 1
+    login(operator)
+    page.goto(portal + "/accounts/onboard/")
+    page.fill("#id_account_id", ACCOUNT)
+    page.select_option("#id_regions", ["us-east-1"])
+    page.fill("#id_management_role_arn", management_role(ACCOUNT))
+    page.fill("#id_broker_client_url", "http://broker.internal:8000")
+    page.fill("#id_cr_agent_url", "http://cra.internal:8081")
+    page.click("#preview-plan")
+    page.click("#confirm-plan")
+    page.wait_for_url(re.compile(r"/runs/\d+/$"))
+    start_worker()
+
+    page.wait_for_selector("#run-failure", timeout=120_000)
+    failure = page.locator("#failed-operation").inner_text()
+    assert (
+        f"iam:CreatePolicy on arn:aws:iam::{ACCOUNT}:policy/AmazonEC2ContainerRegistryReadOnlyForSnyk"
+        in failure
+    )
+    assert "AccessDenied: User: arn:aws:sts::123456789012:assumed-role/PortalManagement" in failure
+    assert "denied-by-test-proxy" in failure  # the request id
+    assert "may not do this" in page.locator("#run-failure").inner_text()  # the hint in plain words
+    assert EcrAccount.objects.get(account_id=ACCOUNT).status == Lifecycle.FAILED
+
+    # Retry: the plan starts from what AWS has now (the agent role exists already), then confirm.
+    page.click(f"#retry-{ACCOUNT}")
+    page.wait_for_url(portal + f"/accounts/{ACCOUNT}/plan/")
+    calls = page.locator("#aws-calls").inner_text()
+    assert "iam:CreatePolicy" in calls and "iam:CreateInstanceProfile" not in calls
+    page.click("#confirm-plan")
+    page.wait_for_selector("#run-success", timeout=120_000)
+    assert Run.objects.order_by("-pk").first().status == RunStatus.SUCCEEDED
+    assert EcrAccount.objects.get(account_id=ACCOUNT).status == Lifecycle.ACTIVE
