@@ -23,18 +23,13 @@ from .urlsweep import Inventory, SweptUrl, Unfillable, sweep
 #   read       everything else                                -> the admin role gets 200 on GET,
 #                                                                viewers 200 or 403 (never 404/500)
 #
-# Anonymous users are sent to LOGIN_PAGES[first namespace] from every non-public URL. A URL is
-# `secret` or `mutating` when a word of its name (split on _ - . :) is listed below, or when its
-# view refuses GET (405). Everything outside the admin needs a name, so it can be placed.
+# Anonymous users are sent to a login page from every non-public URL. A URL is `secret` or
+# `mutating` when a word of its name (without namespace, split on _ - .) is listed below, or when
+# its view refuses GET (405). Everything outside the admin needs a name, so it can be placed.
 PUBLIC = {"login", "healthz", "admin:login"}
 SELF_SERVICE = {"logout", "admin:logout"}
 STAFF_NAMESPACES = {"admin"}
-LOGIN_PAGES = {
-    "": {"login"},
-    "accounts": {"login"},
-    "provisioning": {"login"},
-    "admin": {"admin:login", "login"},
-}
+LOGIN_PAGES = {"admin": {"admin:login", "login"}}  # by first namespace; every other: {"login"}
 SECRET_WORDS = {"download", "env", "helm", "docker", "token", "secret", "key", "keys", "credentials"}
 MUTATING_WORDS = {
     "onboard", "run", "rotate", "offboard", "fix", "reconcile", "retire", "cancel", "retry", "setup",
@@ -203,19 +198,26 @@ def test_a_view_that_refuses_get_is_mutating():
 # --- anonymous users ----------------------------------------------------------------------------
 
 
-def test_anonymous_users_are_sent_to_the_login_page(https_client, kinds, aws):
-    checked = 0
+def anonymous_problems(client, kinds) -> tuple[list[str], int]:
+    """(what is wrong, how many requests were checked) for anonymous GET and POST on every URL."""
+    problems, checked = [], 0
     for url, kind in kinds.items():
         if kind == "public":
             continue
-        namespace = url.namespace.split(":")[0]
-        assert namespace in LOGIN_PAGES, f"{url}: which login page does namespace {namespace!r} use?"
-        logins = tuple(f"{reverse(name)}?next=" for name in LOGIN_PAGES[namespace])
-        for method in (https_client.get, https_client.post):
-            response = method(url.path)
-            assert response.status_code == 302, f"{method.__name__.upper()} {url}: {response.status_code}"
-            assert response["Location"].startswith(logins), f"{url}: {response['Location']}"
+        pages = LOGIN_PAGES.get(url.namespace.split(":")[0], {"login"})
+        logins = tuple(f"{reverse(name)}?next=" for name in pages)
+        for method in ("get", "post"):
+            response = getattr(client, method)(url.path)
+            location = response.get("Location", "")
+            if response.status_code != 302 or not location.startswith(logins):
+                problems.append(f"{method.upper()} {url}: {response.status_code} {location}")
             checked += 1
+    return problems, checked
+
+
+def test_anonymous_users_are_sent_to_the_login_page(https_client, kinds, aws):
+    problems, checked = anonymous_problems(https_client, kinds)
+    assert not problems, "\n".join(problems)
     assert checked >= 2 * 20  # the admin alone has more pages than that
     assert sum(aws.calls.values()) == 0
 
@@ -242,30 +244,78 @@ def test_reading_pages_answer(request, https_client, kinds, persona, allowed):
         assert BROKER_TOKEN.encode() not in response.content, f"{url} shows the broker token"
 
 
+def refusal_problems(client, kinds) -> tuple[list[str], int]:
+    """(what is wrong, how many URLs were checked) for a logged-in user without write permissions."""
+    problems, checked = [], 0
+
+    def expect(method, url, statuses, **data):
+        response = getattr(client, method)(url.path, data)
+        if response.status_code not in statuses:
+            problems.append(f"{method.upper()} {url}: {response.status_code}, expected {sorted(statuses)}")
+        if BROKER_TOKEN.encode() in response.content:
+            problems.append(f"{method.upper()} {url}: the response holds the broker token")
+        return response
+
+    for url, kind in kinds.items():
+        if kind == "mutating":
+            expect("post", url, {403}, confirm="yes")
+        elif kind == "secret":
+            expect("get", url, {403})
+            expect("post", url, {403, 405}, confirm="yes")
+        elif kind == "staff":
+            for method in ("get", "post"):
+                response = expect(method, url, {302})
+                if not response.get("Location", "").startswith(reverse("admin:login")):
+                    problems.append(f"{method.upper()} {url}: not sent to the admin's login")
+        else:
+            continue
+        checked += 1
+    return problems, checked
+
+
 @pytest.mark.parametrize("persona", ["viewer", "outsider"])
 def test_viewers_cannot_change_anything_or_download_secrets(request, https_client, kinds, aws, persona):
     https_client.force_login(request.getfixturevalue(persona))
     before = _snapshot()
-    checked = 0
-    for url, kind in kinds.items():
-        if kind == "mutating":
-            response = https_client.post(url.path, {"confirm": "yes"})
-            assert response.status_code == 403, f"POST {url} as {persona}: {response.status_code}"
-            checked += 1
-        elif kind == "secret":
-            response = https_client.get(url.path)
-            assert response.status_code == 403, f"GET {url} as {persona}: {response.status_code}"
-            assert BROKER_TOKEN.encode() not in response.content
-            response = https_client.post(url.path, {"confirm": "yes"})
-            assert response.status_code in (403, 405), f"POST {url} as {persona}: {response.status_code}"
-            assert BROKER_TOKEN.encode() not in response.content
-            checked += 1
-        elif kind == "staff":
-            admin_login = reverse("admin:login")
-            for method in (https_client.get, https_client.post):
-                response = method(url.path)
-                assert response.status_code == 302, f"{url} as {persona}: {response.status_code}"
-                assert response["Location"].startswith(admin_login), f"{url}: {response['Location']}"
-    assert checked, "no mutating or secret URL found: is the sweep still classifying?"
+    problems, checked = refusal_problems(https_client, kinds)
+    assert not problems, "\n".join(problems)
+    assert checked >= 5, "too few mutating or secret URLs found: is the sweep still classifying?"
     assert _snapshot() == before
     assert sum(aws.calls.values()) == 0
+
+
+def test_the_checks_catch_a_page_without_login_and_a_write_without_permission(
+    settings, https_client, sweep_inventory, viewer
+):
+    """The sweep's own control: a deliberately leaky URLconf must be reported."""
+    import types
+
+    from django.contrib.auth.decorators import login_not_required
+    from django.contrib.auth.views import LoginView
+    from django.http import HttpResponse
+    from django.urls import path
+
+    def page(request, **kwargs):
+        return HttpResponse("ok")
+
+    @login_not_required
+    def public_page(request, **kwargs):
+        return HttpResponse("ok")
+
+    leaky = types.ModuleType("leaky_urls")
+    leaky.urlpatterns = [
+        path("login/", LoginView.as_view(), name="login"),
+        path("agents/<int:pk>/", public_page, name="agent_detail"),
+        path("accounts/<str:account_id>/onboard/", page, name="account_onboard"),
+        path("accounts/<str:account_id>/notes/", page, name="account_notes"),
+    ]
+    settings.ROOT_URLCONF = leaky
+    kinds = {url: classify(url) for url in sweep(sweep_inventory)}
+
+    problems, _ = anonymous_problems(https_client, kinds)
+    assert [p.split(" (")[0] for p in problems] == ["GET agent_detail", "POST agent_detail"]
+
+    https_client.force_login(viewer)
+    problems, checked = refusal_problems(https_client, kinds)
+    assert checked == 1
+    assert problems == ["POST account_onboard (/accounts/222222222222/onboard/): 200, expected [403]"]
