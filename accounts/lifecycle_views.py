@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from portal.roles import CAN_OFFBOARD, CAN_ONBOARD, permission_required
+from portal.roles import CAN_MANAGE_AGENTS, CAN_OFFBOARD, CAN_ONBOARD, permission_required
 from provisioning import aws, bulkfile, lifecycle, policies, services
 from provisioning import selectors as run_selectors
 from provisioning.planner import Plan
@@ -144,6 +144,27 @@ def account_offboard(request, account_id):
         "accounts/ecraccount_offboard.html",
         context,
         lambda: lifecycle.plan_offboarding(account, confirm_adopted=confirm),
+    )
+
+
+@permission_required(CAN_MANAGE_AGENTS)
+def agent_offboard(request, pk):
+    """Refused while the agent serves accounts; otherwise preview, then confirm."""
+    agent = selectors.agent_get(pk)
+    if request.method == "POST":
+        if _confirmed(request, lambda: lifecycle.plan_agent_offboarding(agent)):
+            try:
+                run = lifecycle.agent_offboard(agent=agent, **_run_fields(request))
+            except ValidationError as exc:
+                messages.error(request, _text(exc))
+                return redirect(agent)
+            return redirect(run.get_absolute_url())
+        return redirect("accounts:agent_offboard", pk=agent.pk)
+    return _preview(
+        request,
+        "accounts/agentidentity_offboard.html",
+        {"agent": agent},
+        lambda: lifecycle.plan_agent_offboarding(agent),
     )
 
 

@@ -28,6 +28,7 @@ urlpatterns = [
         name="external_id_retire",
     ),
     path("accounts/<str:account_id>/offboard/", lifecycle_views.account_offboard, name="account_offboard"),
+    path("agents/<int:pk>/offboard/", lifecycle_views.agent_offboard, name="agent_offboard"),
     path(
         "brokers/<int:pk>/redeployed/",
         lifecycle_views.broker_redeployed_confirm,

@@ -186,6 +186,10 @@ def _handle_accounts(run: Run) -> tuple[str, str]:
 
 def _handle_offboard(run: Run) -> tuple[str, str]:
     accounts = list(run.accounts.select_related("agent"))
+    if not accounts and run.agent is not None and run.agent.status == Lifecycle.REMOVED:
+        # An offboarded agent (it serves no account any more) loses every assume permission.
+        writes = sync_agent_permissions(run, run.agent.pk, check_live=True)
+        return RunStatus.SUCCEEDED, f"Agent {run.agent.name} offboarded ({writes} write(s))."
     writes = 0
     for account in accounts:
         # The agent loses sts:AssumeRole on the role before the role is deleted.

@@ -33,7 +33,7 @@ from portal import audit
 from portal.models import AuditEntry
 
 from . import bulkfile, planner, policies, services
-from .choices import RunKind
+from .choices import ACTIVE_RUN_STATUSES, RunKind
 from .models import Run
 
 DOWNLOAD_ACTION = "broker.download"  # recorded by accounts.services.broker_file_download
@@ -365,6 +365,40 @@ def agent_offboard_refusal(agent: AgentIdentity) -> str:
             "them to another agent) first."
         )
     return ""
+
+
+def plan_agent_offboarding(agent: AgentIdentity) -> planner.Plan:
+    """Preview: the agent's assume permissions go; its IAM identity stays (the CRA may still run as it)."""
+    refusal = agent_offboard_refusal(agent)
+    if refusal:
+        raise _refuse("agent", refusal)
+    plan = planner.plan_agent_permissions(agent, {})
+    plan.notes.append(
+        f"The agent's IAM {agent.kind} {agent.arn} itself is left in place: delete it in IAM once no "
+        "Container Registry Agent runs as it."
+    )
+    return plan
+
+
+def agent_offboard(*, agent: AgentIdentity, user=None, enqueue: bool = True, **run_fields: Any) -> Run:
+    """Offboard an agent that serves no account: it is marked removed and loses every assume permission."""
+    refusal = agent_offboard_refusal(agent)
+    if refusal:
+        raise _refuse("agent", refusal)
+    active = Run.objects.filter(agent=agent, status__in=ACTIVE_RUN_STATUSES).first()
+    if active is not None:
+        raise _refuse(
+            "agent", f"Run #{active.pk} is still {active.status} for agent {agent.name}: wait for it."
+        )
+    with transaction.atomic():
+        AgentIdentity.objects.filter(pk=agent.pk).update(
+            status=Lifecycle.REMOVED, policy_generation=F("policy_generation") + 1
+        )
+        agent.status = Lifecycle.REMOVED
+        audit.record(user=user, action="agent.offboard", obj=agent, arn=agent.arn)
+        return services.run_request(
+            kind=RunKind.OFFBOARD, user=user, agent=agent, enqueue=enqueue, **run_fields
+        )
 
 
 # --- bulk onboarding -------------------------------------------------------------------------------

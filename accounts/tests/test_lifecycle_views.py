@@ -246,3 +246,30 @@ def test_a_tampered_confirmation_is_revalidated(client, operator, aws, role_agen
     assert "spreadsheet formulas are refused" in response.content.decode()
     assert not EcrAccount.objects.exists()
     assert aws.write_calls() == 0
+
+
+def test_an_agent_serving_accounts_cannot_be_offboarded_from_its_page(
+    client, admin_user, operator, active, role_agent
+):
+    from accounts.models import AgentIdentity
+    from provisioning import lifecycle
+
+    url = reverse("accounts:agent_offboard", args=[role_agent.pk])
+    client.force_login(operator)
+    assert client.get(url).status_code == 403
+    client.force_login(admin_user)
+    assert f'href="{url}"' in client.get(role_agent.get_absolute_url()).content.decode()
+    body = client.get(url).content.decode()
+    assert 'id="refusal"' in body and "still serves 1 account(s): 222222222222" in body
+    assert "confirm-plan" not in body
+    client.post(url, {"plan_digest": "0" * 64})
+    assert AgentIdentity.objects.get(pk=role_agent.pk).status == Lifecycle.ACTIVE
+
+    run_inline(lifecycle.account_offboard(account=active, enqueue=False))
+    body = client.get(url).content.decode()
+    assert 'id="refusal"' not in body and "is left in place" in body
+    response = client.post(url, {"plan_digest": digest_of(body)})
+    run = Run.objects.filter(kind=RunKind.OFFBOARD).latest("pk")
+    assert response["Location"] == run.get_absolute_url() and run.agent_id == role_agent.pk
+    assert run_inline(run).status == RunStatus.SUCCEEDED
+    assert AgentIdentity.objects.get(pk=role_agent.pk).status == Lifecycle.REMOVED

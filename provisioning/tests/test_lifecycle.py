@@ -468,12 +468,49 @@ def test_offboarding_from_the_command_line_previews_then_applies(onboarded):
     assert exc.value.returncode == 2
 
 
-def test_an_agent_is_not_offboarded_while_it_serves_accounts(onboarded):
+def test_an_agent_is_not_offboarded_while_it_serves_accounts(onboarded, aws):
     agent, accounts = onboarded
-    assert "still serves 2 account(s)" in lifecycle.agent_offboard_refusal(agent)
+    aws.calls.clear()
+    with pytest.raises(ValidationError, match="still serves 2 account"):
+        lifecycle.agent_offboard(agent=agent, enqueue=False)
+    with pytest.raises(CommandError) as exc:
+        call_command("agent_offboard", agent.name, "--inline")
+    assert exc.value.returncode == 2 and ECR_ACCOUNTS[0] in str(exc.value)
+    assert AgentIdentity.objects.get(pk=agent.pk).status == Lifecycle.ACTIVE
+    assert aws.write_calls() == 0 and agent_policy(agent) is not None
+
+    run_inline(lifecycle.account_offboard(account=accounts[0], enqueue=False))
+    with pytest.raises(ValidationError, match=f"still serves 1 account.*{ECR_ACCOUNTS[1]}"):
+        lifecycle.agent_offboard(agent=agent, enqueue=False)
+    # A draft account counts too: it would be onboarded onto a removed agent.
+    services.account_create(agent=agent, account_id="444444444444", regions=["us-east-1"])
+    run_inline(lifecycle.account_offboard(account=accounts[1], enqueue=False))
+    assert "444444444444" in lifecycle.agent_offboard_refusal(agent)
+    run_inline(
+        lifecycle.account_offboard(account=EcrAccount.objects.get(account_id="444444444444"), enqueue=False)
+    )
+
+    assert lifecycle.agent_offboard_refusal(agent) == ""
+    out = io.StringIO()
+    call_command("agent_offboard", agent.name, "--plan", stdout=out)
+    assert "No changes" in out.getvalue() and "is left in place" in out.getvalue()  # no account: no policy
+    run = run_inline(lifecycle.agent_offboard(agent=agent, enqueue=False))
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    assert AgentIdentity.objects.get(pk=agent.pk).status == Lifecycle.REMOVED
+    assert iam_in(AGENT_ACCOUNT).get_role(agent.iam_name) is not None  # the identity itself stays
+
+
+def test_an_offboarded_agent_loses_a_permission_left_behind(onboarded):
+    agent, accounts = onboarded
     for account in accounts:
         run_inline(lifecycle.account_offboard(account=account, enqueue=False))
-    assert lifecycle.agent_offboard_refusal(agent) == ""
+    guide_star_policy(agent)  # someone puts the guide's "*" policy back by hand
+    plan = lifecycle.plan_agent_offboarding(agent)
+    assert [c.action for c in plan.changes] == ["iam:DeleteRolePolicy"]
+    run = run_inline(lifecycle.agent_offboard(agent=agent, enqueue=False))
+    assert [op.action for op in run.operations.all()] == ["iam:DeleteRolePolicy"]
+    assert agent_policy(agent) is None
+    assert AuditEntry.objects.filter(action="agent.offboard").count() == 1
 
 
 def test_the_plan_of_a_removed_account_still_offboards_without_the_account(onboarded):
