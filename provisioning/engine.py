@@ -140,19 +140,32 @@ def _handle_agent(run: Run) -> tuple[str, str]:
     return RunStatus.SUCCEEDED, f"Agent {agent.name} is set up ({writes} write(s))."
 
 
-def _onboard_one(run: Run, account: EcrAccount) -> int:
-    """Resources first (the trust names the agent), then the agent's permissions."""
+def _onboard_one(run: Run, account: EcrAccount, live_checked: set[int] | None = None) -> int:
+    """Resources first (the trust names the agent), then the agent's permissions.
+
+    `live_checked`: agents whose permissions this run has already compared with IAM. They were
+    written whole from the database then, so for the run's later accounts the generation check
+    suffices (a change by another run since bumps the generation); comparing with IAM again for
+    every account would cost the agent's reads once per account for nothing.
+    """
+    live_checked = set() if live_checked is None else live_checked
+
+    def sync(live: bool) -> int:
+        live = live and account.agent_id not in live_checked
+        written = sync_agent_permissions(run, account.agent_id, check_live=live)
+        if live:
+            live_checked.add(account.agent_id)
+        return written
+
     if account.status == Lifecycle.REMOVED:
-        writes = sync_agent_permissions(run, account.agent_id, check_live=run.kind == RunKind.RECONCILE)
+        writes = sync(run.kind == RunKind.RECONCILE)
         return writes + remove_account_resources(run, account)
     writes = 0
     if account.agent.status != Lifecycle.ACTIVE:
         writes += ensure_agent_identity(run, account.agent)
     try:
         writes += reconcile_account_resources(run, account)
-        writes += sync_agent_permissions(
-            run, account.agent_id, check_live=run.kind in (RunKind.RECONCILE, RunKind.ROTATE)
-        )
+        writes += sync(run.kind in (RunKind.RECONCILE, RunKind.ROTATE))
     except (ApplyError, aws.AwsError, policies.LayoutError):
         if account.status in (Lifecycle.PENDING, Lifecycle.DRAFT):
             _set_status(account, Lifecycle.FAILED)
@@ -168,11 +181,12 @@ def _handle_accounts(run: Run) -> tuple[str, str]:
         raise RunFailed("This run has no accounts (they may have been deleted).")
     failures: list[str] = []
     writes = 0
+    live_checked: set[int] = set()
     for account in accounts:
         if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
             return RunStatus.CANCELLED, f"Cancelled after {writes} write(s)."
         try:
-            writes += _onboard_one(run, account)
+            writes += _onboard_one(run, account, live_checked)
         except (ApplyError, aws.AwsError, policies.LayoutError) as exc:
             if len(accounts) == 1:
                 raise

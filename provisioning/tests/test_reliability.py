@@ -208,12 +208,12 @@ def test_throttling_and_server_errors_are_absorbed(proxy):
     from portal.testing import celery_workers
 
     agent = make_agent()
-    singles = make_accounts(agent, 430000000000, 6)
+    singles = make_accounts(agent, 430000000000, 4)
     proxy.throttle_rate, proxy.error_rate, proxy.max_faults_per_call = 0.20, 0.05, 4
     with celery_workers(count=2, concurrency=2):
         setup_agent(agent)
         runs = [services.account_onboard(account=a) for a in singles]
-        bulk, batch = bulk_onboard(agent, 431000000000, 8)
+        bulk, batch = bulk_onboard(agent, 431000000000, 6)
         runs = wait_terminal([*runs, bulk], timeout=240)
 
     assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [(r.pk, r.explanation) for r in runs]
@@ -335,3 +335,36 @@ def _log_dir(name: str):
     from django.conf import settings
 
     return settings.VAR_DIR / "test-workers" / f"reliability-{name}-{os.getpid()}"
+
+
+def run_inline(run: Run) -> Run:
+    from provisioning import engine
+
+    assert run.claim()
+    return engine.execute(run)
+
+
+def test_reapply_with_nothing_changed_writes_nothing_and_reads_the_agent_once(proxy):
+    """Re-applying many accounts compares the agent's permissions with IAM once per run, not per
+    account; a drift of the agent's permissions is still found and repaired by that one check."""
+    agent = make_agent()
+    accounts = make_accounts(agent, 460000000000, 4)
+    assert run_inline(services.agent_setup(agent=agent, enqueue=False)).status == RunStatus.SUCCEEDED
+    for account in accounts:
+        assert (
+            run_inline(services.account_onboard(account=account, enqueue=False)).status == RunStatus.SUCCEEDED
+        )
+
+    proxy.reset_counts()
+    run = run_inline(services.account_reconcile(accounts=accounts, enqueue=False))
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    assert proxy.writes() == 0 and not run.operations.exists()
+    assert proxy.by_account[AGENT_ACCOUNT]["iam:GetRolePolicy"] == 1
+
+    iam_in(AGENT_ACCOUNT).write("delete_role_policy", RoleName=agent.iam_name, PolicyName=agent.policy_name)
+    proxy.reset_counts()
+    run = run_inline(services.account_reconcile(accounts=accounts, enqueue=False))
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    assert list(run.operations.values_list("action", flat=True)) == ["iam:PutRolePolicy"]
+    assert proxy.writes() == 1
+    assert_converged(agent, accounts)
