@@ -9,6 +9,7 @@ import time
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
@@ -152,7 +153,9 @@ def _request(agent, rows, tmp_path, **options):
     return engine.execute(run)
 
 
-def test_failure_tolerance_stops_starting_new_accounts(transactional_db, agent, aws, tmp_path, monkeypatch):
+def test_failure_tolerance_stops_starting_new_accounts(
+    transactional_db, agent, aws, tmp_path, monkeypatch, client, viewer
+):
     accounts = ids(10)
     _fail_create_role_for(monkeypatch, aws, set(accounts[:3]))
     run = _request(agent, [row(a) for a in accounts], tmp_path, max_concurrency=1, failure_tolerance=1)
@@ -165,6 +168,11 @@ def test_failure_tolerance_stops_starting_new_accounts(transactional_db, agent, 
     touched = set(Operation.objects.filter(run=run).values_list("account_id", flat=True))
     assert touched == {accounts[0], accounts[1], AGENT_ACCOUNT}  # nothing started after the second failure
     assert set(EcrAccount.objects.values_list("status", flat=True)) == {Lifecycle.FAILED}
+    # The run page says it per account.
+    client.force_login(viewer)
+    body = client.get(reverse("provisioning:run_progress", args=[run.pk]), secure=True).content.decode()
+    assert "<b>0</b> of 10 accounts done, <b>2</b> failed, 8 not started." in body
+    assert "failure tolerance 1" in body and f'href="/accounts/{accounts[1]}/"' in body
 
 
 def test_strict_failure_tolerance_bounds_failures_to_tolerance_plus_one(
