@@ -1,5 +1,6 @@
 """Broker files: exact content, refusal instead of placeholders, and the real broker client's preflight."""
 
+import os
 import shutil
 import subprocess
 from datetime import timedelta
@@ -169,6 +170,28 @@ def _preflight_unavailable() -> str:
     return ""
 
 
+def run_preflight(files: dict[str, Path]) -> dict[str, tuple[int, str]]:
+    """broker-preflight on each file, side by side (each waits out the client's start-up).
+
+    Exit status 2 means the tool saw no preflight table at all (the client did not start in
+    time, e.g. on a loaded machine): that file is tried once more, alone, with more time.
+    """
+    env = {**os.environ, "BROKER_PREFLIGHT_SECONDS": os.environ.get("BROKER_PREFLIGHT_SECONDS", "20")}
+
+    def start(path, environ):
+        return subprocess.Popen(
+            [str(PREFLIGHT), str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environ
+        )
+
+    procs = {name: start(path, env) for name, path in files.items()}
+    results = {name: (proc.wait(timeout=300), proc.stdout.read().decode()) for name, proc in procs.items()}
+    for name, (code, _) in list(results.items()):
+        if code == 2:
+            proc = start(files[name], {**env, "BROKER_PREFLIGHT_SECONDS": "45"})
+            results[name] = (proc.wait(timeout=300), proc.stdout.read().decode())
+    return results
+
+
 @pytest.mark.skipif(bool(_preflight_unavailable()), reason=_preflight_unavailable() or "available")
 def test_every_env_variant_passes_broker_preflight(make_account, user_agent, tmp_path):
     """Each .env the renderer makes is accepted by the broker client; a broken one is not (control)."""
@@ -197,12 +220,7 @@ def test_every_env_variant_passes_broker_preflight(make_account, user_agent, tmp
     control.write_text(files["default"].read_text().replace(TOKEN, "not-a-uuid"))
     files["control"] = control
 
-    # Each run waits for the broker client's start-up (~15 s): run them side by side.
-    procs = {
-        name: subprocess.Popen([str(PREFLIGHT), str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for name, path in files.items()
-    }
-    results = {name: (proc.wait(timeout=180), proc.stdout.read().decode()) for name, proc in procs.items()}
+    results = run_preflight(files)
     for name in variants:
         code, output = results[name]
         assert code == 0, f"{name}:\n{output}"

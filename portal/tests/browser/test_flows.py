@@ -3,8 +3,6 @@ and a real worker, watch it happen, download the broker .env the real broker cli
 viewer cannot onboard; a bad account id is refused and creates nothing."""
 
 import re
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +17,6 @@ from .conftest import management_role
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 ACCOUNT = "222233334444"
-PREFLIGHT = Path(__file__).resolve().parents[4] / "shared" / "tools" / "broker-preflight"
 
 
 def _shot(page, directory, name):
@@ -111,13 +108,13 @@ def test_onboard_an_account_end_to_end(page, portal, login, operator, agent, mot
     entry = AuditEntry.objects.get(action="broker.download")
     assert entry.user == operator and entry.account_id == ACCOUNT
 
-    from accounts.tests.test_renderers import _preflight_unavailable
+    from accounts.tests.test_renderers import _preflight_unavailable, run_preflight
 
     if _preflight_unavailable():
         pytest.skip(f"the .env was downloaded but not checked: {_preflight_unavailable()}")
-    result = subprocess.run([str(PREFLIGHT), str(path)], capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "broker-preflight: no check in error" in result.stdout
+    code, output = run_preflight({"download": path})["download"]
+    assert code == 0, output
+    assert "broker-preflight: no check in error" in output
 
 
 def test_viewer_sees_no_onboarding_and_gets_403_posting(page, portal, login, viewer, agent):
