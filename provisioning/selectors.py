@@ -23,6 +23,8 @@ PAGE_SIZE = 30
 PROGRESS_OPERATION_LIMIT = 200
 LOG_LIMIT = 300
 DOCUMENT_PARAMS = ("PolicyDocument", "AssumeRolePolicyDocument")
+# Runs that leave accounts with broker files to download (success) or a plan to retry (failure).
+ACCOUNT_RUN_KINDS = (RunKind.ONBOARD, RunKind.RECONCILE, RunKind.ROTATE, RunKind.BULK)
 
 
 # --- plans -----------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ def run_progress(run: Run) -> dict[str, Any]:
     if failed is None and run.status in (RunStatus.FAILED, RunStatus.PARTIAL):
         failed = run.operations.filter(status=OperationStatus.FAILED).order_by("-sequence").first()
     accounts: list[EcrAccount] = []
-    if not run.is_active and run.kind != RunKind.AGENT:
+    if not run.is_active and run.kind in ACCOUNT_RUN_KINDS:
         accounts = list(
             run.accounts.select_related("agent")
             .prefetch_related("brokers", "external_ids")
