@@ -32,8 +32,8 @@ from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalI
 from portal import audit
 from portal.models import AuditEntry
 
-from . import bulkfile, planner, policies, services
-from .choices import ACTIVE_RUN_STATUSES, RunKind
+from . import aws, bulkfile, planner, policies, services
+from .choices import ACTIVE_RUN_STATUSES, RunKind, RunStatus
 from .models import Run
 
 DOWNLOAD_ACTION = "broker.download"  # recorded by accounts.services.broker_file_download
@@ -85,6 +85,12 @@ class RotationStatus:
     retiring: list[ExternalId] = field(default_factory=list)
     switched_at: datetime | None = None
     brokers: list[BrokerReadiness] = field(default_factory=list)
+    trust_run: Run | None = None  # the latest rotation run since the switch: did the trust change?
+
+    @property
+    def trust_pending(self) -> bool:
+        """The new id is in broker files but maybe not yet in the trust (its run failed or waits)."""
+        return self.in_progress and (self.trust_run is None or self.trust_run.status != RunStatus.SUCCEEDED)
 
     @property
     def in_progress(self) -> bool:
@@ -96,7 +102,9 @@ class RotationStatus:
 
 
 def rotation_status(account: EcrAccount) -> RotationStatus:
-    """The rotation's state for the account page and the retire preview: three queries at most."""
+    """The rotation's state for the account page and the retire preview: two queries while a rotation
+    is in progress (its run, the audit log since the switch), none otherwise (ids and brokers are
+    read through the account's prefetch when there is one)."""
     ids = list(account.external_ids.all())
     active = [e for e in ids if e.state == ExternalIdState.ACTIVE]
     current = max(active, key=lambda e: (e.created_at, e.pk)) if active else None
@@ -107,6 +115,11 @@ def rotation_status(account: EcrAccount) -> RotationStatus:
     status.brokers = [BrokerReadiness(b) for b in brokers]
     if switched_at is None or current is None:
         return status
+    status.trust_run = (
+        account.runs.filter(kind=RunKind.ROTATE, created_at__gte=switched_at)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
     entries = AuditEntry.objects.filter(
         account_id=account.account_id,
         action__in=(DOWNLOAD_ACTION, REDEPLOYED_ACTION),
@@ -130,6 +143,13 @@ def retirement_warnings(account: EcrAccount, external_id: ExternalId) -> list[st
     warnings: list[str] = []
     if external_id.state == ExternalIdState.RETIRING:
         since = f"{status.switched_at:%Y-%m-%d %H:%M} UTC" if status.switched_at else "the switch"
+        if status.trust_pending:
+            run = status.trust_run
+            warnings.append(
+                "The rotation run that adds the new ExternalId to the trust "
+                + (f"(#{run.pk}) is {run.get_status_display().lower()}" if run else "is missing")
+                + ": brokers redeployed with the new id may be refused until it succeeds (reconcile)."
+            )
         for b in status.brokers:
             if b.downloaded_at is None:
                 warnings.append(
@@ -409,6 +429,18 @@ def bulk_validate(*, agent: AgentIdentity | None, content: bytes, filename: str 
     return bulkfile.load(agent, content, filename)
 
 
+def _plan_row(row: bulkfile.BulkRow) -> planner.Plan:
+    try:
+        return planner.plan_account(row.account, [row.external_id.value])
+    except aws.AwsError as exc:  # say which of the file's accounts could not be read
+        raise aws.AwsError(
+            exc.code,
+            f"row {row.row}, account {row.account.account_id}: {exc.message}",
+            request_id=exc.request_id,
+            operation=exc.operation,
+        ) from None
+
+
 def plan_bulk(report: bulkfile.BulkReport) -> planner.Plan:
     """One plan for every row: each account's resources (read concurrently), then the agent's
     permissions once, listing the agent's current accounts and all of the file's."""
@@ -416,7 +448,7 @@ def plan_bulk(report: bulkfile.BulkReport) -> planner.Plan:
         raise ValueError("plan_bulk needs a valid report")
     agent = report.agent
     with ThreadPoolExecutor(max_workers=PLAN_READ_CONCURRENCY) as pool:
-        plans = list(pool.map(lambda r: planner.plan_account(r.account, [r.external_id.value]), report.rows))
+        plans = list(pool.map(_plan_row, report.rows))
     plan = planner.Plan()
     for account_plan in plans:
         plan.extend(account_plan)

@@ -154,7 +154,7 @@ def _request(agent, rows, tmp_path, **options):
 
 
 def test_failure_tolerance_stops_starting_new_accounts(
-    transactional_db, agent, aws, tmp_path, monkeypatch, client, viewer
+    transactional_db, agent, aws, tmp_path, monkeypatch, client, django_user_model
 ):
     accounts = ids(10)
     _fail_create_role_for(monkeypatch, aws, set(accounts[:3]))
@@ -169,7 +169,8 @@ def test_failure_tolerance_stops_starting_new_accounts(
     assert touched == {accounts[0], accounts[1], AGENT_ACCOUNT}  # nothing started after the second failure
     assert set(EcrAccount.objects.values_list("status", flat=True)) == {Lifecycle.FAILED}
     # The run page says it per account.
-    client.force_login(viewer)
+    # (a superuser: transactional tests flush the role groups the migrations made)
+    client.force_login(django_user_model.objects.create_superuser("root", password="pw-root"))
     body = client.get(reverse("provisioning:run_progress", args=[run.pk]), secure=True).content.decode()
     assert "<b>0</b> of 10 accounts done, <b>2</b> failed, 8 not started." in body
     assert "failure tolerance 1" in body and f'href="/accounts/{accounts[1]}/"' in body
@@ -352,3 +353,19 @@ def test_confirmed_records_round_trip_with_the_generated_external_ids(agent, tmp
     assert [r.row for r in again.rows] == [2, 3, 4]
     assert not bulkfile.load_records(agent, '[[2, {"account_id": "1", "colour": "red"}]]').ok
     assert AgentIdentity.objects.count() == 1
+
+
+def test_an_unreadable_account_in_the_file_is_named_in_the_plan_error(agent, aws, tmp_path):
+    accounts = ids(3)
+    rows = [row(a) for a in accounts]
+    rows[1]["management_role_arn"] = "arn:aws:iam::999999999999:role/PortalManagement"  # lands elsewhere
+    report = lifecycle.bulk_validate(
+        agent=agent, content=csv_file(tmp_path, rows).read_bytes(), filename="a.csv"
+    )
+    assert report.ok
+    aws.calls.clear()
+    with pytest.raises(aws.AwsError) as exc:
+        lifecycle.plan_bulk(report)
+    assert exc.value.code == "WrongAccount"
+    assert exc.value.message.startswith(f"row 3, account {accounts[1]}: ")
+    assert aws.write_calls() == 0

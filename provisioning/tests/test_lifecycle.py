@@ -118,6 +118,33 @@ def test_a_download_before_the_switch_does_not_count(onboarded):
     assert AuditEntry.objects.get(action="external_id.retire").details["warnings"] == [warning]
 
 
+def test_a_failed_rotation_run_is_a_warning_until_a_reconcile_succeeds(onboarded, monkeypatch, aws):
+    _, (account, _) = onboarded
+    real_write = aws.Iam.write
+
+    def deny(self, method, **params):
+        if method == "update_assume_role_policy":
+            raise aws.AwsError("AccessDenied", "not today")
+        return real_write(self, method, **params)
+
+    monkeypatch.setattr(aws.Iam, "write", deny)
+    run = run_inline(lifecycle.external_id_rotate(account=account, value="new-id-0006", enqueue=False))
+    assert run.status == RunStatus.FAILED
+    assert trusted_ids(account) == f"ext-{account.account_id}"  # the trust still has the old id only
+    old = ExternalId.objects.get(value=f"ext-{account.account_id}")
+    status = lifecycle.rotation_status(account)
+    assert status.trust_pending and status.trust_run == run
+    assert any(f"(#{run.pk}) is failed" in w for w in lifecycle.retirement_warnings(account, old))
+
+    monkeypatch.setattr(aws.Iam, "write", real_write)
+    reconcile = run_inline(
+        lifecycle.services.run_request(kind=RunKind.ROTATE, accounts=[account], enqueue=False)
+    )
+    assert reconcile.status == RunStatus.SUCCEEDED
+    assert trusted_ids(account) == [old.value, "new-id-0006"]
+    assert not lifecycle.rotation_status(account).trust_pending
+
+
 def test_a_second_rotation_waits_until_the_first_is_retired(onboarded):
     _, (account, _) = onboarded
     run_inline(lifecycle.external_id_rotate(account=account, value="new-id-0003", enqueue=False))
