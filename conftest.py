@@ -30,6 +30,20 @@ def aws():
         aws_module.sessions.clear()
 
 
+@pytest.fixture(autouse=True)
+def _role_groups_survive_flushes(request):
+    """Transactional tests end with a flush, which drops the groups the roles migration made."""
+    yield
+    if (
+        {"transactional_db", "live_server"} & set(request.fixturenames)
+        or request.node.get_closest_marker("django_db")
+        and request.node.get_closest_marker("django_db").kwargs.get("transaction")
+    ):
+        from portal.roles import ensure_role_groups
+
+        ensure_role_groups()
+
+
 def _user(django_user_model, username, role):
     from django.contrib.auth.models import Group
 

@@ -83,3 +83,17 @@ def context_processor(request):
         "can_manage_agents": user.has_perm(CAN_MANAGE_AGENTS),
         "can_offboard": user.has_perm(CAN_OFFBOARD),
     }
+
+
+def ensure_role_groups() -> None:
+    """Create the role groups if missing (a database flush in tests removes what migrations made)."""
+    from django.contrib.auth.models import Group, Permission
+
+    for role, perms in ROLE_PERMISSIONS.items():
+        group, created = Group.objects.get_or_create(name=role)
+        if created:
+            for perm in perms:
+                app_label, codename = perm.split(".")
+                group.permissions.add(
+                    Permission.objects.get(content_type__app_label=app_label, codename=codename)
+                )
