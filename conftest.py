@@ -31,7 +31,7 @@ def aws():
 
 
 @pytest.fixture(autouse=True)
-def _role_groups_survive_flushes(request):
+def _role_groups_survive_flushes(request, django_db_blocker):
     """Transactional tests end with a flush, which drops the groups the roles migration made."""
     yield
     if (
@@ -41,7 +41,8 @@ def _role_groups_survive_flushes(request):
     ):
         from portal.roles import ensure_role_groups
 
-        ensure_role_groups()
+        with django_db_blocker.unblock():
+            ensure_role_groups()
 
 
 def _user(django_user_model, username, role):

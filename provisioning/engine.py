@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -40,14 +41,17 @@ def execute(run: Run) -> Run:
     handler = HANDLERS[run.kind]
     try:
         status, explanation = handler(run)
+        _flush_plan(run)
         run.finish(status, explanation=explanation)
     except RunLost as exc:  # the run belongs to another worker now; it records the outcome
         log.warning("%s", exc)
     except (ApplyError, RunFailed, policies.LayoutError, aws.AwsError) as exc:
         run.log(str(exc), level="ERROR")
+        _flush_plan(run)
         run.finish(RunStatus.FAILED, explanation=str(exc))
     except Exception as exc:  # errored: keep the traceback for the run page
         log.exception("run %s errored", run.pk)
+        _flush_plan(run)
         run.finish(RunStatus.FAILED, explanation=f"Unexpected error: {exc}", error=traceback.format_exc())
     return run
 
@@ -55,17 +59,32 @@ def execute(run: Run) -> Run:
 _plan_lock = threading.Lock()  # bulk runs record steps from several threads: no step may be lost
 
 
+PLAN_FLUSH_SECONDS = 2.0
+
+
 def _record_plan(run: Run, plan: planner.Plan, label: str) -> None:
-    """Append a planned step to the run's stored plan and grow its progress total."""
+    """Append a planned step to the run's plan and grow its progress total.
+
+    The plan JSON is rewritten at most every PLAN_FLUSH_SECONDS (and at the end): rewriting it per
+    step made a bulk run's storage grow with the square of its size.
+    """
     with _plan_lock:
         stored = run.plan or {"steps": []}
         stored.setdefault("steps", []).append({"label": label, **plan.to_dict()})
         run.plan = stored
-        Run.objects.filter(pk=run.pk).update(
-            plan=stored, progress_total=F("progress_total") + len(plan.changes)
-        )
+        fields = {"progress_total": F("progress_total") + len(plan.changes)}
+        now = time.monotonic()
+        if now - getattr(run, "_plan_flushed", 0.0) >= PLAN_FLUSH_SECONDS:
+            fields["plan"] = stored
+            run._plan_flushed = now
+        Run.objects.filter(pk=run.pk).update(**fields)
     for note in plan.notes:
         run.log(note)
+
+
+def _flush_plan(run: Run) -> None:
+    with _plan_lock:
+        Run.objects.filter(pk=run.pk).update(plan=run.plan)
 
 
 def _apply(run: Run, plan: planner.Plan, label: str) -> int:
