@@ -116,15 +116,11 @@ def account_detail(account_id: str) -> dict[str, Any]:
 def account_plan(account: EcrAccount) -> planner.Plan:
     """What confirming the account page's plan would do, in the engine's order (read-only AWS reads).
 
-    A draft or failed account is onboarded, any other reconciled. When the agent is not set up yet,
-    the run creates it first: the preview shows that too, so nothing is applied unseen.
+    A draft or failed account is onboarded, any other reconciled.
     """
-    plan = planner.Plan()
-    if account.agent.status != Lifecycle.ACTIVE and account.status != Lifecycle.REMOVED:
-        plan.extend(planner.plan_agent_identity(account.agent))
     if account_is_onboarding(account):
-        return plan.extend(services.plan_onboarding(account))
-    return plan.extend(services.plan_reconcile([account]))
+        return services.plan_onboarding(account)
+    return services.plan_reconcile([account])
 
 
 def account_is_onboarding(account: EcrAccount) -> bool:

@@ -160,9 +160,15 @@ def agent_member_arns(agent: AgentIdentity, *, plus: EcrAccount | None = None) -
 def plan_onboarding(account: EcrAccount, external_ids: list[str] | None = None) -> planner.Plan:
     """Read-only preview of onboarding `account` (saved draft or unsaved): its resources, then the agent's."""
     ids = external_ids if external_ids is not None else desired_external_ids(account)
-    plan = planner.plan_account(account, ids)
+    plan = _plan_agent_identity_if_new(account.agent)
+    plan.extend(planner.plan_account(account, ids))
     plan.extend(planner.plan_agent_permissions(account.agent, agent_member_arns(account.agent, plus=account)))
     return plan
+
+
+def _plan_agent_identity_if_new(agent: AgentIdentity) -> planner.Plan:
+    """The engine creates an agent that is not set up yet before its first account: preview that too."""
+    return planner.plan_agent_identity(agent) if agent.status != Lifecycle.ACTIVE else planner.Plan()
 
 
 def plan_reconcile(accounts: Iterable[EcrAccount]) -> planner.Plan:
@@ -176,7 +182,11 @@ def plan_reconcile(accounts: Iterable[EcrAccount]) -> planner.Plan:
     for agent in agents.values():
         agent_plan.extend(planner.plan_agent_permissions(agent, agent_member_arns(agent)))
     removing = [a for a in accounts if a.status == Lifecycle.REMOVED]
-    plan = planner.Plan().extend(agent_plan) if removing else planner.Plan()
+    plan = planner.Plan()
+    for agent in {a.agent_id: a.agent for a in accounts if a.status != Lifecycle.REMOVED}.values():
+        plan.extend(_plan_agent_identity_if_new(agent))
+    if removing:
+        plan.extend(agent_plan)
     for account in accounts:
         if account.status == Lifecycle.REMOVED:
             plan.extend(planner.plan_account(account, [], remove=True))

@@ -152,3 +152,27 @@ def test_done_when_against_a_moto_server_with_a_worker(monkeypatch, tmp_path):
     result = subprocess.run([str(PREFLIGHT), str(env_file)], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no check in error" in result.stdout
+
+
+def test_onboarding_plan_for_an_agent_not_yet_set_up_shows_its_creation(db, aws, roles):
+    cli(
+        "agent_add",
+        "cra",
+        "--kind",
+        "role",
+        "--account-id",
+        AGENT_ACCOUNT,
+        "--management-role-arn",
+        mgmt(AGENT_ACCOUNT),
+        "--plan",
+    )
+    from provisioning import services
+
+    services.agent_create(
+        name="cra", kind="role", account_id=AGENT_ACCOUNT, management_role_arn=mgmt(AGENT_ACCOUNT)
+    )
+    out = cli("account_onboard", ECR_ACCOUNTS[0], "--agent", "cra", "--region", "eu-west-1",
+              "--management-role-arn", mgmt(ECR_ACCOUNTS[0]), "--plan")  # fmt: skip
+    assert out.index("iam:CreateInstanceProfile") < out.index("iam:CreatePolicy")
+    assert f"iam:CreateRole arn:aws:iam::{AGENT_ACCOUNT}:role/SnykCraEc2Role" in out
+    assert aws.write_calls() == 0
