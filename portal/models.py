@@ -4,7 +4,32 @@ from django.conf import settings
 from django.db import models
 
 
-class AuditEntry(models.Model):
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise ValueError(f"{self.model.__name__} rows are append-only.")
+
+    def delete(self):
+        raise ValueError(f"{self.model.__name__} rows are append-only.")
+
+
+class AppendOnly(models.Model):
+    """Records that are written once: no save() of an existing row, no bulk update() or delete().
+
+    Deleting a parent (a Run) still removes its rows through the ORM's cascade.
+    """
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValueError(f"{type(self).__name__} rows are append-only.")
+        super().save(*args, **kwargs)
+
+
+class AuditEntry(AppendOnly):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -22,8 +47,3 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_name or 'system'} {self.action} {self.object_repr}"
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise ValueError("Audit entries are append-only.")
-        super().save(*args, **kwargs)

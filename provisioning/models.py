@@ -7,6 +7,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from portal.models import AppendOnly
+
 from .choices import ACTIVE_RUN_STATUSES, AuditStatus, OperationStatus, RunKind, RunStatus
 
 
@@ -108,16 +110,6 @@ class RunLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.level} {self.message[:60]}"
-
-
-class AppendOnly(models.Model):
-    class Meta:
-        abstract = True
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None and not kwargs.get("force_insert"):
-            raise ValueError(f"{type(self).__name__} rows are append-only.")
-        super().save(*args, **kwargs)
 
 
 class Operation(AppendOnly):
