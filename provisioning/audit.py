@@ -318,6 +318,22 @@ def grants_in(documents: dict[str, Any]) -> list[Grant]:
     return grants
 
 
+class GrantIndex:
+    """Which grants cover a role ARN, without scanning every grant for every account."""
+
+    def __init__(self, grants: list[Grant]):
+        self.exact: dict[str, list[Grant]] = {}
+        self.patterns: list[Grant] = []
+        for grant in grants:
+            if "*" in grant.resource or "?" in grant.resource:
+                self.patterns.append(grant)
+            else:
+                self.exact.setdefault(grant.resource, []).append(grant)
+
+    def covering(self, arn: str) -> list[Grant]:
+        return self.exact.get(arn, []) + [g for g in self.patterns if g.covers(arn)]
+
+
 @dataclass
 class AgentRead:
     agent: AgentIdentity
@@ -330,6 +346,14 @@ class AgentRead:
     plan_error: str = ""
     desired: policies.AgentPermissions | None = None
     findings: list[Finding] = field(default_factory=list)
+    _indexes: dict[str, GrantIndex] = field(default_factory=dict, repr=False)
+
+    def grants(self, which: str) -> GrantIndex:
+        """ "live" or "desired" grants, indexed once per agent."""
+        if which not in self._indexes:
+            documents = self.live_documents() if which == "live" else self.desired_documents()
+            self._indexes[which] = GrantIndex(grants_in(documents))
+        return self._indexes[which]
 
     def live_documents(self) -> dict[str, Any]:
         docs = {f"inline {name}": doc for name, doc in self.inline.items()}
@@ -843,7 +867,7 @@ def agent_grant_findings(read: AccountRead, agent: AgentRead | None) -> tuple[li
     if agent is None or agent.error or agent.identity is None:
         return [], []
     arn = account.service_role_arn
-    grants = [g for g in grants_in(agent.live_documents()) if g.covers(arn)]
+    grants = agent.grants("live").covering(arn)
     if grants or read.facts.removed or account.account_id not in agent.members:
         return [], grants
     finding = Finding(
@@ -1020,7 +1044,12 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
         + "; findings: "
         + ", ".join(f"{by_severity[s]} {s}" for s in Severity.values)
         + (f"; {len(new_high)} new high-severity finding(s)" if new_high else "")
-        + f". No AWS write made; at most {gauge.peak} account(s) read at once."
+        + f". At most {gauge.peak} account(s) read at once; "
+        + (
+            f"{writes} AWS write call(s) seen in this process meanwhile (the audit makes none)."
+            if writes
+            else "no AWS write made."
+        )
     )
     notify_new_findings(run, new_high)
     status = RunStatus.PARTIAL if unreachable else RunStatus.SUCCEEDED
@@ -1037,8 +1066,7 @@ def _outcome(read: AccountRead, agent: AgentRead | None, now: datetime) -> Accou
     findings += grant_findings
     desired_grants: list[Grant] = []
     if agent is not None and agent.desired is not None and not read.facts.removed:
-        arn = read.facts.account.service_role_arn
-        desired_grants = [g for g in grants_in(agent.desired_documents()) if g.covers(arn)]
+        desired_grants = agent.grants("desired").covering(read.facts.account.service_role_arn)
     live, desired = account_documents(read, live_grants, desired_grants)
     plan = read.plan.to_dict() if read.plan else {}
     if read.plan_error:

@@ -134,7 +134,7 @@ def test_cli_exits_0_when_everything_is_in_sync(onboarded, aws):
     call_command("audit", "--inline", stdout=out)  # no CommandError: exit status 0
     text = out.getvalue()
     assert f"{ACCT} (team-0) in_sync" in text
-    assert "No AWS write made" in text
+    assert "no AWS write made" in text
     assert aws.write_calls() == 0
 
 
