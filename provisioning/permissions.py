@@ -55,6 +55,7 @@ USER_ACTIONS = [
     "iam:AttachUserPolicy",
     "iam:DetachUserPolicy",
     "iam:GetUserPolicy",
+    "iam:ListUserPolicies",  # the audit reads every inline policy of a user agent
     "iam:PutUserPolicy",
     "iam:DeleteUserPolicy",
     "iam:ListAccessKeys",
