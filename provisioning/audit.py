@@ -221,6 +221,33 @@ class ExternalIdCondition:
     def pattern(self) -> bool:
         return "Like" in self.operator
 
+    @property
+    def null_check(self) -> bool:
+        return self.operator.split(":")[-1].startswith("Null")
+
+    @property
+    def wild_values(self) -> list[str]:
+        return [v for v in self.values if v == "" or (self.pattern and ("*" in v or "?" in v))]
+
+    @property
+    def strict(self) -> bool:
+        """Only the ids it names pass, and an id must be sent (operators are ANDed: one is enough)."""
+        return not (self.null_check or self.negated or self.optional or self.wild_values) and bool(
+            self.values
+        )
+
+    def accepts_any(self) -> str:
+        """Why this condition lets any id through ("" when it does not)."""
+        if self.strict:
+            return ""
+        if self.negated:
+            return f"{self.operator} accepts every id but the ones it names"
+        if self.wild_values:
+            return f"{self.operator} with {self.wild_values!r} accepts any id"
+        if self.null_check and "false" in [v.lower() for v in self.values]:
+            return f"{self.operator} false only requires that some id is sent"
+        return ""
+
 
 def external_id_conditions(statement: dict[str, Any]) -> list[ExternalIdCondition]:
     """Every condition on sts:ExternalId (condition keys are case-insensitive)."""
@@ -534,9 +561,24 @@ def trust_findings(read: AccountRead, now: datetime) -> list[Finding]:
         if not any(_is_aws_principal(p) for p in principals):
             continue  # service / federated principals cannot pass an ExternalId
         conditions = external_id_conditions(st)
-        positive = [c for c in conditions if not c.negated]
-        if not positive or all(c.optional for c in positive):
-            how = "only with an IfExists operator, which passes when no id is sent" if positive else "none"
+        strict = [c for c in conditions if c.strict]
+        loose = [(c, why) for c in conditions if (why := c.accepts_any())]
+        if not strict and loose:
+            for condition, why in loose:
+                findings.append(
+                    Finding(
+                        "external-id-wildcard",
+                        f"The trust's ExternalId condition is ineffective: {why}.",
+                        acct,
+                        f"{index}:{condition.operator}",
+                    )
+                )
+        elif not strict:
+            how = (
+                "only " + ", ".join(c.operator for c in conditions) + ", which pass when no id is sent"
+                if conditions
+                else "none"
+            )
             findings.append(
                 Finding(
                     "external-id-missing",
@@ -546,23 +588,7 @@ def trust_findings(read: AccountRead, now: datetime) -> list[Finding]:
                     str(index),
                 )
             )
-        for condition in conditions:
-            wild = [v for v in condition.values if v == "" or (condition.pattern and ("*" in v or "?" in v))]
-            if condition.negated or wild or not condition.values:
-                what = (
-                    f"{condition.operator} accepts every id but the ones it names"
-                    if condition.negated
-                    else f"{condition.operator} with {wild or 'no value'!r} accepts any id"
-                )
-                findings.append(
-                    Finding(
-                        "external-id-wildcard",
-                        f"The trust's ExternalId condition is ineffective: {what}.",
-                        acct,
-                        f"{index}:{condition.operator}",
-                    )
-                )
-        exact = {v for c in positive for v in c.values if v and not (c.pattern and ("*" in v or "?" in v))}
+        exact = {v for c in strict for v in c.values}
         for value in sorted(exact):
             fact = known.get(value)
             if fact is None:

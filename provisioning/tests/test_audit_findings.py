@@ -368,3 +368,33 @@ def test_the_agent_is_read_in_the_managed_layout_too(onboarded, aws):
         run=run, finding_codes__contains=" agent-permission-missing "
     ).exists()
     assert aws.write_calls() == 0
+
+
+EXTERNAL_ID_CODES = {"external-id-missing", "external-id-wildcard"}
+
+
+@pytest.mark.parametrize(
+    ("condition", "code"),
+    [
+        ({"StringNotEquals": {"sts:ExternalId": "nobody"}}, "external-id-wildcard"),
+        ({"Null": {"sts:ExternalId": "false"}}, "external-id-wildcard"),
+        ({"StringLike": {"sts:ExternalId": "ext-*"}}, "external-id-wildcard"),
+        ({"StringEquals": {"sts:ExternalId": ""}}, "external-id-wildcard"),
+        ({"StringEqualsIfExists": {"sts:ExternalId": "ext-222222222222"}}, "external-id-missing"),
+        ({"Null": {"sts:ExternalId": "true"}}, "external-id-missing"),
+        ({"StringEquals": {"aws:PrincipalTag/team": "scanners"}}, "external-id-missing"),
+        # Operators are ANDed: a strict one holds whatever a loose one says.
+        (
+            {"StringEquals": {"sts:ExternalId": "ext-222222222222"}, "StringLike": {"sts:ExternalId": "*"}},
+            None,
+        ),
+        ({"StringEquals": {"STS:EXTERNALID": "ext-222222222222"}}, None),  # keys are case-insensitive
+    ],
+)
+def test_external_id_conditions_as_iam_evaluates_them(onboarded, aws, condition, code):
+    set_condition(condition)
+    aws.calls.clear()
+    run = audit_now()
+    codes = {f["code"] for f in AuditSnapshot.objects.get(run=run, account_id=ACCT).findings}
+    assert codes & EXTERNAL_ID_CODES == ({code} if code else set()), codes
+    assert aws.write_calls() == 0
