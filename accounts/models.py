@@ -126,6 +126,9 @@ class ExternalId(models.Model):
     state = models.CharField(max_length=8, choices=ExternalIdState.choices, default=ExternalIdState.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
     retiring_since = models.DateTimeField(null=True, blank=True)
+    # When a run first made the service role's trust accept this id: broker files switch to a new
+    # id only from then on, so a broker redeployed early never holds an id AWS still refuses.
+    applied_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "pk"]

@@ -42,14 +42,20 @@ class BrokerFile:
 
 
 def current_external_id(account: EcrAccount) -> str:
-    """The newest active ExternalId (during rotation the trust lists both; files use the new one).
+    """The newest active ExternalId the trust already accepts (during rotation it lists both).
 
+    A new id is used only once a run has put it into the trust, so a broker redeployed early never
+    holds an id AWS still refuses. Before the first run (nothing applied yet) the one id is used.
     Reads `account.external_ids.all()`, so a prefetch makes this free.
     """
-    active = [e for e in account.external_ids.all() if e.state == ExternalIdState.ACTIVE]
+    ids = list(account.external_ids.all())
+    active = [e for e in ids if e.state == ExternalIdState.ACTIVE]
     if not active:
         raise BrokerFileError(f"Account {account.account_id} has no active ExternalId.")
-    newest = max(active, key=lambda e: (e.created_at, e.pk or 0))
+    applied_active = [e for e in active if e.applied_at is not None]
+    # Mid-rotation, before the run that adds the new id: the retiring id is still the one in trust.
+    applied_retiring = [e for e in ids if e.state == ExternalIdState.RETIRING and e.applied_at is not None]
+    newest = max(applied_active or applied_retiring or active, key=lambda e: (e.created_at, e.pk or 0))
     return newest.value
 
 

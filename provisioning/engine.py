@@ -21,7 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.choices import BrokerStatus, Lifecycle
-from accounts.models import AgentIdentity, EcrAccount
+from accounts.models import AgentIdentity, EcrAccount, ExternalId
 
 from . import audit, aws, planner, policies, services
 from .applier import ApplyError, RunLost, apply_plan
@@ -131,7 +131,12 @@ def sync_agent_permissions(run: Run, agent_id: int, *, check_live: bool = False)
 
 def reconcile_account_resources(run: Run, account: EcrAccount) -> int:
     ids = services.desired_external_ids(account)
-    return _apply(run, planner.plan_account(account, ids), f"account {account.account_id}")
+    writes = _apply(run, planner.plan_account(account, ids), f"account {account.account_id}")
+    # The trust now accepts every desired id: broker files may switch to the newest one.
+    ExternalId.objects.filter(account=account, value__in=ids, applied_at__isnull=True).update(
+        applied_at=timezone.now()
+    )
+    return writes
 
 
 def remove_account_resources(run: Run, account: EcrAccount) -> int:

@@ -548,3 +548,14 @@ def test_the_plan_of_a_removed_account_still_offboards_without_the_account(onboa
     assert services.agent_member_arns(agent) == members  # the preview changed nothing
     assert isinstance(plan, planner.Plan)
     assert not Operation.objects.filter(run__kind=RunKind.OFFBOARD).exists()
+
+
+def test_broker_files_switch_to_a_new_id_only_once_the_trust_accepts_it(onboarded):
+    _, (account, _) = onboarded
+    old = f"ext-{account.account_id}"
+    broker = account.brokers.get()
+    run = lifecycle.external_id_rotate(account=account, value="new-id-0009", enqueue=False)
+    # Requested, not yet applied: AWS would refuse the new id, so files keep the old one.
+    assert f"CR_EXTERNAL_ID={old}\n" in renderers.render_env(BrokerInstance.objects.get(pk=broker.pk))
+    assert run_inline(run).status == RunStatus.SUCCEEDED
+    assert "CR_EXTERNAL_ID=new-id-0009\n" in renderers.render_env(BrokerInstance.objects.get(pk=broker.pk))
