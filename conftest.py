@@ -30,6 +30,20 @@ def aws():
         aws_module.sessions.clear()
 
 
+def _transactional(request) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    return bool({"transactional_db", "live_server"} & set(request.fixturenames)) or bool(
+        marker and marker.kwargs.get("transaction")
+    )
+
+
+@pytest.fixture(autouse=True)
+def _runs_in_one_thread_inside_a_test_transaction(request, settings):
+    """A test's open transaction would lock SQLite against the engine's account threads."""
+    if not _transactional(request):
+        settings.RECONCILE_CONCURRENCY = 1
+
+
 @pytest.fixture(autouse=True)
 def _role_groups_survive_flushes(request, django_db_blocker):
     """Transactional tests end with a flush, which drops the groups the roles migration made."""

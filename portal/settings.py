@@ -145,6 +145,8 @@ RUN_SWEEP_INTERVAL = env.int("RUN_SWEEP_INTERVAL", default=60)
 AUDIT_INTERVAL = env.int("AUDIT_INTERVAL", default=3600)
 AUDIT_WEBHOOK_URL = env.str("AUDIT_WEBHOOK_URL", default="")
 AUDIT_CONCURRENCY = env.int("AUDIT_CONCURRENCY", default=16)
+# Accounts a reconcile, rotation or offboarding run works on at once (threads in one worker).
+RECONCILE_CONCURRENCY = env.int("RECONCILE_CONCURRENCY", default=8)
 EXTERNAL_ID_GRACE_DAYS = env.int("EXTERNAL_ID_GRACE_DAYS", default=14)
 
 # --- AWS -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import F
 from django.utils import timezone
@@ -164,77 +165,117 @@ def _handle_agent(run: Run) -> tuple[str, str]:
     return RunStatus.SUCCEEDED, f"Agent {agent.name} is set up ({writes} write(s))."
 
 
-def _onboard_one(run: Run, account: EcrAccount, live_checked: set[int] | None = None) -> int:
-    """Resources first (the trust names the agent), then the agent's permissions.
+def _account_failed(account: EcrAccount) -> None:
+    if account.status in (Lifecycle.PENDING, Lifecycle.DRAFT):
+        _set_status(account, Lifecycle.FAILED)
 
-    `live_checked`: agents whose permissions this run has already compared with IAM. They were
-    written whole from the database then, so for the run's later accounts the generation check
-    suffices (a change by another run since bumps the generation); comparing with IAM again for
-    every account would cost the agent's reads once per account for nothing.
+
+def _for_each(run: Run, accounts: list[EcrAccount], step: Callable[[EcrAccount], int], failures: dict) -> int:
+    """Apply `step` to every account, RECONCILE_CONCURRENCY at a time; record failures, keep going.
+
+    With one account (or concurrency 1) it runs in this thread, so in-process callers and tests
+    see exactly the sequential engine.
     """
-    live_checked = set() if live_checked is None else live_checked
+    concurrency = min(settings.RECONCILE_CONCURRENCY, len(accounts))
 
-    def sync(live: bool) -> int:
-        live = live and account.agent_id not in live_checked
-        written = sync_agent_permissions(run, account.agent_id, check_live=live)
-        if live:
-            live_checked.add(account.agent_id)
-        return written
+    def one(account: EcrAccount) -> int:
+        if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
+            failures[account.account_id] = "cancelled before it started"
+            return 0
+        try:
+            return step(account)
+        except (ApplyError, aws.AwsError, policies.LayoutError) as exc:
+            failures[account.account_id] = exc
+            run.log(f"account {account.account_id} failed: {exc}", level="ERROR")
+            return 0
 
-    if account.status == Lifecycle.REMOVED:
-        writes = sync(run.kind == RunKind.RECONCILE)
-        return writes + remove_account_resources(run, account)
-    writes = 0
-    if account.agent.status != Lifecycle.ACTIVE:
-        writes += ensure_agent_identity(run, account.agent)
-    try:
-        writes += reconcile_account_resources(run, account)
-        writes += sync(run.kind in (RunKind.RECONCILE, RunKind.ROTATE))
-    except (ApplyError, aws.AwsError, policies.LayoutError):
-        if account.status in (Lifecycle.PENDING, Lifecycle.DRAFT):
-            _set_status(account, Lifecycle.FAILED)
-        raise
-    if account.status != Lifecycle.ACTIVE:
-        _set_status(account, Lifecycle.ACTIVE)
-    return writes
+    if concurrency <= 1:
+        return sum(one(account) for account in accounts)
+
+    def threaded(account: EcrAccount) -> int:
+        close_old_connections()
+        try:
+            return one(account)
+        finally:
+            close_old_connections()
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"run{run.pk}") as pool:
+        return sum(pool.map(threaded, accounts))
+
+
+def _outcome(run: Run, accounts: list[EcrAccount], failures: dict, writes: int, verb: str) -> tuple[str, str]:
+    if not failures:
+        return RunStatus.SUCCEEDED, f"{len(accounts)} account(s) {verb} ({writes} write(s))."
+    if len(accounts) == 1:
+        error = next(iter(failures.values()))
+        if isinstance(error, Exception):
+            raise error
+        return RunStatus.CANCELLED, f"Cancelled: {error}."
+    if all(isinstance(e, str) for e in failures.values()):
+        return RunStatus.CANCELLED, f"Cancelled after {writes} write(s)."
+    lines = "\n".join(f"{account_id}: {error}" for account_id, error in sorted(failures.items()))
+    status = RunStatus.FAILED if len(failures) == len(accounts) else RunStatus.PARTIAL
+    return status, f"{len(failures)} of {len(accounts)} account(s) failed:\n{lines}"
 
 
 def _handle_accounts(run: Run) -> tuple[str, str]:
-    accounts = list(run.accounts.select_related("agent"))
+    """Onboard, reconcile or rotate: resources of many accounts concurrently, each agent's permissions once.
+
+    Removed accounts go first and the other way round: the agent loses sts:AssumeRole on a role
+    before the role is deleted. For present accounts the roles exist before the agent may assume
+    them. Reconcile and rotation compare the agent's permissions with IAM; onboarding relies on the
+    generation counter (another run may already have written this account's statement).
+    """
+    accounts = list(run.accounts.select_related("agent").order_by("account_id"))
     if not accounts:
         raise RunFailed("This run has no accounts (they may have been deleted).")
-    failures: list[str] = []
+    check_live = run.kind in (RunKind.RECONCILE, RunKind.ROTATE)
+    removed = [a for a in accounts if a.status == Lifecycle.REMOVED]
+    present = [a for a in accounts if a.status != Lifecycle.REMOVED]
+    failures: dict[str, Exception | str] = {}
     writes = 0
-    live_checked: set[int] = set()
-    for account in accounts:
-        if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
-            return RunStatus.CANCELLED, f"Cancelled after {writes} write(s)."
+    for agent_id in {a.agent_id for a in removed}:
+        writes += sync_agent_permissions(run, agent_id, check_live=check_live)
+    writes += _for_each(run, removed, lambda account: remove_account_resources(run, account), failures)
+
+    for agent in {a.agent_id: a.agent for a in present if a.agent.status != Lifecycle.ACTIVE}.values():
+        writes += ensure_agent_identity(run, agent)
+    writes += _for_each(run, present, lambda account: reconcile_account_resources(run, account), failures)
+    for account in present:
+        if account.account_id in failures:
+            _account_failed(account)
+    for agent_id in {a.agent_id for a in present if a.account_id not in failures}:
         try:
-            writes += _onboard_one(run, account, live_checked)
+            writes += sync_agent_permissions(run, agent_id, check_live=check_live)
         except (ApplyError, aws.AwsError, policies.LayoutError) as exc:
-            if len(accounts) == 1:
-                raise
-            failures.append(f"{account.account_id}: {exc}")
-            run.log(f"account {account.account_id} failed: {exc}", level="ERROR")
-    if failures:
-        status = RunStatus.FAILED if len(failures) == len(accounts) else RunStatus.PARTIAL
-        return status, f"{len(failures)} of {len(accounts)} account(s) failed:\n" + "\n".join(failures)
-    return RunStatus.SUCCEEDED, f"{len(accounts)} account(s) in sync ({writes} write(s))."
+            for account in present:
+                if account.agent_id == agent_id and account.account_id not in failures:
+                    failures[account.account_id] = exc
+                    _account_failed(account)
+    done = [a for a in present if a.account_id not in failures and a.status != Lifecycle.ACTIVE]
+    EcrAccount.objects.filter(pk__in=[a.pk for a in done]).update(
+        status=Lifecycle.ACTIVE, updated_at=timezone.now()
+    )
+    return _outcome(run, accounts, failures, writes, "in sync")
 
 
 def _handle_offboard(run: Run) -> tuple[str, str]:
-    accounts = list(run.accounts.select_related("agent"))
+    accounts = list(run.accounts.select_related("agent").order_by("account_id"))
     if not accounts and run.agent is not None and run.agent.status == Lifecycle.REMOVED:
         # An offboarded agent (it serves no account any more) loses every assume permission.
         writes = sync_agent_permissions(run, run.agent.pk, check_live=True)
         return RunStatus.SUCCEEDED, f"Agent {run.agent.name} offboarded ({writes} write(s))."
-    writes = 0
-    for account in accounts:
-        # The agent loses sts:AssumeRole on the role before the role is deleted.
-        writes += sync_agent_permissions(run, account.agent_id)
-        writes += remove_account_resources(run, account)
+    # The agent loses sts:AssumeRole on the roles before they are deleted: one write per agent.
+    writes = sum(sync_agent_permissions(run, agent_id) for agent_id in {a.agent_id for a in accounts})
+    failures: dict[str, Exception | str] = {}
+
+    def offboard(account: EcrAccount) -> int:
+        removed = remove_account_resources(run, account)
         account.brokers.update(status=BrokerStatus.RETIRED)
-    return RunStatus.SUCCEEDED, f"{len(accounts)} account(s) offboarded ({writes} write(s))."
+        return removed
+
+    writes += _for_each(run, accounts, offboard, failures)
+    return _outcome(run, accounts, failures, writes, "offboarded")
 
 
 def _handle_bulk(run: Run) -> tuple[str, str]:
