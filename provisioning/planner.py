@@ -551,6 +551,12 @@ def plan_agent_permissions(agent: Any, role_arns: dict[str, str]) -> Plan:
             PolicyArn=arn,
             **ident,
         )
+        if not _tagged(iam.get_policy(arn)):
+            # Named like ours but not made by the portal: it loses its attachment, nothing more.
+            plan.notes.append(
+                f"{arn} was not created by the portal: it is detached from the agent, not deleted."
+            )
+            continue
         for version in iam.list_policy_versions(arn):
             if not version["IsDefaultVersion"]:
                 change(

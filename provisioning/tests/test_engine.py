@@ -298,3 +298,24 @@ def test_agent_identity_kinds(db, aws, kind, iam_name):
     else:
         assert iam.get_role(iam_name)["Arn"] == agent.arn
         assert iam.get_instance_profile(iam_name)["Roles"][0]["RoleName"] == iam_name
+
+
+def test_a_hand_made_policy_named_like_a_managed_chunk_is_detached_not_deleted(inventory):
+    agent, accounts = inventory
+    setup_agent_and_onboard(agent, accounts[:1])
+    import json
+
+    iam = iam_in(AGENT_ACCOUNT)
+    arn = f"arn:aws:iam::{AGENT_ACCOUNT}:policy/SnykCraAssumeRolePolicy-1"
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}],
+    }
+    iam.write("create_policy", PolicyName="SnykCraAssumeRolePolicy-1", PolicyDocument=json.dumps(document))
+    iam.write("attach_role_policy", RoleName="SnykCraEc2Role", PolicyArn=arn)
+    plan = services.plan_reconcile(accounts[:1])
+    assert [c.action for c in plan.changes] == ["iam:DetachRolePolicy"]
+    assert any("not created by the portal" in note for note in plan.notes)
+    assert run_inline(services.account_reconcile(accounts=accounts[:1], enqueue=False)).status == "succeeded"
+    assert iam.get_policy(arn) is not None
+    assert arn not in iam.list_attached_policies("role", "SnykCraEc2Role")
