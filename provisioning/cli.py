@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
+from accounts.models import EcrAccount
+
+from . import aws, policies
 from .choices import RunStatus
 from .models import Run
 from .planner import Plan
@@ -88,3 +92,28 @@ def _print_operations(stdout, run: Run, after: int) -> int:
         stdout.write(line)
         after = op.sequence
     return after
+
+
+def account_or_invalid(account_id: str) -> EcrAccount:
+    account = (
+        EcrAccount.objects.select_related("agent")
+        .prefetch_related("external_ids", "brokers")
+        .filter(account_id=account_id)
+        .first()
+    )
+    if account is None:
+        message = f"no ECR account {account_id!r} in the portal (see account_onboard)."
+        raise invalid(ValidationError({"account_id": message}))
+    return account
+
+
+def plan_or_fail(make: Callable[[], Plan]) -> Plan:
+    """Make a preview; bad input exits 2, an AWS or quota error exits 1 with the reason."""
+    try:
+        return make()
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    except aws.AwsError as exc:
+        raise CommandError(f"could not read AWS: {exc.code}: {exc.message}", returncode=EXIT_FAILED) from None
+    except policies.LayoutError as exc:
+        raise CommandError(str(exc), returncode=EXIT_FAILED) from None

@@ -1,13 +1,7 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from accounts import renderers, services
-from accounts.models import EcrAccount
-
-EXIT_INVALID = 2
-
-
-def invalid(message: str) -> CommandError:
-    return CommandError(message, returncode=EXIT_INVALID)
+from provisioning import cli
 
 
 class Command(BaseCommand):
@@ -19,28 +13,21 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=renderers.FORMATS, default="env", dest="fmt")
 
     def handle(self, *args, account_id, region, fmt, **opts):
-        account = (
-            EcrAccount.objects.select_related("agent")
-            .prefetch_related("external_ids", "brokers")
-            .filter(account_id=account_id)
-            .first()
-        )
-        if account is None:
-            raise invalid(f"account_id: no ECR account {account_id!r} in the portal (see account_onboard).")
+        account = cli.account_or_invalid(account_id)
         brokers = {b.region: b for b in account.brokers.all()}
         if not brokers:
-            raise invalid(f"account_id: account {account_id} has no broker instance.")
+            raise cli.invalid(f"account_id: account {account_id} has no broker instance.")
         if region:
             broker = brokers.get(region)
             if broker is None:
-                raise invalid(
+                raise cli.invalid(
                     f"region: account {account_id} has no broker in {region!r}; "
                     f"it has: {', '.join(sorted(brokers))}."
                 )
         elif len(brokers) == 1:
             broker = next(iter(brokers.values()))
         else:
-            raise invalid(
+            raise cli.invalid(
                 f"region: account {account_id} has brokers in {', '.join(sorted(brokers))}: "
                 "choose one with --region."
             )
@@ -48,5 +35,5 @@ class Command(BaseCommand):
         try:
             broker_file = services.broker_file_download(broker=broker, fmt=fmt, user=None)
         except renderers.BrokerFileError as exc:
-            raise invalid(str(exc)) from None
+            raise cli.invalid(str(exc)) from None
         self.stdout.write(broker_file.content, ending="")

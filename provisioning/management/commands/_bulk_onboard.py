@@ -10,8 +10,6 @@ from django.core.management.base import CommandError
 from accounts.models import AgentIdentity
 from provisioning import bulkfile, cli, lifecycle
 
-from ._lifecycle import plan_or_fail
-
 SINGLE_ACCOUNT_OPTIONS = (
     "account_id",
     "regions",
@@ -71,7 +69,7 @@ def handle(command, opts) -> None:
         raise cli.invalid(exc) from None
     command.stdout.write(f"{len(report.rows)} valid row(s) for agent {agent.name}.")
     if opts["plan"]:
-        cli.print_plan(command.stdout, plan_or_fail(lambda: lifecycle.plan_bulk(report)))
+        cli.print_plan(command.stdout, cli.plan_or_fail(lambda: lifecycle.plan_bulk(report)))
         return
     try:
         run = lifecycle.accounts_bulk_onboard(report=report, enqueue=not opts["inline"], **options)

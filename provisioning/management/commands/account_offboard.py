@@ -3,8 +3,6 @@ from django.core.management.base import BaseCommand
 
 from provisioning import cli, lifecycle
 
-from ._lifecycle import account_or_invalid, plan_or_fail
-
 
 class Command(BaseCommand):
     help = (
@@ -23,9 +21,9 @@ class Command(BaseCommand):
         cli.add_run_arguments(parser)
 
     def handle(self, *args, **opts):
-        account = account_or_invalid(opts["account_id"])
+        account = cli.account_or_invalid(opts["account_id"])
         confirm = opts["confirm_adopted"]
-        plan = plan_or_fail(lambda: lifecycle.plan_offboarding(account, confirm_adopted=confirm))
+        plan = cli.plan_or_fail(lambda: lifecycle.plan_offboarding(account, confirm_adopted=confirm))
         if opts["plan"]:
             cli.print_plan(self.stdout, plan)
             return

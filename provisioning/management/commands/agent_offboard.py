@@ -4,8 +4,6 @@ from django.core.management.base import BaseCommand
 from accounts.models import AgentIdentity
 from provisioning import cli, lifecycle
 
-from ._lifecycle import plan_or_fail
-
 
 class Command(BaseCommand):
     help = (
@@ -21,7 +19,7 @@ class Command(BaseCommand):
         agent = AgentIdentity.objects.filter(name=opts["name"]).first()
         if agent is None:
             raise cli.invalid(ValidationError({"agent": f"No agent named {opts['name']!r}."}))
-        plan = plan_or_fail(lambda: lifecycle.plan_agent_offboarding(agent))
+        plan = cli.plan_or_fail(lambda: lifecycle.plan_agent_offboarding(agent))
         if opts["plan"]:
             cli.print_plan(self.stdout, plan)
             return

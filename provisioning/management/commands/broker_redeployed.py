@@ -3,8 +3,6 @@ from django.core.management.base import BaseCommand
 
 from provisioning import cli, lifecycle
 
-from ._lifecycle import account_or_invalid
-
 
 class Command(BaseCommand):
     help = (
@@ -19,7 +17,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        account = account_or_invalid(opts["account_id"])
+        account = cli.account_or_invalid(opts["account_id"])
         brokers = [b for b in account.brokers.all() if not opts["regions"] or b.region in opts["regions"]]
         missing = set(opts["regions"]) - {b.region for b in brokers}
         if missing or not brokers:

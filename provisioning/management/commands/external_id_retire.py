@@ -3,8 +3,6 @@ from django.core.management.base import BaseCommand
 
 from provisioning import cli, lifecycle
 
-from ._lifecycle import account_or_invalid, plan_or_fail
-
 
 class Command(BaseCommand):
     help = (
@@ -18,9 +16,9 @@ class Command(BaseCommand):
         cli.add_run_arguments(parser)
 
     def handle(self, *args, **opts):
-        account = account_or_invalid(opts["account_id"])
+        account = cli.account_or_invalid(opts["account_id"])
         value = opts["external_id"]
-        plan = plan_or_fail(lambda: lifecycle.plan_retirement(account, value))
+        plan = cli.plan_or_fail(lambda: lifecycle.plan_retirement(account, value))
         if opts["plan"]:
             ext = account.external_ids.get(value=value)
             for warning in lifecycle.retirement_warnings(account, ext):

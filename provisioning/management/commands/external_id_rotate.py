@@ -4,8 +4,6 @@ from django.core.management.base import BaseCommand
 from accounts.models import ExternalId
 from provisioning import cli, lifecycle
 
-from ._lifecycle import account_or_invalid, plan_or_fail
-
 
 class Command(BaseCommand):
     help = (
@@ -20,9 +18,9 @@ class Command(BaseCommand):
         cli.add_run_arguments(parser)
 
     def handle(self, *args, **opts):
-        account = account_or_invalid(opts["account_id"])
+        account = cli.account_or_invalid(opts["account_id"])
         value = opts["external_id"].strip() or ExternalId.generate()
-        plan = plan_or_fail(lambda: lifecycle.plan_rotation(account, value))
+        plan = cli.plan_or_fail(lambda: lifecycle.plan_rotation(account, value))
         if opts["plan"]:
             cli.print_plan(self.stdout, plan)
             return
