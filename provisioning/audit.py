@@ -440,6 +440,7 @@ def _close_thread_connections() -> None:
         connection.close()
 
 
+@aws.with_read_cache  # the planner below answers from the reads made here
 def read_account(facts: AccountFacts) -> AccountRead:
     account = facts.account
     result = AccountRead(facts)
@@ -467,6 +468,7 @@ def read_account(facts: AccountFacts) -> AccountRead:
     return result
 
 
+@aws.with_read_cache
 def read_agent(agent: AgentIdentity, members: dict[str, str]) -> AgentRead:
     result = AgentRead(agent, members)
     kind = agent.kind
