@@ -163,12 +163,13 @@ def _read_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
     columns = [_column(c) for c in header]
     _check_columns(columns)
     rows: list[tuple[int, dict[str, Any]]] = []
+    start = reader.line_num + 1  # a quoted cell may span lines: a row is named by its first line
     try:
         for cells in reader:
+            line, start = start, reader.line_num + 1
             if not any(c.strip() for c in cells):
                 continue  # blank line
             _check_row_count(len(rows) + 1)
-            line = reader.line_num
             if len(cells) != len(columns):
                 rows.append((line, {"__cells__": f"has {len(cells)} cell(s), the header has {len(columns)}"}))
                 continue

@@ -50,18 +50,44 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
         "management_external_id": "mgmt-valid",
     },
 }
-TARGETS = frozenset(VALID_INPUTS)
-_KEYS = {"target", "field", "value", "expect", "repeat", "prefix", "suffix", "id"}
+# Whole-file upload cases (target `upload`): `value` is the file's text, `field` the report column
+# the problem is listed under ("file" for the file as a whole, "row" for a row's shape).
+UPLOAD_FIELDS = frozenset(
+    {
+        "file",
+        "row",
+        "account_id",
+        "alias",
+        "regions",
+        "management_role_arn",
+        "management_external_id",
+        "external_id",
+        "broker_client_url",
+        "cr_agent_url",
+    }
+)
+FIELDS: dict[str, frozenset[str]] = {
+    **{target: frozenset(values) for target, values in VALID_INPUTS.items()},
+    "upload": UPLOAD_FIELDS,
+}
+TARGETS = frozenset(FIELDS)
+_KEYS = {"target", "field", "value", "expect", "repeat", "prefix", "suffix", "id", "filename", "encoding"}
 _REQUIRED = {"target", "field", "value", "expect"}
 
 
 @dataclass(frozen=True)
 class BadInput:
     id: str
-    target: str  # "account" (services.account_build) or "agent" (services.agent_build)
+    target: str  # "account" (services.account_build), "agent" (services.agent_build) or "upload" (a file)
     field: str  # the field the error must be reported under
     value: str
     expect: str  # a fragment of the expected message
+    filename: str = "accounts.csv"  # upload cases: the uploaded file's name (its format)
+    encoding: str = "utf-8"  # upload cases: how the text is turned into the file's bytes
+
+    def content(self) -> bytes:
+        """Upload cases: the file's bytes."""
+        return self.value.encode(self.encoding)
 
     def kwargs(self) -> dict[str, Any]:
         """The valid input for this target with this case's one bad value in it."""
@@ -92,9 +118,9 @@ def load_bad_inputs(path: Path = CORPUS, *, targets: Iterable[str] | None = None
             raise CorpusError(f"{where}: unknown keys {sorted(unknown)}")
         if item["target"] not in TARGETS:
             raise CorpusError(f"{where}: unknown target {item['target']!r}")
-        if item["field"] not in VALID_INPUTS[item["target"]]:
+        if item["field"] not in FIELDS[item["target"]]:
             raise CorpusError(f"{where}: {item['target']} has no field {item['field']!r}")
-        for key in ("value", "expect", "prefix", "suffix"):
+        for key in ("value", "expect", "prefix", "suffix", "filename", "encoding"):
             if key in item and not isinstance(item[key], str):
                 raise CorpusError(f"{where}: {key} must be a string (quote it)")
         value = item.get("prefix", "") + item["value"] * int(item.get("repeat", 1)) + item.get("suffix", "")
@@ -103,7 +129,8 @@ def load_bad_inputs(path: Path = CORPUS, *, targets: Iterable[str] | None = None
             raise CorpusError(f"{where}: duplicate id {case_id!r}")
         seen.add(case_id)
         if wanted is None or item["target"] in wanted:
-            cases.append(BadInput(case_id, item["target"], item["field"], value, item["expect"]))
+            extra = {key: item[key] for key in ("filename", "encoding") if key in item}
+            cases.append(BadInput(case_id, item["target"], item["field"], value, item["expect"], **extra))
     return cases
 
 
