@@ -109,9 +109,11 @@ def _assert_form_refused(response, case: BadInput, expect: str) -> None:
     assert any(expect in message for message in errors[case.field]), (
         f"{case.id}: {expect!r} not in {errors[case.field]}"
     )
-    body = response.content.decode()
-    assert f'id="errors-{case.field}"' in body or f"id_{case.field}" in body
-    assert html.escape(errors[case.field][0]) in body, f"{case.id}: the error is not shown"
+    shown = re.search(
+        rf'<ul class="errorlist" id="errors-{case.field}">(.*?)</ul>', response.content.decode()
+    )
+    assert shown, f"{case.id}: no error list under {case.field} on the page"
+    assert html.escape(expect) in shown.group(1), f"{case.id}: {expect!r} not shown in {shown.group(1)!r}"
 
 
 @pytest.mark.parametrize("case", form_cases(ACCOUNT_CASES))
@@ -293,6 +295,16 @@ def test_upload_page_refuses_the_row(client, operator, existing, aws, case):
     assert {row for row, _, _ in shown} == {"3"}, shown
     assert any(field == case.field and upload_expect(case) in message for _, field, message in shown), shown
     assert_untouched(aws, before)
+
+
+@pytest.mark.parametrize("case", as_params(case for case in ACCOUNT_CASES if case.id in TRIMMED))
+def test_an_upload_trims_surrounding_whitespace(existing, aws, case):
+    """Control for TRIMMED: the file check accepts the row with the trimmed (valid) value."""
+    report = bulkfile.load(existing, csv_for(case), "accounts.csv")
+    assert report.ok, report.as_text()
+    if case.field in bulkfile.COLUMNS:
+        assert report.rows[1].values[case.field] == case.value.strip()
+    assert sum(aws.calls.values()) == 0
 
 
 # --- uploads: whole files (the corpus's `upload` target) --------------------------------------------
