@@ -286,3 +286,26 @@ def agent_create_access_key(*, agent: AgentIdentity, user=None) -> dict[str, str
     key = iam.call("create_access_key", UserName=agent.iam_name)["AccessKey"]
     audit.record(user=user, action="agent.access_key.create", obj=agent, key_suffix=key["AccessKeyId"][-4:])
     return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
+
+
+def run_cancel(*, run: Run, user=None) -> Run:
+    """Stop a run: a queued one never starts; a running one stops before its next account.
+
+    Operations already made stay (and stay recorded); a later run plans from what AWS has then.
+    """
+    from django.utils import timezone
+
+    from .choices import RunStatus
+
+    if not run.is_active:
+        raise ValidationError({"run": f"Run {run.pk} is {run.status}: there is nothing to cancel."})
+    if run.kind == RunKind.AUDIT and run.status != RunStatus.QUEUED:
+        raise ValidationError({"run": "A running audit cannot be stopped; it changes nothing in AWS."})
+    Run.objects.filter(pk=run.pk).update(cancel_requested=True)
+    # Queued: nobody has claimed it, so it ends here (a later delivery finds it not queued).
+    Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.CANCELLED, finished_at=timezone.now(), explanation="Cancelled before it started."
+    )
+    audit.record(user=user, action="run.cancel", obj=run, run_id=run.pk)
+    run.refresh_from_db()
+    return run

@@ -1,11 +1,13 @@
 """Run pages: list, detail, and the live progress partial that htmx polls while a run is active."""
 
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
-from portal.roles import permission_required
+from portal.roles import CAN_ONBOARD, permission_required
 
-from . import selectors
+from . import selectors, services
 from .choices import RunKind, RunStatus
 
 CAN_VIEW_RUNS = "provisioning.view_run"
@@ -38,3 +40,15 @@ def run_progress(request, pk):
     """htmx polls this every second while the run is active; the terminal render stops the polling."""
     run = selectors.run_get(pk)
     return render(request, "provisioning/_run_progress.html", selectors.run_progress(run))
+
+
+@permission_required(CAN_ONBOARD)
+@require_POST
+def run_cancel(request, pk):
+    run = selectors.run_get(pk)
+    try:
+        run = services.run_cancel(run=run, user=request.user)
+        messages.success(request, f"Run {run.pk}: cancel requested ({run.get_status_display().lower()}).")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect(run.get_absolute_url())

@@ -78,3 +78,55 @@ def test_a_late_worker_cannot_overwrite_a_reclaimed_run(agent):
     assert run.beat() is False
     run.finish(RunStatus.FAILED, explanation="late")
     assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING
+
+
+def test_a_cancelled_queued_run_never_starts(agent, aws):
+    run = services.agent_setup(agent=agent, enqueue=False)
+    run = services.run_cancel(run=run)
+    assert run.status == RunStatus.CANCELLED
+    assert tasks.execute_run(run.pk) == "not-claimed"
+    assert aws.write_calls() == 0
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="nothing to cancel"):
+        services.run_cancel(run=run)
+
+
+def test_a_running_run_stops_before_its_next_account(db, aws):
+    from provisioning import engine
+
+    from .conftest import make_management_role
+
+    agent = services.agent_create(name="cra", kind="user", account_id=BASE_ACCOUNT)
+    assert tasks.execute_run(services.agent_setup(agent=agent, enqueue=False).pk) == RunStatus.SUCCEEDED
+    accounts = [
+        services.account_create(
+            agent=agent,
+            account_id=account_id,
+            regions=["us-east-1"],
+            management_role_arn=make_management_role(account_id),
+        )
+        for account_id in ("222222222222", "333333333333")
+    ]
+    aws.calls.clear()
+    run = services.account_reconcile(accounts=accounts, enqueue=False)
+    assert run.claim()
+    services.run_cancel(run=run)
+    engine.execute(run)
+    assert run.status == RunStatus.CANCELLED
+    assert aws.write_calls() == 0
+
+
+def test_cancel_is_an_operator_action(agent, client, viewer, operator, settings):
+    from django.urls import reverse
+
+    settings.SECURE_SSL_REDIRECT = False
+    run = services.agent_setup(agent=agent, enqueue=False)
+    url = reverse("provisioning:run_cancel", args=[run.pk])
+    client.force_login(viewer)
+    assert client.post(url).status_code == 403
+    assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+    client.force_login(operator)
+    assert 'id="cancel-run"' in client.get(reverse("provisioning:run_detail", args=[run.pk])).content.decode()
+    assert client.post(url).status_code == 302
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
