@@ -126,9 +126,16 @@ def test_upstream_transport_loses_messages_under_the_same_load(tmp_path):
 
     If this starts failing, upstream has fixed the race and portal.kombu_fs may be retired.
     """
-    result = run_load(tmp_path, "upstream", count=100)
+    # A race shows on most loads, not all (a quiet moment can deliver everything): try a few.
+    for attempt in range(4):
+        (tmp_path / f"attempt-{attempt}").mkdir()
+        result = run_load(tmp_path / f"attempt-{attempt}", "upstream", count=100)
+        if result.lost:
+            break
 
-    assert result.lost, "upstream's filesystem transport delivered everything: the load test is too light"
+    assert result.lost, (
+        "upstream's filesystem transport delivered everything 4 times: the load test is too light"
+    )
     assert all(line.startswith("error ") for line in result.problems)
 
 
