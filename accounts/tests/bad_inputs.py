@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from provisioning.bulkfile import COLUMNS
+
 CORPUS = Path(__file__).with_name("bad_inputs.yaml")
 
 # Rows the corpus assumes exist (duplicate cases refer to them): see make_existing_inventory().
@@ -52,20 +54,8 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
 }
 # Whole-file upload cases (target `upload`): `value` is the file's text, `field` the report column
 # the problem is listed under ("file" for the file as a whole, "row" for a row's shape).
-UPLOAD_FIELDS = frozenset(
-    {
-        "file",
-        "row",
-        "account_id",
-        "alias",
-        "regions",
-        "management_role_arn",
-        "management_external_id",
-        "external_id",
-        "broker_client_url",
-        "cr_agent_url",
-    }
-)
+# An upload's errors name the file, a row, or one of the bulk reader's columns.
+UPLOAD_FIELDS = frozenset({"file", "row", *COLUMNS})
 FIELDS: dict[str, frozenset[str]] = {
     **{target: frozenset(values) for target, values in VALID_INPUTS.items()},
     "upload": UPLOAD_FIELDS,

@@ -27,9 +27,8 @@ def make_management_role(account_id: str, name: str = "PortalManagement", extern
     return access.role_arn
 
 
-@pytest.fixture
-def inventory(db, aws):
-    """A role agent in the agent account and two draft ECR accounts, each with a management role."""
+def create_inventory(account_ids=ECR_ACCOUNTS, *, region: str = "us-east-1"):
+    """A role agent in the agent account and draft ECR accounts, each with a management role."""
     from provisioning import services
 
     agent = services.agent_create(
@@ -42,14 +41,32 @@ def inventory(db, aws):
         services.account_create(
             agent=agent,
             account_id=account_id,
-            regions=["us-east-1"],
+            regions=[region],
             alias=f"team-{i}",
             external_id=f"ext-{account_id}",
             management_role_arn=make_management_role(account_id),
         )
-        for i, account_id in enumerate(ECR_ACCOUNTS)
+        for i, account_id in enumerate(account_ids)
     ]
     return agent, accounts
+
+
+@pytest.fixture
+def inventory(db, aws):
+    return create_inventory()
+
+
+@pytest.fixture
+def moto_endpoint(monkeypatch):
+    """A moto server for worker processes; AWS_ENDPOINT_URL points this process and its children at it."""
+    from portal.testing import moto_server, purge_broker
+
+    with moto_server() as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        aws_module.sessions.clear()
+        purge_broker()
+        yield url
+        aws_module.sessions.clear()
 
 
 def iam_in(account_id: str) -> aws_module.Iam:

@@ -10,10 +10,9 @@ from provisioning import services, tasks
 from provisioning.choices import TERMINAL_RUN_STATUSES, AuditStatus, RunKind, RunStatus
 from provisioning.models import AuditSnapshot, Run
 
-from .conftest import AGENT_ACCOUNT, make_management_role
+from .conftest import create_inventory
 from .test_audit_findings import ACCT, set_principal
 from .test_engine import run_inline, setup_agent_and_onboard
-from .test_workers import moto_endpoint  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
 
@@ -32,26 +31,10 @@ def manage_audit(*args):
     )
 
 
-def test_beat_task_audits_on_a_worker_and_the_command_exits_by_outcome(moto_endpoint):  # noqa: F811
+def test_beat_task_audits_on_a_worker_and_the_command_exits_by_outcome(moto_endpoint):
     from portal.testing import celery_workers, wait_for
 
-    agent = services.agent_create(
-        name="cra",
-        kind="role",
-        account_id=AGENT_ACCOUNT,
-        management_role_arn=make_management_role(AGENT_ACCOUNT),
-    )
-    accounts = [
-        services.account_create(
-            agent=agent,
-            account_id=account_id,
-            regions=["us-east-1"],
-            alias=f"team-{i}",
-            external_id=f"ext-{account_id}",
-            management_role_arn=make_management_role(account_id),
-        )
-        for i, account_id in enumerate([ACCT, "333333333333"])
-    ]
+    agent, accounts = create_inventory([ACCT, "333333333333"])
     setup_agent_and_onboard(agent, accounts)
     set_principal({"AWS": "*"})
 

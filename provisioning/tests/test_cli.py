@@ -115,38 +115,31 @@ def test_failed_run_exits_1(db, aws, roles):
 
 @pytest.mark.reliability
 @pytest.mark.django_db(transaction=True)
-def test_done_when_against_a_moto_server_with_a_worker(monkeypatch, tmp_path):
+def test_done_when_against_a_moto_server_with_a_worker(moto_endpoint, tmp_path):
     """The issue's acceptance: agent_add, two onboardings, reconcile writes nothing, broker_env passes preflight."""
-    from portal.testing import celery_workers, moto_server, purge_broker
-    from provisioning import aws
+    from portal.testing import celery_workers
 
-    with moto_server() as url:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-        aws.sessions.clear()
-        purge_broker()
-        for account_id in [AGENT_ACCOUNT, *ECR_ACCOUNTS]:
-            make_management_role(account_id)
-        with celery_workers(count=2):
-            cli("agent_add", "cra", "--kind", "role", "--account-id", AGENT_ACCOUNT,
-                "--management-role-arn", mgmt(AGENT_ACCOUNT), "--timeout", "120")  # fmt: skip
-            for account_id in ECR_ACCOUNTS:
-                out = cli("account_onboard", account_id, "--agent", "cra", "--region", "eu-west-1",
-                          "--management-role-arn", mgmt(account_id), "--broker-client-url", "http://broker:8000",
-                          "--cr-agent-url", "http://cra:8081", "--timeout", "120")  # fmt: skip
-                assert "succeeded" in out
-            writes_before = Operation.objects.count()
-            cli("reconcile", "--timeout", "120")
-            assert Operation.objects.count() == writes_before
-        statements = iam_in(AGENT_ACCOUNT).get_inline_policy(
-            "role", "SnykCraEc2Role", "SnykCraAssumeRolePolicy"
-        )
-        assert sorted(s["Resource"] for s in statements["Statement"]) == [
-            f"arn:aws:iam::{a}:role/SnykEcrServiceRole" for a in ECR_ACCOUNTS
-        ]
+    for account_id in [AGENT_ACCOUNT, *ECR_ACCOUNTS]:
+        make_management_role(account_id)
+    with celery_workers(count=2):
+        cli("agent_add", "cra", "--kind", "role", "--account-id", AGENT_ACCOUNT,
+            "--management-role-arn", mgmt(AGENT_ACCOUNT), "--timeout", "120")  # fmt: skip
         for account_id in ECR_ACCOUNTS:
-            assert iam_in(account_id).get_role("SnykEcrServiceRole")["Arn"].split(":")[4] == account_id
-        env_file = tmp_path / "broker.env"
-        env_file.write_text(cli("broker_env", ECR_ACCOUNTS[0]))
+            out = cli("account_onboard", account_id, "--agent", "cra", "--region", "eu-west-1",
+                      "--management-role-arn", mgmt(account_id), "--broker-client-url", "http://broker:8000",
+                      "--cr-agent-url", "http://cra:8081", "--timeout", "120")  # fmt: skip
+            assert "succeeded" in out
+        writes_before = Operation.objects.count()
+        cli("reconcile", "--timeout", "120")
+        assert Operation.objects.count() == writes_before
+    statements = iam_in(AGENT_ACCOUNT).get_inline_policy("role", "SnykCraEc2Role", "SnykCraAssumeRolePolicy")
+    assert sorted(s["Resource"] for s in statements["Statement"]) == [
+        f"arn:aws:iam::{a}:role/SnykEcrServiceRole" for a in ECR_ACCOUNTS
+    ]
+    for account_id in ECR_ACCOUNTS:
+        assert iam_in(account_id).get_role("SnykEcrServiceRole")["Arn"].split(":")[4] == account_id
+    env_file = tmp_path / "broker.env"
+    env_file.write_text(cli("broker_env", ECR_ACCOUNTS[0]))
     if not PREFLIGHT.exists() or subprocess.run(["which", "node"], capture_output=True).returncode:
         pytest.skip("broker-preflight needs ../shared/tools and node")
     result = subprocess.run([str(PREFLIGHT), str(env_file)], capture_output=True, text=True, timeout=180)

@@ -2,43 +2,20 @@
 
 import pytest
 
-from provisioning import aws, services
+from provisioning import services
 from provisioning.choices import TERMINAL_RUN_STATUSES, RunStatus
 from provisioning.models import Operation, Run
 
-from .conftest import AGENT_ACCOUNT, iam_in, make_management_role
+from .conftest import AGENT_ACCOUNT, create_inventory, iam_in
 
 pytestmark = [pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def moto_endpoint(monkeypatch):
-    from portal.testing import moto_server, purge_broker
-
-    with moto_server() as url:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-        aws.sessions.clear()
-        purge_broker()
-        yield url
-        aws.sessions.clear()
 
 
 def test_forty_concurrent_onboardings_leave_exactly_forty_arns(moto_endpoint):
     from portal.testing import celery_workers, wait_for
 
-    agent = services.agent_create(
-        name="cra",
-        kind="role",
-        account_id=AGENT_ACCOUNT,
-        management_role_arn=make_management_role(AGENT_ACCOUNT),
-    )
     ids = [f"{400000000000 + i}" for i in range(40)]
-    accounts = [
-        services.account_create(
-            agent=agent, account_id=i, regions=["eu-west-1"], management_role_arn=make_management_role(i)
-        )
-        for i in ids
-    ]
+    agent, accounts = create_inventory(ids, region="eu-west-1")
     with celery_workers(count=2, concurrency=2):
         setup = services.agent_setup(agent=agent)
         wait_for(lambda: Run.objects.get(pk=setup.pk).status in TERMINAL_RUN_STATUSES, message="agent setup")

@@ -67,17 +67,9 @@ def _roles(db):
     restore them here: once Playwright runs, the test thread sees a fresh connection object
     without the serialized copy. So each browser test recreates the groups itself.
     """
-    from django.contrib.auth.models import Group, Permission
+    from portal.roles import ensure_role_groups
 
-    from portal.roles import ROLE_PERMISSIONS
-
-    for role, perms in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+    ensure_role_groups()
 
 
 @pytest.fixture(scope="session")
