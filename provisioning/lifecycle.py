@@ -393,6 +393,7 @@ def plan_agent_offboarding(agent: AgentIdentity) -> planner.Plan:
     if refusal:
         raise _refuse("agent", refusal)
     plan = planner.plan_agent_permissions(agent, {})
+    plan.about_agent = True
     plan.notes.append(
         f"The agent's IAM {agent.kind} {agent.arn} itself is left in place: delete it in IAM once no "
         "Container Registry Agent runs as it."

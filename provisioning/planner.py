@@ -28,6 +28,9 @@ class Change:
     before: Any = None
     after: Any = None
     adopts: str = ""  # "role" / "policy": mark the account's resource as adopted on success
+    # The agent's permission documents list every account of the agent, so other people's runs change
+    # them between a preview and its confirmation; the engine rebuilds them from the inventory anyway.
+    shared: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,12 +51,14 @@ class Plan:
     adopted: list[str] = field(default_factory=list)  # resources taken over as they are
     layout: str = ""
     reads: int = 0
+    about_agent: bool = False  # an agent page's plan: its confirmation pins the shared documents too
 
     def extend(self, other: Plan) -> Plan:
         self.changes.extend(other.changes)
         self.notes.extend(other.notes)
         self.adopted.extend(other.adopted)
         self.layout = other.layout or self.layout
+        self.about_agent = self.about_agent or other.about_agent
         return self
 
     @property
@@ -576,6 +581,8 @@ def plan_agent_permissions(agent: Any, role_arns: dict[str, str]) -> Plan:
             f"Delete {arn.rsplit('/', 1)[-1]}",
             PolicyArn=arn,
         )
+    for shared_change in plan.changes:
+        shared_change.shared = True
     return plan
 
 

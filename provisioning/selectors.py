@@ -31,8 +31,19 @@ ACCOUNT_RUN_KINDS = (RunKind.ONBOARD, RunKind.RECONCILE, RunKind.ROTATE, RunKind
 
 
 def plan_digest(plan: Plan) -> str:
-    """A fingerprint of exactly what the user was shown: confirming a different plan is refused."""
-    body = json.dumps(plan.to_dict(), sort_keys=True, default=str, separators=(",", ":"))
+    """A fingerprint of what confirming would do: confirming a plan that changed since is refused.
+
+    An account's confirmation covers the account's own changes exactly; the agent's shared permission
+    documents (rebuilt from the whole inventory when the run applies) only when the page is the agent's.
+    Otherwise every run landing for another account of the agent would void every open preview.
+    """
+    pinned = [c.to_dict() for c in plan.changes if plan.about_agent or not c.shared]
+    body = json.dumps(
+        {"changes": pinned, "adopted": plan.adopted, "layout": plan.layout if plan.about_agent else ""},
+        sort_keys=True,
+        default=str,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -47,6 +58,7 @@ class PreviewChange:
     before: Any
     after: Any
     request: dict[str, str]
+    shared: bool = False
 
     @property
     def has_document(self) -> bool:
@@ -74,6 +86,7 @@ def plan_preview(plan: Plan) -> dict[str, Any]:
             before=c.before,
             after=c.after,
             request=_display_params(c.params),
+            shared=c.shared and not plan.about_agent,
         )
         for i, c in enumerate(plan.changes, 1)
     ]

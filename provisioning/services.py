@@ -199,6 +199,7 @@ def plan_agent(agent: AgentIdentity) -> planner.Plan:
     plan = planner.plan_agent_identity(agent)
     if agent.pk:
         plan.extend(planner.plan_agent_permissions(agent, agent_member_arns(agent)))
+    plan.about_agent = True
     return plan
 
 

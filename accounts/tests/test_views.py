@@ -193,6 +193,42 @@ def test_a_plan_that_changed_since_the_preview_is_not_applied(aws, as_user, oper
     assert "Adopt existing role" in response.content.decode()  # the new plan is shown
 
 
+def test_another_accounts_run_landing_does_not_void_an_account_preview(
+    aws, as_user, admin_user, make_account, role_agent
+):
+    """The agent's shared policy changes when any of its accounts is onboarded; an open preview of a
+    different account stays confirmable. The agent's own page, which is about that policy, does not."""
+    run_inline(services.agent_setup(agent=role_agent, enqueue=False))
+    first, second = make_account("222222222222"), make_account("333333333333")
+    client = as_user(admin_user)
+    account_page = client.get(reverse("accounts:account_plan", args=[second.account_id])).content.decode()
+    assert "other accounts' runs may change it meanwhile" in account_page
+    account_digest = _digest(client, second)
+    agent_page = client.get(reverse("accounts:agent_plan", args=[role_agent.pk])).content.decode()
+    agent_digest = re.search(r'name="plan_digest" value="([0-9a-f]{64})"', agent_page).group(1)
+    assert "other accounts' runs may change it meanwhile" not in agent_page
+
+    assert run_inline(services.account_onboard(account=first, enqueue=False)).status == RunStatus.SUCCEEDED
+
+    refused = client.post(
+        reverse("accounts:agent_setup", args=[role_agent.pk]), {"plan_digest": agent_digest}
+    )
+    assert refused["Location"] == reverse("accounts:agent_plan", args=[role_agent.pk])
+    assert not Run.objects.filter(kind=RunKind.AGENT).exclude(status=RunStatus.SUCCEEDED).exists()
+    response = client.post(
+        reverse("accounts:account_apply", args=[second.account_id]), {"plan_digest": account_digest}
+    )
+    run = Run.objects.order_by("-pk").first()
+    assert response["Location"] == run.get_absolute_url()
+    assert run.kind == RunKind.ONBOARD and list(run.accounts.all()) == [second]
+    assert run_inline(run).status == RunStatus.SUCCEEDED
+    live = aws.call(access("111111111111"), "iam", "get_role_policy", RoleName=role_agent.iam_name,
+                    PolicyName=role_agent.policy_name)["PolicyDocument"]  # fmt: skip
+    assert {first.service_role_arn, second.service_role_arn} <= set(
+        json.dumps(live).replace('"', " ").split()
+    )
+
+
 def test_confirm_without_a_digest_is_refused(aws, as_user, operator, account):
     as_user(operator).post(reverse("accounts:account_apply", args=[account.account_id]), {})
     assert not Run.objects.exists()
