@@ -1044,6 +1044,13 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
             if not run.beat(progress_done=done):
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise RuntimeError("Another worker has taken over this audit run.")
+            if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                pool.shutdown(wait=False, cancel_futures=True)
+                # A partial audit would make the unread accounts look gone: keep the last whole one.
+                return RunStatus.CANCELLED, (
+                    f"Cancelled after reading {done} of {total}; no snapshot stored, "
+                    "so the last complete audit stays the current one."
+                )
 
     # The audit only calls the planner and Iam reads. The counter is process-wide, so a write seen
     # here may be another thread's (a threaded worker): report it, never fail the audit on it.

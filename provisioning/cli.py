@@ -67,21 +67,33 @@ def execute(stdout, run: Run, *, inline: bool, timeout: float) -> None:
         _print_operations(stdout, run, 0)
     else:
         stdout.write(f"Run {run.pk} queued; waiting for a worker…")
-        printed, deadline = 0, time.monotonic() + timeout
-        while True:
-            run.refresh_from_db()
-            printed = _print_operations(stdout, run, printed)
-            if not run.is_active:
-                break
-            if time.monotonic() > deadline:
-                raise CommandError(
-                    f"Run {run.pk} is still {run.status} after {timeout:.0f}s (is a worker running?).",
-                    returncode=EXIT_FAILED,
-                )
-            time.sleep(0.2)
+        printed = 0
+
+        def print_new(current: Run) -> None:
+            nonlocal printed
+            printed = _print_operations(stdout, current, printed)
+
+        wait_until_stopped(run, timeout=timeout, each=print_new)
     stdout.write(f"Run {run.pk} {run.status}: {run.explanation}")
     if run.status != RunStatus.SUCCEEDED:
         raise CommandError(f"run {run.pk} {run.status}", returncode=EXIT_FAILED)
+
+
+def wait_until_stopped(run: Run, *, timeout: float, each: Callable[[Run], None] | None = None) -> Run:
+    """Poll until the run is no longer queued or running; exit 1 if a worker never gets to it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run.refresh_from_db()
+        if each is not None:
+            each(run)
+        if not run.is_active:
+            return run
+        if time.monotonic() > deadline:
+            raise CommandError(
+                f"Run {run.pk} is still {run.status} after {timeout:.0f}s (is a worker running?).",
+                returncode=EXIT_FAILED,
+            )
+        time.sleep(0.2)
 
 
 def _print_operations(stdout, run: Run, after: int) -> int:

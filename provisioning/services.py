@@ -290,7 +290,8 @@ def agent_create_access_key(*, agent: AgentIdentity, user=None) -> dict[str, str
 
 
 def run_cancel(*, run: Run, user=None) -> Run:
-    """Stop a run: a queued one never starts; a running one stops before its next account.
+    """Stop a run: a queued one never starts; a running one stops before its next account (an audit
+    before its next read, storing nothing).
 
     Operations already made stay (and stay recorded); a later run plans from what AWS has then.
     """
@@ -300,8 +301,6 @@ def run_cancel(*, run: Run, user=None) -> Run:
 
     if not run.is_active:
         raise ValidationError({"run": f"Run {run.pk} is {run.status}: there is nothing to cancel."})
-    if run.kind == RunKind.AUDIT and run.status != RunStatus.QUEUED:
-        raise ValidationError({"run": "A running audit cannot be stopped; it changes nothing in AWS."})
     Run.objects.filter(pk=run.pk).update(cancel_requested=True)
     # Queued: nobody has claimed it, so it ends here (a later delivery finds it not queued).
     Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from accounts.models import EcrAccount
-from provisioning import audit, services, tasks
+from provisioning import audit, engine, services, tasks
 from provisioning.choices import AuditStatus, RunKind, RunStatus
 from provisioning.models import AuditSnapshot, Run
 
@@ -394,3 +394,20 @@ def test_the_beat_schedule_runs_the_audit_on_the_configured_interval(settings):
     entry = app.conf.beat_schedule["scheduled-audit"]
     assert entry["task"] == "provisioning.tasks.scheduled_audit"
     assert entry["schedule"] == float(settings.AUDIT_INTERVAL) == 3600.0
+
+
+# --- cancel --------------------------------------------------------------------------------------
+
+
+def test_a_cancelled_running_audit_stops_and_keeps_the_last_complete_one(onboarded, aws):
+    complete = audit_now()
+    latest = set(AuditSnapshot.objects.filter(is_latest=True).values_list("pk", flat=True))
+    run = audit.audit_request(enqueue=False)
+    assert run.claim()
+    services.run_cancel(run=run)  # while it runs: a queued one would simply never start
+    engine.execute(run)
+    assert run.status == RunStatus.CANCELLED
+    assert run.explanation.startswith("Cancelled after reading 1 of ")
+    assert set(AuditSnapshot.objects.filter(is_latest=True).values_list("pk", flat=True)) == latest
+    assert not AuditSnapshot.objects.filter(run=run).exists()
+    assert complete.status == RunStatus.SUCCEEDED

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from accounts.models import AgentIdentity, EcrAccount
+from provisioning import services
 from provisioning.models import Operation, Run
 
 from .conftest import AGENT_ACCOUNT, ECR_ACCOUNTS, iam_in, make_management_role
@@ -169,3 +170,33 @@ def test_onboarding_plan_for_an_agent_not_yet_set_up_shows_its_creation(db, aws,
     assert out.index("iam:CreateInstanceProfile") < out.index("iam:CreatePolicy")
     assert f"iam:CreateRole arn:aws:iam::{AGENT_ACCOUNT}:role/SnykCraEc2Role" in out
     assert aws.write_calls() == 0
+
+
+# --- run_cancel ----------------------------------------------------------------------------------
+
+
+def queued_agent() -> AgentIdentity:
+    return services.agent_create(
+        name="cra", kind="user", account_id=AGENT_ACCOUNT, management_role_arn=mgmt(AGENT_ACCOUNT)
+    )
+
+
+def test_run_cancel_stops_a_queued_run_and_refuses_what_is_over(db, aws, roles):
+    run = services.agent_setup(agent=queued_agent(), enqueue=False)
+    out = cli("run_cancel", str(run.pk))
+    assert f"Run {run.pk} cancelled: Cancelled before it started." in out
+    assert Run.objects.get(pk=run.pk).status == "cancelled"
+    assert exit_code("run_cancel", str(run.pk)) == 2  # nothing left to cancel
+    assert exit_code("run_cancel", "999999") == 2
+    assert aws.write_calls() == 0
+
+
+def test_run_cancel_waits_for_a_running_run_to_stop(db, aws, roles):
+    run = services.agent_setup(agent=queued_agent(), enqueue=False)
+    assert run.claim()  # a worker holds it and never finishes: --wait gives up with exit 1
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("run_cancel", str(run.pk), "--wait", "--timeout", "0.3", stdout=out)
+    assert caught.value.returncode == 1 and "still running" in str(caught.value)
+    assert "cancel requested" in out.getvalue()
+    assert Run.objects.get(pk=run.pk).cancel_requested
