@@ -7,15 +7,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from accounts.models import EcrAccount
 from accounts.selectors import broker_views
+from accounts.validators import account_id_validator
 
 from .choices import OperationStatus, RunKind, RunStatus
-from .models import Run
+from .models import Operation, Run
 from .planner import Plan
 
 PAGE_SIZE = 30
@@ -160,6 +162,7 @@ def run_progress(run: Run) -> dict[str, Any]:
         "steps": (run.plan or {}).get("steps", []),
         "log_entries": log_entries,
         "operations": operations,
+        "total_operations": total_operations,
         "hidden_operations": max(0, total_operations - len(operations)),
         "failed_operation": failed,
         "accounts": accounts,
@@ -171,3 +174,54 @@ def run_progress(run: Run) -> dict[str, Any]:
 
 def run_detail(run: Run) -> dict[str, Any]:
     return run_progress(run)
+
+
+@dataclass
+class OperationFilters:
+    """Filters of a run's operations page; values the page cannot use are dropped and named in `problems`."""
+
+    status: str = ""
+    account_id: str = ""
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def from_query(cls, params: Any) -> OperationFilters:
+        status, account_id = params.get("status", "").strip(), params.get("account_id", "").strip()
+        problems = []
+        if status and status not in OperationStatus.values:
+            choices = ", ".join(OperationStatus.values)
+            problems.append(f"Status filter ignored: “{status[:40]}” is not one of {choices}.")
+            status = ""
+        if account_id:
+            try:
+                account_id_validator(account_id)
+            except ValidationError as exc:
+                problems.append(f"Account filter ignored: “{account_id[:40]}”. {' '.join(exc.messages)}")
+                account_id = ""
+        return cls(status=status, account_id=account_id, problems=tuple(problems))
+
+    def as_query(self) -> str:
+        from urllib.parse import urlencode
+
+        return urlencode({k: v for k, v in (("status", self.status), ("account_id", self.account_id)) if v})
+
+
+def operation_queryset(run: Run, filters: OperationFilters) -> QuerySet[Operation]:
+    """A run's operations in sequence order. The stored (redacted) request parameters are never shown."""
+    operations = run.operations.defer("request").order_by("sequence", "pk")
+    if filters.status:
+        operations = operations.filter(status=filters.status)
+    if filters.account_id:
+        operations = operations.filter(account_id=filters.account_id)
+    return operations
+
+
+def run_operations(run: Run, filters: OperationFilters, page_number: Any) -> dict[str, Any]:
+    """Every operation of a run, a page at a time (the run page shows only the latest ones)."""
+    return {
+        "run": run,
+        "page": Paginator(operation_queryset(run, filters), PAGE_SIZE).get_page(page_number),
+        "filters": filters,
+        "filter_query": filters.as_query(),
+        "statuses": OperationStatus.choices,
+    }

@@ -8,6 +8,7 @@ urlpatterns = [
     path("runs/", views.run_list, name="run_list"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
+    path("runs/<int:pk>/operations/", views.run_operations, name="run_operations"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     path("audit/", audit_views.audit_list, name="audit_list"),
     path("audit/refresh/", audit_views.audit_refresh, name="audit_refresh"),

@@ -1,4 +1,5 @@
-"""Run pages: list, detail, and the live progress partial that htmx polls while a run is active."""
+"""Run pages: list, detail, the live progress partial that htmx polls while a run is active, and
+the paginated list of a run's operations."""
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -40,6 +41,16 @@ def run_progress(request, pk):
     """htmx polls this every second while the run is active; the terminal render stops the polling."""
     run = selectors.run_get(pk)
     return render(request, "provisioning/_run_progress.html", selectors.run_progress(run))
+
+
+@permission_required(CAN_VIEW_RUNS)
+@require_GET
+def run_operations(request, pk):
+    """Every operation of a run, paginated and filtered; the run page shows only the latest ones."""
+    run = selectors.run_get(pk)
+    filters = selectors.OperationFilters.from_query(request.GET)
+    context = selectors.run_operations(run, filters, request.GET.get("page"))
+    return render(request, "provisioning/run_operations.html", context)
 
 
 @permission_required(CAN_ONBOARD)
