@@ -11,7 +11,10 @@ from django.core.exceptions import ValidationError
 from accounts.choices import AgentKind, BrokerServer, Lifecycle
 from provisioning import aws, services
 
+from . import validators as v
 from .models import AgentIdentity
+
+FREE_TEXT = ("alias",)  # a label for people: trimming it changes nothing that matters
 
 
 def _regions() -> list[tuple[str, str]]:
@@ -31,6 +34,20 @@ def _attach_errors(form: forms.Form, error: ValidationError) -> None:
             form.add_error(target, message if target else f"{field}: {message}")
 
 
+def keep_whitespace(form: forms.Form) -> None:
+    """Django trims CharFields; these forms check the value exactly as typed or pasted."""
+    for name, field in form.fields.items():
+        if isinstance(field, forms.CharField) and name not in FREE_TEXT:
+            field.strip = False
+
+
+def refuse_surrounding_whitespace(form: forms.Form) -> None:
+    """Say why a pasted value was refused, after the rule it breaks (call at the end of clean())."""
+    for name, field in form.fields.items():
+        if getattr(field, "strip", True) is False and v.has_surrounding_whitespace(form.data.get(name)):
+            form.add_error(name, v.SURROUNDING_WHITESPACE)
+
+
 class AgentForm(forms.Form):
     name = forms.SlugField(max_length=64, help_text="The portal's name for this agent, e.g. cra-prod.")
     kind = forms.ChoiceField(choices=AgentKind.choices, initial=AgentKind.ROLE)
@@ -46,14 +63,18 @@ class AgentForm(forms.Form):
     )
     management_external_id = forms.CharField(max_length=1224, required=False)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        keep_whitespace(self)
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if "kind" not in data:
-            return data
-        try:
-            services.agent_build(**{name: data.get(name, "") for name in self.fields})
-        except ValidationError as exc:
-            _attach_errors(self, exc)
+        if "kind" in data:
+            try:
+                services.agent_build(**{name: data.get(name, "") for name in self.fields})
+            except ValidationError as exc:
+                _attach_errors(self, exc)
+        refuse_surrounding_whitespace(self)
         return data
 
 
@@ -114,6 +135,7 @@ class OnboardForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        keep_whitespace(self)
         for name in ("account_id", "management_role_arn", "external_id", "broker_client_url", "cr_agent_url"):
             self.fields[name].widget.attrs.setdefault("autocomplete", "off")
         self.fields["account_id"].widget.attrs.update({"inputmode": "numeric", "placeholder": "123456789012"})
@@ -121,17 +143,14 @@ class OnboardForm(forms.Form):
         self.fields["broker_client_url"].widget.attrs["placeholder"] = "http://broker:8000"
         self.fields["cr_agent_url"].widget.attrs["placeholder"] = "http://cra:8081"
 
-    def clean_account_id(self) -> str:
-        return self.cleaned_data["account_id"].strip()
-
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if "agent" not in data:
-            return data
-        try:
-            services.account_build(**self.service_fields(data))
-        except ValidationError as exc:
-            _attach_errors(self, exc)
+        if "agent" in data:
+            try:
+                services.account_build(**self.service_fields(data))
+            except ValidationError as exc:
+                _attach_errors(self, exc)
+        refuse_surrounding_whitespace(self)
         return data
 
     def service_fields(self, data: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from accounts.choices import Lifecycle
 from provisioning import bulkfile, lifecycle
 
 from . import validators as v
+from .forms import keep_whitespace, refuse_surrounding_whitespace
 from .models import AgentIdentity
 
 
@@ -20,8 +21,14 @@ class RotateForm(forms.Form):
         help_text="Generated (UUID4) unless you need a given value.",
     )
 
-    def clean_external_id(self) -> str:
-        return self.cleaned_data["external_id"].strip()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        keep_whitespace(self)
+
+    def clean(self):
+        data = super().clean()
+        refuse_surrounding_whitespace(self)
+        return data
 
 
 class OffboardForm(forms.Form):

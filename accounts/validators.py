@@ -48,6 +48,15 @@ principal_arn_validator = RegexValidator(
 )
 
 
+# Forms, the command line and uploads refuse a value with spaces or line breaks around it rather than
+# trimming it: the value a user pasted is the value checked, and every channel agrees.
+SURROUNDING_WHITESPACE = "Remove the spaces or line breaks around the value: nothing is trimmed for you."
+
+
+def has_surrounding_whitespace(value: object) -> bool:
+    return isinstance(value, str) and value.strip() != "" and value != value.strip()
+
+
 def _ascii_only(value: str) -> None:
     # \w in Python matches non-ASCII letters; IAM's [\w] does not.
     if not value.isascii():

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from django.core.exceptions import ValidationError
 
+from accounts import validators as v
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 
@@ -258,7 +259,7 @@ def _text(value: Any, column: str) -> tuple[str, str]:
             return "", "write account ids in quotes: as a number, leading zeros are lost"
         return "", "must be text"
     if isinstance(value, list):
-        if column != "regions" or not all(isinstance(v, str) for v in value):
+        if column != "regions" or not all(isinstance(item, str) for item in value):
             return "", "must be text"
         return " ".join(value), ""
     return str(value), ""
@@ -314,9 +315,13 @@ def _validate_row(
         problems.extend(found)
         return None
     values: dict[str, str] = {}
+    padded: list[str] = []
     for column in COLUMNS:
         text, bad = _text(raw.get(column), column)
-        text = text.strip()
+        if not text.strip():
+            text = ""  # a blank cell, however it is spaced
+        elif column != "regions" and v.has_surrounding_whitespace(text):
+            padded.append(column)  # checked as it is, then refused with the hint (as the forms do)
         if bad:
             problem(column, bad)
         elif text.startswith(FORMULA_START) or text.lstrip().startswith(FORMULA_START):
@@ -348,6 +353,8 @@ def _validate_row(
             for error in errors:
                 for message in error.messages:
                     problem(column if column != "__all__" else "row", message)
+    for column in padded:
+        problem(column, v.SURROUNDING_WHITESPACE)
     if found:
         problems.extend(found)
         return None

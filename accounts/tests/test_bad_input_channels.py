@@ -28,6 +28,7 @@ from accounts.tests.bad_inputs import (
     load_bad_inputs,
     make_existing_inventory,
 )
+from accounts.validators import SURROUNDING_WHITESPACE, has_surrounding_whitespace
 from provisioning import bulkfile
 
 ACCOUNT_CASES = load_bad_inputs(targets={"account"})
@@ -66,19 +67,13 @@ CLI_EXPECT = {
 # argparse errors: call_command raises CommandError with returncode 1; `manage.py` itself exits 2.
 CLI_ARGPARSE = {"agent-kind-group"}
 
-# Cases whose value is the valid one plus surrounding whitespace: the forms trim every text field
-# (Django's CharField strip=True) and the upload trims every cell, so there the value is not bad.
-TRIMMED = {
-    "account-id-leading-space",
-    "account-id-newline",
-    "role-arn-trailing-space",
-    "token-newline",
-    "client-url-newline",
-}
+# Cases whose value is a valid one with spaces or a line break around it: nothing is trimmed, so
+# every channel refuses them with the rule they break, and forms and uploads add why.
+PADDED = {case.id for case in ACCOUNT_CASES if has_surrounding_whitespace(case.value)}
 
 
 def form_cases(cases: list[BadInput]) -> list:
-    return as_params(case for case in cases if case.id not in TRIMMED)
+    return as_params(cases)
 
 
 @pytest.fixture
@@ -134,16 +129,16 @@ def test_add_agent_form_refuses(client, admin_user, existing, aws, case):
     assert_untouched(aws, before)
 
 
-@pytest.mark.parametrize("case", as_params(case for case in ACCOUNT_CASES if case.id in TRIMMED))
-def test_the_wizard_trims_surrounding_whitespace(client, operator, existing, aws, case):
-    """Control for TRIMMED: the form saves a draft with the trimmed (valid) value, never the raw one."""
+def test_the_corpus_has_padded_values():
+    assert len(PADDED) >= 5, PADDED
+
+
+@pytest.mark.parametrize("case", as_params(case for case in ACCOUNT_CASES if case.id in PADDED))
+def test_the_wizard_says_why_a_padded_value_is_refused(client, operator, existing, aws, case):
     client.force_login(operator)
     response = client.post(reverse("accounts:account_onboard"), _form_data(case, agent=existing.pk))
-    assert response.status_code == 302
-    account = EcrAccount.objects.get(account_id=case.kwargs()["account_id"].strip())
-    if hasattr(account, case.field):
-        assert getattr(account, case.field) == case.value.strip()
-    assert sum(aws.calls.values()) == 0
+    assert SURROUNDING_WHITESPACE in response.context["form"].errors[case.field]
+    assert not EcrAccount.objects.filter(account_id=case.kwargs()["account_id"].strip()).exists()
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -210,7 +205,7 @@ def test_agent_add_command_refuses(existing, aws, case):
 
 # --- uploads: one account case as one CSV row ---------------------------------------------------
 
-UPLOADABLE = [case for case in ACCOUNT_CASES if case.field in bulkfile.COLUMNS and case.id not in TRIMMED]
+UPLOADABLE = [case for case in ACCOUNT_CASES if case.field in bulkfile.COLUMNS]
 # The row number of the bad row: line 3 (line 2 is a good account, so the report must pick the row).
 GOOD_ROW = {**VALID_INPUTS["account"], "account_id": "300000000001", "management_role_arn": ""}
 
@@ -297,13 +292,10 @@ def test_upload_page_refuses_the_row(client, operator, existing, aws, case):
     assert_untouched(aws, before)
 
 
-@pytest.mark.parametrize("case", as_params(case for case in ACCOUNT_CASES if case.id in TRIMMED))
-def test_an_upload_trims_surrounding_whitespace(existing, aws, case):
-    """Control for TRIMMED: the file check accepts the row with the trimmed (valid) value."""
+@pytest.mark.parametrize("case", as_params(c for c in UPLOADABLE if c.id in PADDED))
+def test_an_upload_says_why_a_padded_cell_is_refused(existing, aws, case):
     report = bulkfile.load(existing, csv_for(case), "accounts.csv")
-    assert report.ok, report.as_text()
-    if case.field in bulkfile.COLUMNS:
-        assert report.rows[1].values[case.field] == case.value.strip()
+    assert (3, case.field, SURROUNDING_WHITESPACE) in {(p.row, p.field, p.message) for p in report.problems}
     assert sum(aws.calls.values()) == 0
 
 
