@@ -134,6 +134,8 @@ class Operation(AppendOnly):
 
     class Meta:
         ordering = ["run_id", "sequence", "pk"]
+        # The applier reads a run's last sequence before every write, and the pages list by it.
+        indexes = [models.Index(fields=["run", "sequence"], name="operation_run_sequence")]
 
     def __str__(self) -> str:
         return f"{self.action} {self.resource_arn} ({self.status})"

@@ -411,3 +411,18 @@ def test_a_cancelled_running_audit_stops_and_keeps_the_last_complete_one(onboard
     assert set(AuditSnapshot.objects.filter(is_latest=True).values_list("pk", flat=True)) == latest
     assert not AuditSnapshot.objects.filter(run=run).exists()
     assert complete.status == RunStatus.SUCCEEDED
+
+
+def test_an_operator_cancels_a_running_audit_from_its_page(onboarded, aws, client, operator, settings):
+    from django.urls import reverse
+
+    settings.SECURE_SSL_REDIRECT = False
+    run = audit.audit_request(enqueue=False)
+    assert run.claim()
+    client.force_login(operator)
+    page = client.get(reverse("provisioning:run_detail", args=[run.pk])).content.decode()
+    assert 'id="cancel-run"' in page
+    client.post(reverse("provisioning:run_cancel", args=[run.pk]))
+    page = client.get(reverse("provisioning:run_detail", args=[run.pk])).content.decode()
+    assert "the run stops before its next read" in page
+    assert engine.execute(run).status == RunStatus.CANCELLED
