@@ -94,6 +94,14 @@ def validate_principal_arn(value: str) -> None:
 
 def validate_region(value: str) -> None:
     if value not in aws.ecr_regions():
+        partition = aws.partition_of_region(value)
+        if partition:
+            raise ValidationError(
+                "%(value)s is in the %(partition)s partition: the portal manages accounts of the "
+                "aws partition only (its ARNs, credentials and Snyk brokers are separate).",
+                code="region_partition",
+                params={"value": value, "partition": partition},
+            )
         raise ValidationError(
             "%(value)s is not an AWS region with ECR (from botocore's endpoint list).",
             code="region",

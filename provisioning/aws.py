@@ -85,14 +85,26 @@ def write_calls() -> int:
     return sum(n for name, n in calls.items() if is_write(name))
 
 
+# The portal writes `arn:aws:` ARNs and trusts across accounts of one partition: China and GovCloud
+# are separate partitions (their own ARNs, credentials and Snyk brokers), so their regions are refused.
+PARTITION = "aws"
+
+
 @lru_cache(maxsize=1)
 def ecr_regions() -> frozenset[str]:
-    """Regions where ECR exists, from botocore's own endpoint data (all partitions)."""
+    """Regions of the `aws` partition where ECR exists, from botocore's own endpoint data."""
     session = boto3.session.Session()
-    regions: set[str] = set()
+    return frozenset(session.get_available_regions("ecr", partition_name=PARTITION))
+
+
+@lru_cache(maxsize=64)
+def partition_of_region(region: str) -> str:
+    """The partition whose ECR has this region ("" if none does): for a precise refusal."""
+    session = boto3.session.Session()
     for partition in session.get_available_partitions():
-        regions.update(session.get_available_regions("ecr", partition_name=partition))
-    return frozenset(regions)
+        if region in session.get_available_regions("ecr", partition_name=partition):
+            return partition
+    return ""
 
 
 class _Sessions:
