@@ -29,6 +29,16 @@ def statements(document: Any) -> list[dict[str, Any]]:
     return [s for s in _listed(document.get("Statement")) if isinstance(s, dict)]
 
 
+def allowed_resources(document: Any) -> set[str]:
+    """Every Resource an Allow statement of this policy names ("*" included)."""
+    return {
+        str(r)
+        for st in statements(document)
+        if st.get("Effect") == "Allow"
+        for r in _listed(st.get("Resource"))
+    }
+
+
 def _names(values: list[str], limit: int = 8) -> str:
     shown = ", ".join(values[:limit])
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")

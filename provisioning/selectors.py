@@ -16,6 +16,7 @@ from accounts.models import EcrAccount
 from accounts.selectors import broker_views
 from accounts.validators import account_id_validator
 
+from . import adoption
 from .choices import OperationStatus, RunKind, RunStatus
 from .models import Operation, Run
 from .planner import Plan
@@ -35,18 +36,36 @@ ACCOUNT_RUN_KINDS = (RunKind.ONBOARD, RunKind.RECONCILE, RunKind.ROTATE, RunKind
 def plan_digest(plan: Plan) -> str:
     """A fingerprint of what confirming would do: confirming a plan that changed since is refused.
 
-    An account's confirmation covers the account's own changes exactly; the agent's shared permission
-    documents (rebuilt from the whole inventory when the run applies) only when the page is the agent's.
-    Otherwise every run landing for another account of the agent would void every open preview.
+    An account's confirmation covers the account's own changes exactly. The agent's shared permission
+    documents are rebuilt from the whole inventory when the run applies, so other accounts' runs change
+    them between preview and confirmation; only what they would take away from roles the portal does
+    not know (a hand-made grant) is pinned. The agent's own page pins its documents exactly.
     """
     pinned = [c.to_dict() for c in plan.changes if plan.about_agent or not c.shared]
     body = json.dumps(
-        {"changes": pinned, "adopted": plan.adopted, "layout": plan.layout if plan.about_agent else ""},
+        {
+            "changes": pinned,
+            "adopted": plan.adopted,
+            "layout": plan.layout if plan.about_agent else "",
+            "revokes_outside_inventory": [] if plan.about_agent else revokes_outside_inventory(plan),
+        },
         sort_keys=True,
         default=str,
         separators=(",", ":"),
     )
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def revokes_outside_inventory(plan: Plan) -> list[str]:
+    """Grants the plan's shared changes remove that name no account of the portal (or "*")."""
+    shared = [change for change in plan.changes if change.shared]
+    before = set().union(*(adoption.allowed_resources(change.before) for change in shared))
+    after = set().union(*(adoption.allowed_resources(change.after) for change in shared))
+    revoked = before - after  # over all the changes: a grant moving to another managed policy stays
+    if not revoked:
+        return []
+    known = {a.service_role_arn for a in EcrAccount.objects.only("account_id", "service_role_name")}
+    return sorted(revoked - known)
 
 
 @dataclass

@@ -229,6 +229,28 @@ def test_another_accounts_run_landing_does_not_void_an_account_preview(
     )
 
 
+def test_a_hand_made_grant_added_to_the_agent_since_the_preview_voids_it(
+    aws, as_user, operator, make_account, role_agent
+):
+    """What the agent's rebuilt policy would take from roles outside the portal is pinned: a grant
+    someone adds by hand between preview and confirm would be revoked unseen, so the plan is shown again."""
+    run_inline(services.agent_setup(agent=role_agent, enqueue=False))
+    account = make_account("333333333333")
+    client = as_user(operator)
+    digest = _digest(client, account)
+    hand_made = "arn:aws:iam::444444444444:role/HandMadeScanRole"
+    aws.call(access("111111111111"), "iam", "put_role_policy", RoleName=role_agent.iam_name,
+             PolicyName=role_agent.policy_name, PolicyDocument=json.dumps({"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": hand_made}]}))  # fmt: skip
+    response = client.post(
+        reverse("accounts:account_apply", args=[account.account_id]), {"plan_digest": digest}, follow=True
+    )
+    assert not Run.objects.exclude(kind=RunKind.AGENT).exists()
+    body = response.content.decode()
+    assert "changed since this plan was shown" in body
+    assert "HandMadeScanRole" in body  # the new plan says the agent loses it
+
+
 def test_confirm_without_a_digest_is_refused(aws, as_user, operator, account):
     as_user(operator).post(reverse("accounts:account_apply", args=[account.account_id]), {})
     assert not Run.objects.exists()
