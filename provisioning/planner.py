@@ -473,9 +473,12 @@ def plan_agent_permissions(agent: Any, role_arns: dict[str, str]) -> Plan:
     live_managed = [arn for arn in attached if pattern.match(arn)]
 
     if live_inline is not None and _grants_everything(live_inline):
+        outcome = (
+            "narrowed to the service roles below" if role_arns else "removed: the agent serves no account"
+        )
         plan.notes.append(
             f'The agent\'s {agent.policy_name} allows sts:AssumeRole on "*" (as the guide first writes '
-            "it): it is narrowed to the service roles below."
+            f"it): it is {outcome}."
         )
     if live_inline is not None and not policies.same_document(live_inline, desired.inline):
         plan.notes.extend(

@@ -298,7 +298,7 @@ def test_offboard_an_account_and_its_adopted_role(
     page.click("#offboard")
     page.wait_for_url(portal + f"/accounts/{ACCOUNT}/offboard/")
     choice = page.locator("#adopted-choice").inner_text()
-    assert "This account's role existed before the portal: without this box they are left in place" in choice
+    assert "This account's role existed before the portal: without this box it is left in place" in choice
     left_in_place = calls(page)
     assert left_in_place[0] == "iam:PutRolePolicy"  # the agent loses the account first
     assert "iam:DeleteRole" not in left_in_place and "iam:DeletePolicy" in left_in_place
@@ -368,6 +368,7 @@ def test_offboard_an_agent_once_it_serves_no_account(
     assert calls(page) == ["iam:DeleteRolePolicy"]
     notes = page.locator("#plan-summary .notes").inner_text()
     assert f"The agent's IAM role {agent.arn} itself is left in place" in notes
+    assert 'on "*" (as the guide first writes it): it is removed: the agent serves no account' in notes
     assert page.locator("#confirm-plan").inner_text() == "Offboard cra"
     assert AgentIdentity.objects.get(pk=agent.pk).status == Lifecycle.ACTIVE  # previewed only
 
