@@ -15,6 +15,7 @@ from . import aws, policies
 from .choices import RunStatus
 from .models import Run
 from .planner import Plan
+from .selectors import revokes_outside_inventory
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -40,6 +41,8 @@ def add_run_arguments(parser, *, plan: bool = True) -> None:
 
 
 def print_plan(stdout, plan: Plan) -> None:
+    for arn in revokes_outside_inventory(plan):
+        stdout.write(f"warning: the agent loses sts:AssumeRole on {arn}, which the portal does not manage")
     for note in plan.notes:
         stdout.write(f"note: {note}")
     for arn in plan.adopted:

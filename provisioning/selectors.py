@@ -119,7 +119,12 @@ def plan_preview(plan: Plan) -> dict[str, Any]:
         "digest": plan_digest(plan),
         "write_count": len(changes),
         "accounts_touched": sorted({c.account_id for c in changes}),
+        **_revokes(revokes_outside_inventory(plan)),
     }
+
+
+def _revokes(arns: list[str]) -> dict[str, Any]:
+    return {"revokes_everything": "*" in arns, "revokes_roles": [arn for arn in arns if arn != "*"]}
 
 
 # --- runs ------------------------------------------------------------------------------------

@@ -248,7 +248,9 @@ def test_a_hand_made_grant_added_to_the_agent_since_the_preview_voids_it(
     assert not Run.objects.exclude(kind=RunKind.AGENT).exists()
     body = response.content.decode()
     assert "changed since this plan was shown" in body
-    assert "HandMadeScanRole" in body  # the new plan says the agent loses it
+    warning = re.search(r'id="revokes-outside-inventory">(.*?)</div>', body, flags=re.S).group(1)
+    assert "loses sts:AssumeRole on 1 role the portal does not manage" in warning  # the new plan says so
+    assert f'<li class="mono">{hand_made}</li>' in warning
 
 
 def test_confirm_without_a_digest_is_refused(aws, as_user, operator, account):

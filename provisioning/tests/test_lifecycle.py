@@ -6,14 +6,14 @@ import json
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 
 from accounts import renderers
 from accounts import services as account_services
 from accounts.choices import BrokerStatus, ExternalIdState, Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 from portal.models import AuditEntry
-from provisioning import lifecycle, planner, policies, services
+from provisioning import cli, lifecycle, planner, policies, selectors, services
 from provisioning.choices import RunKind, RunStatus
 from provisioning.models import Operation, Run
 
@@ -342,8 +342,12 @@ def test_adopting_a_hand_made_setup_reports_every_deviation_in_the_plan(inventor
     assert f"Adopt role {role_arn}, which differs from the guide: no sts:ExternalId condition" in notes
     # What stays as it is.
     assert "Adopted role SnykEcrServiceRole also has TeamExtra attached: left as it is." in notes
-    # The agent's Resource "*".
+    # The agent's Resource "*": what it loses beyond the portal's accounts is named, and printed.
     assert 'allows sts:AssumeRole on "*"' in notes
+    assert selectors.revokes_outside_inventory(plan) == ["*"]
+    out = io.StringIO()
+    cli.print_plan(OutputWrapper(out), plan)
+    assert "warning: the agent loses sts:AssumeRole on *, which the portal does not manage" in out.getvalue()
 
     changes = [(c.kind, c.action, c.arn) for c in plan.changes]
     assert changes == [
