@@ -527,7 +527,7 @@ def plan_agent_permissions(agent: Any, role_arns: dict[str, str]) -> Plan:
                 f"iam:Put{cap}Policy",
                 f"put_{kind}_policy",
                 agent.arn,
-                f"Write {agent.policy_name} on {agent.iam_name} ({len(role_arns)} accounts)",
+                f"Write {agent.policy_name} on {agent.iam_name} ({_count(len(role_arns), 'account')})",
                 before=live_inline,
                 after=desired.inline,
                 PolicyName=agent.policy_name,
@@ -587,6 +587,10 @@ def plan_agent_permissions(agent: Any, role_arns: dict[str, str]) -> Plan:
     for shared_change in plan.changes:
         shared_change.shared = True
     return plan
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _grants_everything(document: dict[str, Any]) -> bool:
