@@ -43,9 +43,9 @@ def external_id_rotate(request, account_id):
         return render(request, "accounts/ecraccount_rotate.html", context)
     value = form.cleaned_data["external_id"]
     if request.method == "POST":
-        if _confirmed(request, lambda: lifecycle.plan_rotation(account, value)):
+        if plan := _confirmed(request, lambda: lifecycle.plan_rotation(account, value)):
             try:
-                run = lifecycle.external_id_rotate(account=account, value=value, **_run_fields(request))
+                run = lifecycle.external_id_rotate(account=account, value=value, **_run_fields(request, plan))
             except ValidationError as exc:
                 messages.error(request, _text(exc))
                 return redirect(account)
@@ -68,10 +68,10 @@ def external_id_retire(request, account_id, external_id_pk):
     account = selectors.account_get(account_id)
     ext = get_object_or_404(ExternalId, pk=external_id_pk, account=account)
     if request.method == "POST":
-        if _confirmed(request, lambda: lifecycle.plan_retirement(account, ext.value)):
+        if plan := _confirmed(request, lambda: lifecycle.plan_retirement(account, ext.value)):
             try:
                 run, warnings = lifecycle.external_id_retire(
-                    account=account, value=ext.value, **_run_fields(request)
+                    account=account, value=ext.value, **_run_fields(request, plan)
                 )
             except ValidationError as exc:
                 messages.error(request, _text(exc))
@@ -121,10 +121,10 @@ def account_offboard(request, account_id):
     form.is_valid()
     confirm = bool(form.cleaned_data.get("confirm_adopted"))
     if request.method == "POST":
-        if _confirmed(request, lambda: lifecycle.plan_offboarding(account, confirm_adopted=confirm)):
+        if plan := _confirmed(request, lambda: lifecycle.plan_offboarding(account, confirm_adopted=confirm)):
             try:
                 run = lifecycle.account_offboard(
-                    account=account, confirm_adopted=confirm, **_run_fields(request)
+                    account=account, confirm_adopted=confirm, **_run_fields(request, plan)
                 )
             except ValidationError as exc:
                 messages.error(request, _text(exc))
@@ -152,9 +152,9 @@ def agent_offboard(request, pk):
     """Refused while the agent serves accounts; otherwise preview, then confirm."""
     agent = selectors.agent_get(pk)
     if request.method == "POST":
-        if _confirmed(request, lambda: lifecycle.plan_agent_offboarding(agent)):
+        if plan := _confirmed(request, lambda: lifecycle.plan_agent_offboarding(agent)):
             try:
-                run = lifecycle.agent_offboard(agent=agent, **_run_fields(request))
+                run = lifecycle.agent_offboard(agent=agent, **_run_fields(request, plan))
             except ValidationError as exc:
                 messages.error(request, _text(exc))
                 return redirect(agent)
@@ -227,15 +227,16 @@ def _bulk_confirm(request, template):
     if not report.ok:
         return render(request, template, context, status=400)
     try:
-        digest = run_selectors.plan_digest(lifecycle.plan_bulk(report))
+        plan = lifecycle.plan_bulk(report)
     except PLAN_ERRORS as exc:
         context["plan_error"] = _plain(exc)
         return render(request, template, context)
+    digest = run_selectors.plan_digest(plan)
     if digest != data["plan_digest"]:
         messages.warning(request, CHANGED)
         return _bulk_preview(request, template, context, report, options)
     try:
-        run = lifecycle.accounts_bulk_onboard(report=report, **options, **_run_fields(request, digest))
+        run = lifecycle.accounts_bulk_onboard(report=report, **options, **_run_fields(request, plan, digest))
     except ValidationError as exc:
         messages.error(request, _text(exc))
         return render(request, template, context, status=400)
@@ -258,24 +259,26 @@ def _preview(request, template: str, context: dict, make_plan: Callable[[], Plan
     return render(request, template, context)
 
 
-def _confirmed(request, make_plan: Callable[[], Plan]) -> bool:
+def _confirmed(request, make_plan: Callable[[], Plan]) -> Plan | None:
+    """The plan again, if it is still the one the user confirmed (its digest); None otherwise."""
     try:
-        digest = run_selectors.plan_digest(make_plan())
+        plan = make_plan()
     except ValidationError as exc:
         messages.error(request, _text(exc))
-        return False
+        return None
     except PLAN_ERRORS as exc:
         messages.error(request, _plain(exc))
-        return False
-    if digest != request.POST.get("plan_digest", ""):
+        return None
+    if run_selectors.plan_digest(plan) != request.POST.get("plan_digest", ""):
         messages.warning(request, CHANGED)
-        return False
-    return True
+        return None
+    return plan
 
 
-def _run_fields(request, digest: str | None = None) -> dict:
+def _run_fields(request, plan: Plan, digest: str | None = None) -> dict:
     previewed = digest if digest is not None else request.POST.get("plan_digest", "")
-    return {"user": request.user, "request_id": request.request_id, "options": {"previewed_plan": previewed}}
+    options = {"previewed_plan": previewed, "previewed_changes": len(plan.changes)}
+    return {"user": request.user, "request_id": request.request_id, "options": options}
 
 
 def _with_query(name: str, account_id: str, **query: str) -> str:

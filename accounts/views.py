@@ -6,6 +6,8 @@ permission server-side; templates only hide buttons for convenience.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
@@ -17,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from portal.roles import CAN_DOWNLOAD, CAN_MANAGE_AGENTS, CAN_ONBOARD, permission_required
 from provisioning import aws, policies, services
 from provisioning import selectors as run_selectors
+from provisioning.planner import Plan
 
 from . import renderers, selectors
 from . import services as account_services
@@ -68,10 +71,11 @@ def agent_plan(request, pk):
 @require_POST
 def agent_setup(request, pk):
     agent = selectors.agent_get(pk)
-    if not _confirmed_plan_matches(request, services.plan_agent, agent):
+    plan = _confirmed_plan(request, services.plan_agent, agent)
+    if plan is None:
         return redirect("accounts:agent_plan", pk=agent.pk)
     run = services.agent_setup(
-        agent=agent, user=request.user, request_id=request.request_id, options=_digest_option(request)
+        agent=agent, user=request.user, request_id=request.request_id, options=_preview_options(request, plan)
     )
     return redirect(run.get_absolute_url())
 
@@ -199,9 +203,14 @@ def account_apply(request, account_id):
     if active is not None:
         messages.info(request, f"Run #{active.pk} is already working on this account.")
         return redirect(active.get_absolute_url())
-    if not _confirmed_plan_matches(request, selectors.account_plan, account):
+    plan = _confirmed_plan(request, selectors.account_plan, account)
+    if plan is None:
         return redirect("accounts:account_plan", account_id=account.account_id)
-    fields = {"user": request.user, "request_id": request.request_id, "options": _digest_option(request)}
+    fields = {
+        "user": request.user,
+        "request_id": request.request_id,
+        "options": _preview_options(request, plan),
+    }
     if selectors.account_is_onboarding(account):
         run = services.account_onboard(account=account, **fields)
     else:
@@ -249,24 +258,24 @@ def _render_plan(request, template, context, plan_function, target):
     return render(request, template, context)
 
 
-def _confirmed_plan_matches(request, plan_function, target) -> bool:
-    """Re-plan and compare with the digest of the preview the user confirmed."""
+def _confirmed_plan(request, plan_function, target) -> Plan | None:
+    """Re-plan and compare with the digest of the preview the user confirmed; None: not confirmed."""
     try:
-        digest = run_selectors.plan_digest(plan_function(target))
+        plan = plan_function(target)
     except PLAN_ERRORS as exc:
         messages.error(request, _plain(exc))
-        return False
-    if digest != request.POST.get("plan_digest", ""):
+        return None
+    if run_selectors.plan_digest(plan) != request.POST.get("plan_digest", ""):
         messages.warning(
             request,
             "AWS or the inventory changed since this plan was shown: review the new plan and confirm again.",
         )
-        return False
-    return True
+        return None
+    return plan
 
 
-def _digest_option(request) -> dict[str, str]:
-    return {"previewed_plan": request.POST.get("plan_digest", "")}
+def _preview_options(request, plan: Plan) -> dict[str, Any]:
+    return {"previewed_plan": request.POST.get("plan_digest", ""), "previewed_changes": len(plan.changes)}
 
 
 def _plain(exc: Exception) -> str:

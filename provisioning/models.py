@@ -60,10 +60,19 @@ class Run(models.Model):
         return self.status in ACTIVE_RUN_STATUSES
 
     @property
+    def progress_expected(self) -> int:
+        """The total to show: steps are planned as the run reaches them, so while it runs the confirmed
+        preview's count keeps the bar from jumping back; once it is over, what was actually planned."""
+        if self.status not in ACTIVE_RUN_STATUSES:
+            return self.progress_total
+        return max(self.progress_total, int((self.options or {}).get("previewed_changes") or 0))
+
+    @property
     def progress_percent(self) -> int:
         if self.status not in ACTIVE_RUN_STATUSES:
             return 100
-        return int(100 * self.progress_done / self.progress_total) if self.progress_total else 0
+        expected = self.progress_expected
+        return min(100, int(100 * self.progress_done / expected)) if expected else 0
 
     def claim(self) -> bool:
         """Take this run for the current worker. A conditional UPDATE: 0 rows means someone else has it."""

@@ -166,7 +166,9 @@ def _digest(client, account):
 
 def test_confirming_the_previewed_plan_starts_an_onboarding_run(aws, as_user, operator, account):
     client = as_user(operator)
-    digest = _digest(client, account)
+    preview = client.get(reverse("accounts:account_plan", args=[account.account_id])).content.decode()
+    digest = re.search(r'name="plan_digest" value="([0-9a-f]{64})"', preview).group(1)
+    planned = int(re.search(r"(\d+) changes? to make", preview).group(1))
     response = client.post(
         reverse("accounts:account_apply", args=[account.account_id]), {"plan_digest": digest}
     )
@@ -174,7 +176,9 @@ def test_confirming_the_previewed_plan_starts_an_onboarding_run(aws, as_user, op
     assert response["Location"] == run.get_absolute_url()
     assert run.kind == RunKind.ONBOARD and run.status == RunStatus.QUEUED
     assert run.requested_by == operator
-    assert run.options == {"previewed_plan": digest}
+    assert run.options == {"previewed_plan": digest, "previewed_changes": planned}
+    # Steps are planned as the run reaches them: until then the page counts the confirmed preview.
+    assert f"0 of {planned} changes applied" in client.get(run.get_absolute_url()).content.decode()
     account.refresh_from_db()
     assert account.status == Lifecycle.PENDING
 
