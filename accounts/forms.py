@@ -14,8 +14,6 @@ from provisioning import aws, services
 from . import validators as v
 from .models import AgentIdentity
 
-FREE_TEXT = ("alias",)  # a label for people: trimming it changes nothing that matters
-
 
 def _regions() -> list[tuple[str, str]]:
     return [(r, r) for r in sorted(aws.ecr_regions())]
@@ -34,21 +32,26 @@ def _attach_errors(form: forms.Form, error: ValidationError) -> None:
             form.add_error(target, message if target else f"{field}: {message}")
 
 
-def keep_whitespace(form: forms.Form) -> None:
-    """Django trims CharFields; these forms check the value exactly as typed or pasted."""
-    for name, field in form.fields.items():
-        if isinstance(field, forms.CharField) and name not in FREE_TEXT:
-            field.strip = False
+class ExactTextForm(forms.Form):
+    """Checks text exactly as typed or pasted: Django would trim it; a value with spaces or line breaks
+    around it is refused instead, after the rule it breaks, as uploads and the command line do."""
+
+    free_text = ("alias",)  # labels for people: trimming them changes nothing that matters
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            if isinstance(field, forms.CharField) and name not in self.free_text:
+                field.strip = False
+
+    def _post_clean(self) -> None:  # Django's hook after clean(): the rule's own message comes first
+        super()._post_clean()
+        for name, field in self.fields.items():
+            if getattr(field, "strip", True) is False and v.has_surrounding_whitespace(self.data.get(name)):
+                self.add_error(name, v.SURROUNDING_WHITESPACE)
 
 
-def refuse_surrounding_whitespace(form: forms.Form) -> None:
-    """Say why a pasted value was refused, after the rule it breaks (call at the end of clean())."""
-    for name, field in form.fields.items():
-        if getattr(field, "strip", True) is False and v.has_surrounding_whitespace(form.data.get(name)):
-            form.add_error(name, v.SURROUNDING_WHITESPACE)
-
-
-class AgentForm(forms.Form):
+class AgentForm(ExactTextForm):
     name = forms.SlugField(max_length=64, help_text="The portal's name for this agent, e.g. cra-prod.")
     kind = forms.ChoiceField(choices=AgentKind.choices, initial=AgentKind.ROLE)
     account_id = forms.CharField(max_length=12, label="Agent AWS account id")
@@ -63,22 +66,18 @@ class AgentForm(forms.Form):
     )
     management_external_id = forms.CharField(max_length=1224, required=False)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        keep_whitespace(self)
-
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if "kind" in data:
-            try:
-                services.agent_build(**{name: data.get(name, "") for name in self.fields})
-            except ValidationError as exc:
-                _attach_errors(self, exc)
-        refuse_surrounding_whitespace(self)
+        if "kind" not in data:
+            return data
+        try:
+            services.agent_build(**{name: data.get(name, "") for name in self.fields})
+        except ValidationError as exc:
+            _attach_errors(self, exc)
         return data
 
 
-class OnboardForm(forms.Form):
+class OnboardForm(ExactTextForm):
     """Step 1 of the wizard: everything `account_create` takes."""
 
     account_id = forms.CharField(
@@ -135,7 +134,6 @@ class OnboardForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        keep_whitespace(self)
         for name in ("account_id", "management_role_arn", "external_id", "broker_client_url", "cr_agent_url"):
             self.fields[name].widget.attrs.setdefault("autocomplete", "off")
         self.fields["account_id"].widget.attrs.update({"inputmode": "numeric", "placeholder": "123456789012"})
@@ -145,12 +143,12 @@ class OnboardForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if "agent" in data:
-            try:
-                services.account_build(**self.service_fields(data))
-            except ValidationError as exc:
-                _attach_errors(self, exc)
-        refuse_surrounding_whitespace(self)
+        if "agent" not in data:
+            return data
+        try:
+            services.account_build(**self.service_fields(data))
+        except ValidationError as exc:
+            _attach_errors(self, exc)
         return data
 
     def service_fields(self, data: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -9,26 +9,17 @@ from accounts.choices import Lifecycle
 from provisioning import bulkfile, lifecycle
 
 from . import validators as v
-from .forms import keep_whitespace, refuse_surrounding_whitespace
+from .forms import ExactTextForm
 from .models import AgentIdentity
 
 
-class RotateForm(forms.Form):
+class RotateForm(ExactTextForm):
     external_id = forms.CharField(
         max_length=1224,
         label="New ExternalId",
         validators=[v.validate_external_id],
         help_text="Generated (UUID4) unless you need a given value.",
     )
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        keep_whitespace(self)
-
-    def clean(self):
-        data = super().clean()
-        refuse_surrounding_whitespace(self)
-        return data
 
 
 class OffboardForm(forms.Form):
