@@ -170,6 +170,10 @@ def run_progress(run: Run) -> dict[str, Any]:
     """The live part of a run page: operations so far, the failure, and (on success) the brokers."""
     total_operations = run.operations.count()
     operations = list(run.operations.order_by("-sequence")[:PROGRESS_OPERATION_LIMIT])[::-1]
+    if run.kind != RunKind.AUDIT:
+        # One applied change = one operation; the worker counts it a statement later, and the run row
+        # was read before the operations: never show an operation the bar does not count yet.
+        run.progress_done = max(run.progress_done, total_operations)
     failed = next((op for op in reversed(operations) if op.status == OperationStatus.FAILED), None)
     if failed is None and run.status in (RunStatus.FAILED, RunStatus.PARTIAL):
         failed = run.operations.filter(status=OperationStatus.FAILED).order_by("-sequence").first()

@@ -197,3 +197,13 @@ def test_the_page_costs_the_same_queries_for_3_or_3000_operations(
         response = client.get(_url(run), params)
     assert response.status_code == 200 and len(_sequences(response.content.decode())) == PAGE_SIZE
     assert len(queries) == QUERY_BUDGET, [q["sql"] for q in queries.captured_queries]
+
+
+def test_the_run_page_counts_every_operation_it_shows(client, viewer):
+    """The worker records an operation, then counts it: a page polled in between still counts it."""
+    run = _run(status=RunStatus.RUNNING, progress_total=5, progress_done=0)
+    _grow(run, 1, 2)
+    client.force_login(viewer)
+    body = client.get(reverse("provisioning:run_detail", args=[run.pk])).content.decode()
+    assert "2 of 5 changes applied" in body
+    assert 'aria-valuenow="40"' in body
