@@ -78,8 +78,10 @@ def test_the_first_operation_of_a_big_run_is_reachable_here_and_not_on_the_run_p
     assert f"{total} found" in body and f"page 1 of {-(-total // PAGE_SIZE)}" in body
 
     last = -(-total // PAGE_SIZE)
+    assert f'href="?page={last}" rel="last">last »</a>' in body and 'rel="first"' not in body
     body = client.get(_url(big_run), {"page": last}).content.decode()
     assert _sequences(body) == list(range((last - 1) * PAGE_SIZE + 1, total + 1))
+    assert 'href="?page=1" rel="first">« first</a>' in body and 'rel="last"' not in body
 
 
 def test_every_operation_appears_on_exactly_one_page(client, viewer, big_run):
