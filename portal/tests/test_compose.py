@@ -87,7 +87,6 @@ def test_the_production_stack_has_every_service(compose):
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
-@pytest.mark.filterwarnings("ignore:No directory at:UserWarning")  # whitenoise: no collectstatic here
 def test_app_service_commands_run_things_that_exist(compose, name):
     service = compose["services"][name]
     assert service["build"] == "."
@@ -148,7 +147,6 @@ def test_env_file_is_the_documented_one_and_never_committed(compose):
     assert ".env" in (ROOT / ".dockerignore").read_text().split()
 
 
-@pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
 def test_dockerfile_copies_files_that_exist_and_runs_the_web(compose):
     instructions = dockerfile_instructions()
     assert instructions[0][0] == "FROM" and instructions[0][1].startswith("python:3.11")
