@@ -116,7 +116,7 @@ class _Sessions:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._assumed: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
+        self._assumed: dict[tuple[str, str], tuple[dict[str, str], float, str]] = {}
         self._clients: dict[tuple[str, str], Any] = {}
         self._base: boto3.Session | None = None
         self._verified: set[tuple[str, str, str]] = set()
@@ -136,39 +136,44 @@ class _Sessions:
 
     def client_for(self, access: Access, service: str) -> Any:
         """A client acting in `access.account_id`, verified to land there."""
-        client = self._client(self._credentials(access), service)
-        self._verify(access, client if service == "sts" else self._client(self._credentials(access), "sts"))
-        return client
+        credentials, landed = self._credentials(access)
+        self._verify(access, landed, credentials)
+        return self._client(credentials, service)
 
     def client(self, session: boto3.Session, service: str) -> Any:
         """A client of the base credentials (kept for callers that hold the base session)."""
         return self._client({}, service)
 
-    def _verify(self, access: Access, sts: Any) -> None:
-        """Refuse to act when the credentials land in another account than the one intended."""
+    def _verify(self, access: Access, landed: str, credentials: dict[str, str]) -> None:
+        """Refuse to act when the credentials land in another account than the one intended.
+
+        An assumed role's account is in the ARN STS answered with; only the base credentials need
+        sts:GetCallerIdentity (once per process), which saves a call per account in every flow.
+        """
         key = (access.account_id, access.role_arn, access.external_id)
         if key in self._verified:
             return
-        actual = _call(sts, "get_caller_identity")["Account"]
+        actual = landed or _call(self._client(credentials, "sts"), "get_caller_identity")["Account"]
         if actual != access.account_id:
             how = f"the management role {access.role_arn}" if access.role_arn else "the base credentials"
             raise AwsError(
                 "WrongAccount",
                 f"{how} act in account {actual}, not {access.account_id}: set the account's management "
                 "role (or fix its account id). Nothing was changed.",
-                operation="GetCallerIdentity",
+                operation="AssumeRole" if landed else "GetCallerIdentity",
             )
         with self._lock:
             self._verified.add(key)
 
-    def _credentials(self, access: Access) -> dict[str, str]:
+    def _credentials(self, access: Access) -> tuple[dict[str, str], str]:
+        """(client credentials, the account they land in); ({}, "") for the base credentials."""
         if not access.role_arn:
-            return {}
+            return {}, ""
         key = (access.role_arn, access.external_id)
         with self._lock:
             cached = self._assumed.get(key)
             if cached and cached[1] - SESSION_REFRESH_MARGIN > time.time():
-                return cached[0]
+                return cached[0], cached[2]
         params: dict[str, Any] = {
             "RoleArn": access.role_arn,
             "RoleSessionName": SESSION_NAME,
@@ -176,15 +181,17 @@ class _Sessions:
         }
         if access.external_id:
             params["ExternalId"] = access.external_id
-        creds = _call(self._client({}, "sts"), "assume_role", **params)["Credentials"]
+        answer = _call(self._client({}, "sts"), "assume_role", **params)
+        creds = answer["Credentials"]
         credentials = {
             "aws_access_key_id": creds["AccessKeyId"],
             "aws_secret_access_key": creds["SecretAccessKey"],
             "aws_session_token": creds["SessionToken"],
         }
+        landed = answer["AssumedRoleUser"]["Arn"].split(":")[4]  # arn:aws:sts::ACCOUNT:assumed-role/...
         with self._lock:
-            self._assumed[key] = (credentials, creds["Expiration"].timestamp())
-        return credentials
+            self._assumed[key] = (credentials, creds["Expiration"].timestamp(), landed)
+        return credentials, landed
 
     def _client(self, credentials: dict[str, str], service: str) -> Any:
         key = (credentials.get("aws_access_key_id", "base"), service)

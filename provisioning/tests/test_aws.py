@@ -1,5 +1,7 @@
 """provisioning/aws.py: the read cache an audit uses so the planner does not read the same state twice."""
 
+import pytest
+
 from .conftest import AGENT_ACCOUNT, make_management_role
 
 
@@ -20,3 +22,38 @@ def test_reads_inside_a_read_cache_go_to_aws_once_and_a_write_empties_it(db, aws
     iam.get_role("PortalManagement")
     iam.get_role("PortalManagement")
     assert aws.calls["iam:GetRole"] == 5  # no cache outside the block
+
+
+def test_an_assumed_role_is_checked_by_the_account_sts_names_with_no_extra_call(db, aws):
+    """STS answers AssumeRole with the assumed role's ARN, account included: no GetCallerIdentity."""
+    make_management_role(AGENT_ACCOUNT)
+    aws.sessions.clear()  # forget the credentials making the role took
+    aws.calls.clear()
+    iam = aws.Iam(aws.Access(AGENT_ACCOUNT, f"arn:aws:iam::{AGENT_ACCOUNT}:role/PortalManagement"))
+    iam.get_role("PortalManagement")
+    iam.get_role("PortalManagement")
+    assert dict(aws.calls) == {"sts:AssumeRole": 1, "iam:GetRole": 2}
+
+
+def test_a_management_role_in_another_account_is_refused_before_any_call_there(db, aws):
+    elsewhere = "999999999999"
+    make_management_role(elsewhere)
+    aws.sessions.clear()
+    aws.calls.clear()
+    with pytest.raises(aws.AwsError) as refused:
+        aws.Iam(aws.Access(AGENT_ACCOUNT, f"arn:aws:iam::{elsewhere}:role/PortalManagement"))
+    assert refused.value.code == "WrongAccount" and f"act in account {elsewhere}" in refused.value.message
+    assert dict(aws.calls) == {"sts:AssumeRole": 1}
+
+
+def test_the_base_credentials_are_checked_once_with_get_caller_identity(db, aws):
+    from .conftest import BASE_ACCOUNT
+
+    aws.calls.clear()
+    iam = aws.Iam(aws.Access(BASE_ACCOUNT))
+    iam.get_role("Missing")
+    iam.get_role("Missing")
+    assert dict(aws.calls) == {"sts:GetCallerIdentity": 1, "iam:GetRole": 2}
+    with pytest.raises(aws.AwsError) as refused:
+        aws.Iam(aws.Access(AGENT_ACCOUNT)).get_role("Missing")
+    assert refused.value.code == "WrongAccount" and refused.value.operation == "GetCallerIdentity"
