@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
@@ -144,8 +145,6 @@ class RunFilters:
         )
 
     def as_query(self) -> str:
-        from urllib.parse import urlencode
-
         return urlencode({k: v for k, v in vars(self).items() if v})
 
 
@@ -229,8 +228,6 @@ class OperationFilters:
         return cls(status=status, account_id=account_id, problems=tuple(problems))
 
     def as_query(self) -> str:
-        from urllib.parse import urlencode
-
         return urlencode({k: v for k, v in (("status", self.status), ("account_id", self.account_id)) if v})
 
 
