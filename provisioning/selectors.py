@@ -34,21 +34,24 @@ ACCOUNT_RUN_KINDS = (RunKind.ONBOARD, RunKind.RECONCILE, RunKind.ROTATE, RunKind
 # --- plans -----------------------------------------------------------------------------------
 
 
-def plan_digest(plan: Plan) -> str:
+def plan_digest(plan: Plan, revokes: list[str] | None = None) -> str:
     """A fingerprint of what confirming would do: confirming a plan that changed since is refused.
 
     An account's confirmation covers the account's own changes exactly. The agent's shared permission
     documents are rebuilt from the whole inventory when the run applies, so other accounts' runs change
     them between preview and confirmation; only what they would take away from roles the portal does
     not know (a hand-made grant) is pinned. The agent's own page pins its documents exactly.
+    `revokes`: revokes_outside_inventory(plan), when the caller has it already.
     """
+    if revokes is None and not plan.about_agent:
+        revokes = revokes_outside_inventory(plan)
     pinned = [c.to_dict() for c in plan.changes if plan.about_agent or not c.shared]
     body = json.dumps(
         {
             "changes": pinned,
             "adopted": plan.adopted,
             "layout": plan.layout if plan.about_agent else "",
-            "revokes_outside_inventory": [] if plan.about_agent else revokes_outside_inventory(plan),
+            "revokes_outside_inventory": [] if plan.about_agent else revokes,
         },
         sort_keys=True,
         default=str,
@@ -97,6 +100,7 @@ def _display_params(params: dict[str, Any]) -> dict[str, str]:
 
 def plan_preview(plan: Plan) -> dict[str, Any]:
     """What the preview page shows: every change with its documents, the AWS calls, notes, digest."""
+    revokes = revokes_outside_inventory(plan)
     changes = [
         PreviewChange(
             number=i,
@@ -117,10 +121,10 @@ def plan_preview(plan: Plan) -> dict[str, Any]:
         "notes": plan.notes,
         "adopted": plan.adopted,
         "layout": plan.layout,
-        "digest": plan_digest(plan),
+        "digest": plan_digest(plan, revokes),
         "write_count": len(changes),
         "accounts_touched": sorted({c.account_id for c in changes}),
-        **_revokes(revokes_outside_inventory(plan)),
+        **_revokes(revokes),
     }
 
 
