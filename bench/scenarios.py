@@ -228,7 +228,7 @@ def audit(stack: Stack, count: int) -> dict:
     from provisioning.models import Run
 
     try:
-        from provisioning.audit import audit_request
+        from provisioning.audit.services import audit_request
     except ImportError:
         audit_request = None
     if RunKind.AUDIT not in engine.HANDLERS or audit_request is None:

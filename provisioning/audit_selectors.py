@@ -17,7 +17,8 @@ from django.utils import timezone
 from accounts.choices import ExternalIdState, Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 
-from . import audit
+from .audit import catalogue
+from .audit.report import report
 from .choices import ACTIVE_RUN_STATUSES, SEVERITY_RANK, AuditStatus, RunKind, RunStatus, Severity
 from .models import AuditSnapshot, Run
 
@@ -42,7 +43,7 @@ class AuditFilters:
         severity, code, status = params.get("severity", ""), params.get("code", ""), params.get("status", "")
         return cls(
             severity=severity if severity in Severity.values else "",
-            code=code if code in audit.CHECKS else "",
+            code=code if code in catalogue.CHECKS else "",
             agent=params.get("agent", "").strip()[:64],
             status=status if status in [*AuditStatus.values, NOT_AUDITED] else "",
             q=params.get("q", "").strip()[:100],
@@ -145,7 +146,7 @@ class Relationship:
 
     @property
     def worst(self) -> dict[str, Any] | None:
-        top = audit.worst(self.snapshot.findings) if self.snapshot else None
+        top = catalogue.worst(self.snapshot.findings) if self.snapshot else None
         return {**top, "badge": SEVERITY_BADGE[top["severity"]]} if top else None
 
 
@@ -223,7 +224,7 @@ def audit_page(filters: AuditFilters, page_number: Any) -> dict[str, Any]:
         "agent_names": list(AgentIdentity.objects.order_by("name").values_list("name", flat=True)),
         "severities": Severity.choices,
         "statuses": [*AuditStatus.choices, (NOT_AUDITED, "Not audited yet")],
-        "checks": sorted(audit.CHECKS.values(), key=lambda c: c.code),
+        "checks": sorted(catalogue.CHECKS.values(), key=lambda c: c.code),
     }
 
 
@@ -301,7 +302,7 @@ def export_json(filters: AuditFilters) -> dict[str, Any]:
     agents = (last.result or {}).get("agents", []) if last else []
     if filters.agent:
         agents = [a for a in agents if a["name"] == filters.agent]
-    return audit.report(snapshots, agents, timezone.now())
+    return report(snapshots, agents, timezone.now())
 
 
 CSV_COLUMNS = [
@@ -366,7 +367,7 @@ def dashboard_audit() -> dict[str, Any]:
     agent_findings = [
         f for a in ((last.result or {}).get("agents", []) if last else []) for f in a.get("findings", [])
     ]
-    for severity, count in audit.severity_counts(agent_findings).items():
+    for severity, count in catalogue.severity_counts(agent_findings).items():
         totals["findings"][severity] += count
     totals["last_audit"] = last
     totals["finding_total"] = sum(totals["findings"].values())

@@ -15,7 +15,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from portal.roles import CAN_AUDIT, permission_required
 
-from . import audit, audit_selectors
+from . import audit_selectors
+from .audit.services import audit_request
 
 CAN_VIEW = "accounts.view_ecraccount"
 
@@ -37,7 +38,7 @@ def audit_detail(request, account_id):
 @permission_required(CAN_AUDIT)
 @require_POST
 def audit_refresh(request):
-    run = audit.audit_request(user=request.user, request_id=request.request_id)
+    run = audit_request(user=request.user, request_id=request.request_id)
     messages.info(
         request,
         f"Audit run #{run.pk} is {run.get_status_display().lower()}: it reads AWS and changes nothing.",

@@ -24,8 +24,9 @@ from django.utils import timezone
 from accounts.choices import BrokerStatus, Lifecycle
 from accounts.models import AgentIdentity, EcrAccount, ExternalId
 
-from . import audit, aws, planner, policies, services
+from . import aws, planner, policies, services
 from .applier import ApplyError, RunLost, apply_plan
+from .audit.run import handle_audit_run
 from .choices import RunKind, RunStatus
 from .locks import agent_lock
 from .models import Run
@@ -359,5 +360,5 @@ HANDLERS: dict[str, Callable[[Run], tuple[str, str]]] = {
     RunKind.ROTATE: _handle_accounts,
     RunKind.OFFBOARD: _handle_offboard,
     RunKind.BULK: _handle_bulk,
-    RunKind.AUDIT: audit.handle_audit_run,
+    RunKind.AUDIT: handle_audit_run,
 }

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from .audit.services import audit_request
 from .choices import RunStatus
 from .models import Run
 
@@ -60,8 +61,6 @@ def sweep_stale_runs() -> int:
 @shared_task
 def scheduled_audit() -> int:
     """Periodic audit (celery beat): queue an audit of every account (or return the one running)."""
-    from .audit import audit_request
-
     return audit_request(user=None).pk
 
 
@@ -79,6 +78,6 @@ def post_audit_webhook(payload: dict) -> int:
     A separate task so a slow or failing webhook never holds up or fails the audit. The payload is
     the finding (codes, account id, message): nothing secret.
     """
-    from .audit import post_webhook
+    from .audit.notify import post_webhook  # here, not at the top: audit.notify imports this module
 
     return post_webhook(payload)

@@ -13,7 +13,9 @@ from django.utils import timezone
 
 from accounts.choices import ExternalIdState, Lifecycle
 from accounts.models import EcrAccount, ExternalId
-from provisioning import audit, engine, services
+from provisioning import engine, services
+from provisioning.audit.catalogue import CHECKS
+from provisioning.audit.services import audit_request
 from provisioning.choices import AuditStatus, RunStatus
 from provisioning.models import AuditSnapshot
 
@@ -29,7 +31,7 @@ AGENT_ARN = f"arn:aws:iam::{AGENT_ACCOUNT}:role/{AGENT_ROLE}"
 
 
 def audit_now(accounts=None):
-    run = audit.audit_request(accounts=accounts, enqueue=False)
+    run = audit_request(accounts=accounts, enqueue=False)
     assert run.claim()
     return engine.execute(run)
 
@@ -265,7 +267,7 @@ CASES = {
 
 
 def test_every_finding_code_has_a_crafted_case():
-    assert set(CASES) == set(audit.CHECKS)
+    assert set(CASES) == set(CHECKS)
 
 
 def findings_of(run, subject):

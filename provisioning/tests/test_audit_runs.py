@@ -13,7 +13,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from accounts.models import EcrAccount
-from provisioning import audit, engine, services, tasks
+from provisioning import engine, services, tasks
+from provisioning.audit import run as audit_run
+from provisioning.audit.catalogue import CHECKS
+from provisioning.audit.services import audit_request
 from provisioning.choices import AuditStatus, RunKind, RunStatus
 from provisioning.models import AuditSnapshot, Run
 
@@ -171,7 +174,7 @@ def test_cli_exits_1_when_the_audit_itself_fails(onboarded, aws, monkeypatch):
     def broken(*args, **kwargs):  # fault injection: the snapshot store fails
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(audit, "store_results", broken)
+    monkeypatch.setattr(audit_run, "store_results", broken)
     with pytest.raises(CommandError) as exc:
         call_command("audit", "--inline", stdout=io.StringIO())
     assert exc.value.returncode == 1
@@ -319,7 +322,7 @@ def test_each_new_high_finding_is_posted_once_and_logged(onboarded, aws, webhook
         "agent": "",
         "code": "principal-wildcard",
         "severity": "critical",
-        "title": audit.CHECKS["principal-wildcard"].title,
+        "title": CHECKS["principal-wildcard"].title,
         "message": post["message"],
     }
     warned = [r.getMessage() for r in warnings_logged if r.levelno == logging.WARNING]
@@ -402,7 +405,7 @@ def test_the_beat_schedule_runs_the_audit_on_the_configured_interval(settings):
 def test_a_cancelled_running_audit_stops_and_keeps_the_last_complete_one(onboarded, aws):
     complete = audit_now()
     latest = set(AuditSnapshot.objects.filter(is_latest=True).values_list("pk", flat=True))
-    run = audit.audit_request(enqueue=False)
+    run = audit_request(enqueue=False)
     assert run.claim()
     services.run_cancel(run=run)  # while it runs: a queued one would simply never start
     engine.execute(run)
@@ -417,7 +420,7 @@ def test_an_operator_cancels_a_running_audit_from_its_page(onboarded, aws, clien
     from django.urls import reverse
 
     settings.SECURE_SSL_REDIRECT = False
-    run = audit.audit_request(enqueue=False)
+    run = audit_request(enqueue=False)
     assert run.claim()
     client.force_login(operator)
     page = client.get(reverse("provisioning:run_detail", args=[run.pk])).content.decode()

@@ -8,7 +8,8 @@ from django.db.models import F
 
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity
-from provisioning import audit, engine, permissions, services
+from provisioning import engine, permissions, services
+from provisioning.audit.services import audit_request
 
 from .conftest import AGENT_ACCOUNT, BASE_ACCOUNT, iam_in, make_management_role
 
@@ -93,7 +94,7 @@ def exercise_every_flow():
         services.account_onboard(account=account, enqueue=False).delete()
     run_inline(services.run_request(kind="bulk", accounts=accounts, enqueue=False))
     assert AgentIdentity.objects.get(pk=user_agent.pk).layout == "managed"
-    run_inline(audit.audit_request(enqueue=False))  # the audit reads every layout with the same policy
+    run_inline(audit_request(enqueue=False))  # the audit reads every layout with the same policy
     for account in accounts[2:]:
         account.status = Lifecycle.REMOVED
         account.save()

@@ -12,7 +12,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.choices import Lifecycle
 from accounts.models import EcrAccount
-from provisioning import audit, cli, engine
+from provisioning import cli, engine
+from provisioning.audit.report import has_findings_or_drift, run_report
+from provisioning.audit.services import audit_request
 from provisioning.choices import RunStatus
 
 EXIT_FINDINGS = 3
@@ -48,7 +50,7 @@ class Command(BaseCommand):
                 )
         # Progress goes to stderr so that --json output is the JSON document alone.
         progress = self.stderr if opts["json"] else self.stdout
-        run = audit.audit_request(accounts=accounts, enqueue=not opts["inline"])
+        run = audit_request(accounts=accounts, enqueue=not opts["inline"])
         if opts["inline"] and run.claim():
             engine.execute(run)
         else:
@@ -58,12 +60,12 @@ class Command(BaseCommand):
             raise CommandError(
                 f"audit run {run.pk} {run.status}: {run.explanation}", returncode=cli.EXIT_FAILED
             )
-        document = audit.run_report(run)
+        document = run_report(run)
         if opts["json"]:
             self.stdout.write(json.dumps(document, indent=2))
         else:
             self._print(run, document)
-        if audit.has_findings_or_drift(document):
+        if has_findings_or_drift(document):
             out_of_sync = sum(1 for a in document["accounts"] if a["status"] != "in_sync")
             findings = sum(len(a["findings"]) for a in document["accounts"] + document["agents"])
             raise CommandError(

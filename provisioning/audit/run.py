@@ -1,0 +1,165 @@
+"""The audit run (engine.HANDLERS["audit"]): its scope, the concurrent reads, findings, store, notify."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from datetime import datetime
+
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from accounts.choices import Lifecycle
+from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
+
+from .. import aws, services
+from ..choices import AuditStatus, RunStatus, Severity
+from ..models import Run
+from .catalogue import severity_counts
+from .documents import Grant
+from .notify import notify_new_findings
+from .reads import (
+    AccountFacts,
+    AccountRead,
+    AgentRead,
+    _close_thread_connections,
+    _concurrency,
+    _Gauge,
+    read_account,
+    read_agent,
+)
+from .rules import account_documents, account_findings, account_status, agent_findings, agent_grant_findings
+from .store import AccountOutcome, store_results
+
+log = logging.getLogger(__name__)
+
+
+def audit_scope(run: Run) -> tuple[list[EcrAccount], list[AgentIdentity]]:
+    """Accounts (every non-draft one, or the run's targets) and the agents they name."""
+    accounts = EcrAccount.objects.exclude(status=Lifecycle.DRAFT).select_related("agent")
+    account_ids = run.options.get("account_ids")
+    if account_ids is not None:
+        accounts = accounts.filter(account_id__in=account_ids)
+    # Only the brokers' state: the audit never needs (or decrypts) a broker token.
+    brokers = Prefetch("brokers", queryset=BrokerInstance.objects.only("pk", "account_id", "status"))
+    accounts = list(accounts.prefetch_related("external_ids", brokers).order_by("account_id"))
+    agents = {a.agent_id: a.agent for a in accounts}
+    if account_ids is None:
+        agents.update({a.pk: a for a in AgentIdentity.objects.exclude(status=Lifecycle.DRAFT)})
+    return accounts, sorted(agents.values(), key=lambda a: a.name)
+
+
+def handle_audit_run(run: Run) -> tuple[str, str]:
+    """engine.HANDLERS["audit"]: read everything concurrently, store snapshots, report."""
+    now = timezone.now()
+    accounts, agents = audit_scope(run)
+    facts = [AccountFacts.of(a) for a in accounts]
+    members = {agent.pk: services.agent_member_arns(agent) for agent in agents}
+    statuses = dict(EcrAccount.objects.values_list("account_id", "status"))
+    total = len(accounts) + len(agents)
+    Run.objects.filter(pk=run.pk).update(progress_total=total)
+    run.log(f"auditing {len(accounts)} account(s) and {len(agents)} agent(s), {_concurrency()} at a time")
+
+    writes_before = aws.write_calls()
+    gauge = _Gauge()
+    account_reads: list[AccountRead] = []
+    agent_reads: dict[int, AgentRead] = {}
+
+    def account_job(item: AccountFacts) -> AccountRead:
+        try:
+            with gauge:
+                return read_account(item)
+        except Exception as exc:  # one account's surprise never stops the others
+            log.exception("audit of account %s failed", item.account.account_id)
+            return AccountRead(item, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            _close_thread_connections()
+
+    def agent_job(agent: AgentIdentity) -> AgentRead:
+        try:
+            return read_agent(agent, members[agent.pk])
+        except Exception as exc:
+            log.exception("audit of agent %s failed", agent.name)
+            return AgentRead(agent, members[agent.pk], error=f"{type(exc).__name__}: {exc}")
+        finally:
+            _close_thread_connections()
+
+    with ThreadPoolExecutor(max_workers=_concurrency(), thread_name_prefix="audit") as pool:
+        futures: list[Future] = [pool.submit(agent_job, a) for a in agents]
+        futures += [pool.submit(account_job, f) for f in facts]
+        for done, future in enumerate(as_completed(futures), start=1):
+            result = future.result()
+            if isinstance(result, AgentRead):
+                agent_reads[result.agent.pk] = result
+            else:
+                account_reads.append(result)
+            if not run.beat(progress_done=done):
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise RuntimeError("Another worker has taken over this audit run.")
+            if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                pool.shutdown(wait=False, cancel_futures=True)
+                # A partial audit would make the unread accounts look gone: keep the last whole one.
+                return RunStatus.CANCELLED, (
+                    f"Cancelled after reading {done} of {total}; no snapshot stored, "
+                    "so the last complete audit stays the current one."
+                )
+
+    # The audit only calls the planner and Iam reads. The counter is process-wide, so a write seen
+    # here may be another thread's (a threaded worker): report it, never fail the audit on it.
+    writes = aws.write_calls() - writes_before
+    if writes:
+        log.error("AWS write calls were made in this process during audit run %s: %s", run.pk, writes)
+
+    agent_results = []
+    for agent in agents:
+        read = agent_reads[agent.pk]
+        read.findings = agent_findings(read, statuses)
+        agent_results.append(read)
+    outcomes = [_outcome(read, agent_reads.get(read.facts.account.agent_id), now) for read in account_reads]
+    outcomes.sort(key=lambda o: o.facts.account.account_id)
+    new_high = store_results(run, outcomes, agent_results, now=now, peak=gauge.peak)
+
+    counts = Counter(o.status for o in outcomes)
+    all_findings = [f for o in outcomes for f in o.findings] + [
+        f.to_dict() for a in agent_results for f in a.findings
+    ]
+    by_severity = severity_counts(all_findings)
+    unreachable = counts[AuditStatus.UNREACHABLE] + sum(1 for a in agent_results if a.error)
+    explanation = (
+        f"Audited {len(outcomes)} account(s) and {len(agent_results)} agent(s): "
+        + ", ".join(f"{counts[s]} {label.lower()}" for s, label in AuditStatus.choices)
+        + "; findings: "
+        + ", ".join(f"{by_severity[s]} {s}" for s in Severity.values)
+        + (f"; {len(new_high)} new high-severity finding(s)" if new_high else "")
+        + f". At most {gauge.peak} account(s) read at once; "
+        + (
+            f"{writes} AWS write call(s) seen in this process meanwhile (the audit makes none)."
+            if writes
+            else "no AWS write made."
+        )
+    )
+    notify_new_findings(run, new_high)
+    status = RunStatus.PARTIAL if unreachable else RunStatus.SUCCEEDED
+    return status, explanation
+
+
+def _outcome(read: AccountRead, agent: AgentRead | None, now: datetime) -> AccountOutcome:
+    findings = account_findings(read, now)
+    grant_findings, live_grants = agent_grant_findings(read, agent)
+    findings += grant_findings
+    desired_grants: list[Grant] = []
+    if agent is not None and agent.desired is not None and not read.facts.removed:
+        desired_grants = agent.grants("desired").covering(read.facts.account.service_role_arn)
+    live, desired = account_documents(read, live_grants, desired_grants)
+    plan = read.plan.to_dict() if read.plan else {}
+    if read.plan_error:
+        plan["error"] = read.plan_error
+    return AccountOutcome(
+        read.facts,
+        account_status(read, findings),
+        [f.to_dict() for f in findings],
+        live,
+        desired,
+        plan,
+    )

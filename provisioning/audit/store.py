@@ -1,0 +1,191 @@
+"""Storing an audit: snapshots (a new row only when something changed), account flags, the run's result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from accounts.models import EcrAccount
+
+from ..choices import SEVERITY_RANK, AuditStatus, RunKind, RunStatus, Severity
+from ..models import AuditSnapshot, Run
+from .catalogue import HIGH_RANK, public_finding, severity_counts, worst
+from .documents import _size
+from .reads import AccountFacts, AgentRead, _concurrency
+
+
+@dataclass
+class AccountOutcome:
+    facts: AccountFacts
+    status: str
+    findings: list[dict[str, Any]]
+    live: dict[str, Any]
+    desired: dict[str, Any]
+    plan: dict[str, Any]
+
+
+def _digest(outcome: AccountOutcome) -> str:
+    body = {
+        "status": outcome.status,
+        "live": outcome.live,
+        "desired": outcome.desired,
+        "plan": outcome.plan,
+        "findings": sorted(f["key"] for f in outcome.findings),
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _previous_agent_keys(run: Run) -> dict[str, set[str]]:
+    previous = (
+        Run.objects.filter(kind=RunKind.AUDIT, status__in=(RunStatus.SUCCEEDED, RunStatus.PARTIAL))
+        .exclude(pk=run.pk)
+        .order_by("-finished_at", "-pk")
+        .only("result")
+        .first()
+    )
+    agents = (previous.result or {}).get("agents", []) if previous else []
+    return {a["name"]: {f.get("key", "") for f in a.get("findings", [])} for a in agents}
+
+
+def store_results(
+    run: Run, outcomes: list[AccountOutcome], agents: list[AgentRead], *, now: datetime, peak: int
+) -> list[dict[str, Any]]:
+    """Snapshots (a new row only when something changed), account flags, the run's result.
+
+    Returns the high-severity findings that the previous audit did not have.
+    """
+    ids = [o.facts.account.account_id for o in outcomes]
+    previous = {
+        s.account_id: s
+        for s in AuditSnapshot.objects.filter(is_latest=True, account_id__in=ids).defer(
+            "live", "desired", "plan"
+        )
+    }
+    previous_agent_keys = _previous_agent_keys(run)
+    new_high: list[dict[str, Any]] = []
+    unchanged: list[int] = []
+    superseded: list[int] = []
+    created: list[AuditSnapshot] = []
+    for outcome in outcomes:
+        account = outcome.facts.account
+        prev = previous.get(account.account_id)
+        old_keys = {f.get("key") for f in prev.findings} if prev else set()
+        for finding in outcome.findings:
+            if SEVERITY_RANK[finding["severity"]] >= HIGH_RANK and finding["key"] not in old_keys:
+                new_high.append({**finding, "account_id": account.account_id})
+        digest = _digest(outcome)
+        if prev is not None and prev.digest == digest:
+            unchanged.append(prev.pk)
+            continue
+        if prev is not None:
+            superseded.append(prev.pk)
+        created.append(_snapshot(run, outcome, prev, digest, now))
+    for agent in agents:
+        old_keys = previous_agent_keys.get(agent.agent.name, set())
+        for finding in agent.findings:
+            if finding.rank >= HIGH_RANK and finding.key not in old_keys:
+                new_high.append({**finding.to_dict(), "agent": agent.agent.name})
+
+    accounts = []
+    for outcome in outcomes:
+        account = outcome.facts.account
+        if outcome.status != AuditStatus.UNREACHABLE:
+            account.drifted = outcome.status in (AuditStatus.DRIFTED, AuditStatus.MISSING)
+        account.last_audit_at = now
+        top = worst(outcome.findings)
+        account.last_audit_summary = {
+            "run_id": run.pk,
+            "status": outcome.status,
+            "counts": severity_counts(outcome.findings),
+            "worst": public_finding(top) if top else None,
+        }
+        accounts.append(account)
+
+    result = {
+        "observed_at": now.isoformat(),
+        "concurrency": _concurrency(),
+        "max_concurrent_reads": peak,
+        "account_count": len(outcomes),
+        "agents": [_agent_result(a) for a in agents],
+    }
+    with transaction.atomic():
+        for chunk in _chunks(unchanged):
+            AuditSnapshot.objects.filter(pk__in=chunk).update(confirmed_at=now, run=run)
+        for chunk in _chunks(superseded):
+            AuditSnapshot.objects.filter(pk__in=chunk).update(is_latest=False)
+        AuditSnapshot.objects.bulk_create(created, batch_size=200)
+        EcrAccount.objects.bulk_update(
+            accounts, ["drifted", "last_audit_at", "last_audit_summary"], batch_size=200
+        )
+        Run.objects.filter(pk=run.pk).update(result=result)
+    run.result = result
+    return new_high
+
+
+def _chunks(items: list[int], size: int = 500) -> Iterable[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _snapshot(
+    run: Run, outcome: AccountOutcome, prev: AuditSnapshot | None, digest: str, now: datetime
+) -> AuditSnapshot:
+    counts = severity_counts(outcome.findings)
+    out_of_sync = outcome.status in (AuditStatus.DRIFTED, AuditStatus.MISSING)
+    if outcome.status == AuditStatus.UNREACHABLE:
+        drift_since = prev.drift_since if prev else None
+    elif out_of_sync:
+        drift_since = prev.drift_since if prev and prev.drift_since else now
+    else:
+        drift_since = None
+    top = worst(outcome.findings)
+    codes = sorted({f["code"] for f in outcome.findings})
+    return AuditSnapshot(
+        run=run,
+        ecr_account=outcome.facts.account,
+        account_id=outcome.facts.account.account_id,
+        observed_at=now,
+        confirmed_at=now,
+        status=outcome.status,
+        drift_since=drift_since,
+        live=outcome.live,
+        desired=outcome.desired,
+        findings=outcome.findings,
+        plan=outcome.plan,
+        severity_rank=SEVERITY_RANK[top["severity"]] if top else 0,
+        finding_codes=(" " + " ".join(codes) + " ") if codes else "",
+        critical_count=counts[Severity.CRITICAL],
+        high_count=counts[Severity.HIGH],
+        medium_count=counts[Severity.MEDIUM],
+        low_count=counts[Severity.LOW],
+        digest=digest,
+        is_latest=True,
+    )
+
+
+def _agent_result(read: AgentRead) -> dict[str, Any]:
+    if read.error:
+        status = AuditStatus.UNREACHABLE
+    elif read.identity is None:
+        status = AuditStatus.MISSING
+    elif read.plan is not None and not read.plan.is_empty:
+        status = AuditStatus.DRIFTED
+    else:
+        status = AuditStatus.IN_SYNC
+    return {
+        "name": read.agent.name,
+        "arn": read.agent.arn,
+        "kind": read.agent.kind,
+        "layout": read.live_layout if not read.error else "",
+        "desired_layout": read.desired.layout if read.desired else "",
+        "status": status,
+        "findings": [f.to_dict() for f in read.findings],
+        "changes": [c.summary for c in read.plan.changes] if read.plan else [],
+        "sizes": {label: _size(doc) for label, doc in read.live_documents().items()},
+    }
