@@ -9,14 +9,14 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from accounts.choices import AgentKind, BrokerServer, Lifecycle
-from provisioning import aws, services
 
+from . import regions, services
 from . import validators as v
 from .models import AgentIdentity
 
 
 def _regions() -> list[tuple[str, str]]:
-    return [(r, r) for r in sorted(aws.ecr_regions())]
+    return [(r, r) for r in sorted(regions.ECR_REGIONS)]
 
 
 def _attach_errors(form: forms.Form, error: ValidationError) -> None:

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 from portal.roles import CAN_MANAGE_AGENTS, CAN_OFFBOARD, CAN_ONBOARD, permission_required
 from provisioning import aws, bulkfile, lifecycle, policies, services
 from provisioning import selectors as run_selectors
-from provisioning.planner import Plan
+from provisioning.changes import Plan
 
 from . import selectors
 from .lifecycle_forms import BulkConfirmForm, BulkUploadForm, OffboardForm, RotateForm

@@ -4,6 +4,7 @@ import uuid
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import F
 from django.urls import reverse
 
 from portal.fields import EncryptedTextField
@@ -71,6 +72,11 @@ class AgentIdentity(ManagementAccess):
 
     def get_absolute_url(self) -> str:
         return reverse("accounts:agent_detail", args=[self.pk])
+
+    def bump_policy_generation(self, **also: object) -> None:
+        """The agent's permissions must be written again (an account joined or left): one atomic
+        UPDATE, so concurrent bumps never lose one. `also` sets other fields in the same statement."""
+        AgentIdentity.objects.filter(pk=self.pk).update(policy_generation=F("policy_generation") + 1, **also)
 
 
 class EcrAccount(ManagementAccess):

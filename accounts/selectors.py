@@ -9,8 +9,11 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
+from accounts import services as inventory
 from portal.models import AuditEntry
-from provisioning import aws, planner, policies, services
+from provisioning import aws, policies, services
+from provisioning import live as live_reads
+from provisioning.changes import Plan
 from provisioning.models import Run
 
 from . import renderers
@@ -113,7 +116,7 @@ def account_detail(account_id: str) -> dict[str, Any]:
     }
 
 
-def account_plan(account: EcrAccount) -> planner.Plan:
+def account_plan(account: EcrAccount) -> Plan:
     """What confirming the account page's plan would do, in the engine's order (read-only AWS reads).
 
     A draft or failed account is onboarded, any other reconciled.
@@ -166,7 +169,7 @@ def account_live_trust(account: EcrAccount) -> LiveTrust:
     except policies.LayoutError as exc:
         return LiveTrust(desired=None, error=str(exc))
     try:
-        role = aws.Iam(planner.account_access(account)).get_role(account.service_role_name)
+        role = live_reads.read_service_role(account)
     except aws.AwsError as exc:
         return LiveTrust(desired=desired, error=f"Could not read the role: {exc.code}: {exc.message}")
     if role is None:
@@ -183,7 +186,7 @@ def account_live_trust(account: EcrAccount) -> LiveTrust:
 def agent_list() -> list[AgentIdentity]:
     return list(
         AgentIdentity.objects.annotate(
-            account_count=Count("accounts", filter=Q(accounts__status__in=services.MEMBER_STATUSES))
+            account_count=Count("accounts", filter=Q(accounts__status__in=inventory.MEMBER_STATUSES))
         ).order_by("name")
     )
 
@@ -216,7 +219,7 @@ def agent_permission_summary(agent: AgentIdentity, role_arns: dict[str, str]) ->
 def agent_detail(pk: int) -> dict[str, Any]:
     agent = get_object_or_404(AgentIdentity, pk=pk)
     accounts = list(agent.accounts.order_by("account_id"))
-    members = {a.account_id: a.service_role_arn for a in accounts if a.status in services.MEMBER_STATUSES}
+    members = {a.account_id: a.service_role_arn for a in accounts if a.status in inventory.MEMBER_STATUSES}
     return {
         "agent": agent,
         "accounts": accounts,

@@ -1,11 +1,150 @@
-"""Use cases of the inventory that are not engine work: handing out broker files (audited)."""
+"""Use cases of the inventory itself (HackSoft style: keyword-only, validated with full_clean()).
+
+Building and creating agents and accounts, the desired ExternalIds and the agent's member roles,
+handing out broker files (audited). Nothing here talks to AWS or imports the engine
+(`provisioning`): the engine imports the inventory, never the other way round.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from portal import audit
 
 from . import renderers
-from .models import BrokerInstance
+from .choices import DEFAULT_ROLE_AGENT_NAME, DEFAULT_USER_AGENT_NAME, AgentKind, BrokerServer, Lifecycle
+from .models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
+
+# Accounts whose service role the agent's permissions must list.
+MEMBER_STATUSES = (Lifecycle.PENDING, Lifecycle.ACTIVE, Lifecycle.FAILED)
+
+
+def agent_build(
+    *,
+    name: str,
+    kind: str,
+    account_id: str,
+    iam_name: str = "",
+    policy_name: str = "",
+    management_role_arn: str = "",
+    management_external_id: str = "",
+) -> AgentIdentity:
+    """An unsaved, validated agent (for --plan and for agent_create)."""
+    agent = AgentIdentity(
+        name=name,
+        kind=kind,
+        account_id=account_id,
+        iam_name=iam_name or (DEFAULT_USER_AGENT_NAME if kind == AgentKind.USER else DEFAULT_ROLE_AGENT_NAME),
+        management_role_arn=management_role_arn,
+        management_external_id=management_external_id,
+    )
+    if policy_name:
+        agent.policy_name = policy_name
+    agent.full_clean()
+    return agent
+
+
+def agent_create(*, user=None, **fields: Any) -> AgentIdentity:
+    agent = agent_build(**fields)
+    agent.save()
+    audit.record(user=user, action="agent.create", obj=agent, arn=agent.arn)
+    return agent
+
+
+def account_build(
+    *,
+    agent: AgentIdentity,
+    account_id: str,
+    regions: Iterable[str],
+    alias: str = "",
+    external_id: str = "",
+    management_role_arn: str = "",
+    management_external_id: str = "",
+    broker_client_url: str = "",
+    cr_agent_url: str = "",
+    broker_token: str = "",
+    broker_server_url: str = "",
+) -> tuple[EcrAccount, ExternalId, list[BrokerInstance]]:
+    """Unsaved, validated rows for a new ECR account. Errors carry the field names of the form."""
+    errors: dict[str, list] = {}
+    account = EcrAccount(
+        account_id=account_id,
+        alias=alias,
+        agent=agent,
+        management_role_arn=management_role_arn,
+        management_external_id=management_external_id,
+    )
+    try:
+        account.full_clean()
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    ext = ExternalId(account=account, value=external_id or ExternalId.generate())
+    try:
+        ext.full_clean(exclude=["account"])
+    except ValidationError as exc:
+        errors.setdefault("external_id", []).extend(exc.message_dict.get("value", exc.messages))
+    regions = list(dict.fromkeys(r.strip() for r in regions if r.strip()))
+    if not regions:
+        errors.setdefault("regions", []).append("Choose at least one region.")
+    brokers = []
+    for region in regions:
+        broker = BrokerInstance(
+            account=account,
+            region=region,
+            broker_token=broker_token or BrokerInstance.generate_token(),
+            broker_client_url=broker_client_url,
+            cr_agent_url=cr_agent_url,
+            broker_server_url=broker_server_url or BrokerServer.DEFAULT,
+        )
+        try:
+            broker.full_clean(exclude=["account"])
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                key = "regions" if field == "region" else field
+                errors.setdefault(key, []).extend(m for m in messages if m not in errors.get(key, []))
+        brokers.append(broker)
+    if errors:
+        raise ValidationError(errors)
+    return account, ext, brokers
+
+
+@transaction.atomic
+def account_create(*, user=None, **fields: Any) -> EcrAccount:
+    """Save a draft account with its ExternalId and brokers (nothing sent to AWS)."""
+    account, ext, brokers = account_build(**fields)
+    account.save()
+    ext.account = account
+    ext.save()
+    for broker in brokers:
+        broker.account = account
+        broker.save()
+    audit.record(
+        user=user,
+        action="account.create",
+        account_id=account.account_id,
+        obj=account,
+        regions=[b.region for b in brokers],
+    )
+    return account
+
+
+def desired_external_ids(account: EcrAccount) -> list[str]:
+    return [e.value for e in account.external_ids.all()]
+
+
+def agent_member_arns(agent: AgentIdentity, *, plus: EcrAccount | None = None) -> dict[str, str]:
+    """Account id -> service role ARN for every account the agent's permissions must list."""
+    arns = {
+        a.account_id: a.service_role_arn
+        for a in agent.accounts.filter(status__in=MEMBER_STATUSES).only("account_id", "service_role_name")
+    }
+    if plus is not None:
+        arns[plus.account_id] = plus.service_role_arn
+    return arns
 
 
 def broker_file_download(*, broker: BrokerInstance, fmt: str, user=None) -> renderers.BrokerFile:

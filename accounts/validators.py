@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
-from provisioning import aws
+from . import regions
 
 # Characters that break a broker .env (docker --env-file keeps quotes) or the JSON the broker
 # interpolates CR_* values into. Refused, never escaped.
@@ -93,8 +93,8 @@ def validate_principal_arn(value: str) -> None:
 
 
 def validate_region(value: str) -> None:
-    if value not in aws.ecr_regions():
-        partition = aws.partition_of_region(value)
+    if value not in regions.ECR_REGIONS:
+        partition = regions.partition_of_region(value)
         if partition:
             raise ValidationError(
                 "%(value)s is in the %(partition)s partition: the portal manages accounts of the "

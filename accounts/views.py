@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from portal.roles import CAN_DOWNLOAD, CAN_MANAGE_AGENTS, CAN_ONBOARD, permission_required
 from provisioning import aws, policies, services
 from provisioning import selectors as run_selectors
-from provisioning.planner import Plan
+from provisioning.changes import Plan
 
 from . import renderers, selectors
 from . import services as account_services
@@ -49,7 +49,7 @@ def agent_add(request):
     form = AgentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            agent = services.agent_create(user=request.user, **form.cleaned_data)
+            agent = account_services.agent_create(user=request.user, **form.cleaned_data)
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
@@ -152,7 +152,7 @@ def account_onboard(request):
     form = OnboardForm(request.POST or None, initial={"regions": [aws_default_region()]})
     if request.method == "POST" and form.is_valid():
         try:
-            account = services.account_create(user=request.user, **form.service_fields())
+            account = account_services.account_create(user=request.user, **form.service_fields())
         except ValidationError as exc:
             form.add_error(None, exc)
         else:

@@ -39,11 +39,12 @@ def _snapshot(stack: Stack) -> dict[str, Counter]:
 
 
 def make_agent(name: str, account_id: str):
+    from accounts import services as account_services
     from provisioning import services
     from provisioning.choices import RunStatus
     from provisioning.models import Run
 
-    agent = services.agent_create(
+    agent = account_services.agent_create(
         name=name, kind="role", account_id=account_id, management_role_arn=management_role(account_id)
     )
     run = services.agent_setup(agent=agent)
@@ -56,10 +57,10 @@ def make_agent(name: str, account_id: str):
 
 
 def create_accounts(agent, ids: list[str]) -> list:
-    from provisioning import services
+    from accounts import services as account_services
 
     return [
-        services.account_create(
+        account_services.account_create(
             agent=agent, account_id=i, regions=["us-east-1"], management_role_arn=management_role(i)
         )
         for i in ids
@@ -84,9 +85,9 @@ def validate_bulk(agent, ids: list[str]):
 
 def agent_permission_arns(agent) -> list[str]:
     """Every service-role ARN the agent may assume, whatever the layout (read through the portal)."""
-    from provisioning import aws, planner
+    from provisioning import aws, compare
 
-    iam = aws.Iam(planner.agent_access(agent))
+    iam = aws.Iam(compare.access_of(agent))
     documents = []
     inline = iam.get_inline_policy("role", agent.iam_name, agent.policy_name)
     if inline:
@@ -223,16 +224,9 @@ def reapply(stack: Stack) -> dict:
 def audit(stack: Stack, count: int) -> dict:
     from accounts.choices import Lifecycle
     from accounts.models import EcrAccount
-    from provisioning import engine
-    from provisioning.choices import RunKind
+    from provisioning.audit.services import audit_request
     from provisioning.models import Run
 
-    try:
-        from provisioning.audit.services import audit_request
-    except ImportError:
-        audit_request = None
-    if RunKind.AUDIT not in engine.HANDLERS or audit_request is None:
-        return {"scenario": "audit", "available": False, "note": "no audit run kind in the engine yet"}
     accounts = list(EcrAccount.objects.filter(status=Lifecycle.ACTIVE).order_by("-pk")[:count])
     ids = [a.account_id for a in accounts]
     stack.proxy.reset_counts()

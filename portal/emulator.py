@@ -366,13 +366,13 @@ class SeededInventory:
 
 def seed_inventory(spec: DemoSpec = DEMO) -> SeededInventory:
     """The demo agent (role kind) and the ECR accounts as drafts, unless they already exist."""
+    from accounts import services as inventory
     from accounts.models import AgentIdentity, EcrAccount
-    from provisioning import services
 
     agent = AgentIdentity.objects.filter(name=spec.agent_name).first()
     created = agent is None
     if agent is None:
-        agent = services.agent_create(
+        agent = inventory.agent_create(
             name=spec.agent_name,
             kind="role",
             account_id=spec.agent_account,
@@ -382,7 +382,7 @@ def seed_inventory(spec: DemoSpec = DEMO) -> SeededInventory:
     for demo in spec.ecr_accounts:
         account = EcrAccount.objects.filter(account_id=demo.account_id).first()
         if account is None:
-            account = services.account_create(
+            account = inventory.account_create(
                 agent=agent,
                 account_id=demo.account_id,
                 alias=demo.alias,

@@ -18,12 +18,13 @@ from typing import Any
 from django.conf import settings
 from django.db.models import F
 
+from accounts.models import EcrAccount
 from portal.redact import redact
 
 from . import aws
+from .changes import Change, Plan
 from .choices import OperationStatus
 from .models import Operation, Run
-from .planner import Change, Plan
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,45 @@ def apply_change(run: Run, change: Change) -> Operation:
     return operation
 
 
+PLAN_FLUSH_SECONDS = 2.0
+_plan_lock = threading.Lock()  # accounts plan on several threads of one run: no step may be lost
+
+
+def record_plan(run: Run, plan: Plan, label: str) -> None:
+    """Append a planned step to the run's plan and grow its progress total.
+
+    The plan JSON is rewritten at most every PLAN_FLUSH_SECONDS (and at the end, flush_plan):
+    rewriting it per step made a bulk run's storage grow with the square of its size.
+    """
+    with _plan_lock:
+        stored = run.plan or {"steps": []}
+        stored.setdefault("steps", []).append({"label": label, **plan.to_dict()})
+        run.plan = stored
+        fields: dict[str, Any] = {"progress_total": F("progress_total") + len(plan.changes)}
+        now = time.monotonic()
+        if now - getattr(run, "_plan_flushed", 0.0) >= PLAN_FLUSH_SECONDS:
+            fields["plan"] = stored
+            run._plan_flushed = now  # type: ignore[attr-defined]  # per-instance flush clock
+        Run.objects.filter(pk=run.pk).update(**fields)
+    for note in plan.notes:
+        run.log(note)
+
+
+def flush_plan(run: Run) -> None:
+    with _plan_lock:
+        Run.objects.filter(pk=run.pk).update(plan=run.plan)
+
+
+def apply_step(run: Run, plan: Plan, label: str) -> int:
+    """Record one step's plan in the run and apply it; the number of writes made."""
+    record_plan(run, plan, label)
+    if plan.is_empty:
+        run.log(f"{label}: in sync, nothing to change")
+        return 0
+    run.log(f"{label}: applying {len(plan.changes)} change(s)")
+    return len(apply_plan(run, plan))
+
+
 def apply_plan(run: Run, plan: Plan) -> list[Operation]:
     operations = []
     for change in plan.changes:
@@ -137,7 +177,5 @@ def apply_plan(run: Run, plan: Plan) -> list[Operation]:
 
 
 def _mark_adopted(change: Change) -> None:
-    from accounts.models import EcrAccount
-
     field = {"role": "role_adopted", "policy": "policy_adopted"}[change.adopts]
     EcrAccount.objects.filter(account_id=change.account_id).update(**{field: True})

@@ -9,14 +9,10 @@ other module needs botocore.
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache, wraps
 from typing import Any
 
 import boto3
@@ -85,26 +81,14 @@ def write_calls() -> int:
     return sum(n for name, n in calls.items() if is_write(name))
 
 
-# The portal writes `arn:aws:` ARNs and trusts across accounts of one partition: China and GovCloud
-# are separate partitions (their own ARNs, credentials and Snyk brokers), so their regions are refused.
-PARTITION = "aws"
-
-
-@lru_cache(maxsize=1)
-def ecr_regions() -> frozenset[str]:
-    """Regions of the `aws` partition where ECR exists, from botocore's own endpoint data."""
+def ecr_regions_by_partition() -> dict[str, frozenset[str]]:
+    """Regions where ECR exists, per partition, from botocore's endpoint data (accounts/regions.py
+    keeps a static copy for the inventory; a test compares the two)."""
     session = boto3.session.Session()
-    return frozenset(session.get_available_regions("ecr", partition_name=PARTITION))
-
-
-@lru_cache(maxsize=64)
-def partition_of_region(region: str) -> str:
-    """The partition whose ECR has this region ("" if none does): for a precise refusal."""
-    session = boto3.session.Session()
-    for partition in session.get_available_partitions():
-        if region in session.get_available_regions("ecr", partition_name=partition):
-            return partition
-    return ""
+    return {
+        partition: frozenset(session.get_available_regions("ecr", partition_name=partition))
+        for partition in session.get_available_partitions()
+    }
 
 
 class _Sessions:
@@ -229,47 +213,6 @@ def request_id(response: dict[str, Any]) -> str:
     return response.get("ResponseMetadata", {}).get("RequestId", "")
 
 
-_read_cache = threading.local()
-
-
-@contextmanager
-def read_cache() -> Iterator[None]:
-    """Within this block, on this thread, each distinct IAM read goes to AWS once.
-
-    An audit reads an account's state and then plans against it: without this, the planner would
-    read the same role and policies again. Any write made through Iam empties the cache.
-    """
-    outer = getattr(_read_cache, "store", None)
-    _read_cache.store = {} if outer is None else outer
-    try:
-        yield
-    finally:
-        _read_cache.store = outer
-
-
-def with_read_cache(function: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(function)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        with read_cache():
-            return function(*args, **kwargs)
-
-    return wrapped
-
-
-def _cached_read(method: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(method)
-    def read(self: Iam, *args: Any) -> Any:
-        store = getattr(_read_cache, "store", None)
-        if store is None:
-            return method(self, *args)
-        key = (self.access, method.__name__, args)
-        if key not in store:
-            store[key] = method(self, *args)
-        return copy.deepcopy(store[key])  # callers may change what they get
-
-    return read
-
-
 class Iam:
     """Thin typed IAM calls for one account. Reads return None when the entity does not exist."""
 
@@ -289,36 +232,29 @@ class Iam:
             raise
 
     # --- reads -------------------------------------------------------------------------------
-    @_cached_read
     def get_role(self, name: str) -> dict[str, Any] | None:
         response = self._maybe("get_role", RoleName=name)
         return response["Role"] if response else None
 
-    @_cached_read
     def get_user(self, name: str) -> dict[str, Any] | None:
         response = self._maybe("get_user", UserName=name)
         return response["User"] if response else None
 
-    @_cached_read
     def get_instance_profile(self, name: str) -> dict[str, Any] | None:
         response = self._maybe("get_instance_profile", InstanceProfileName=name)
         return response["InstanceProfile"] if response else None
 
-    @_cached_read
     def get_policy(self, arn: str) -> dict[str, Any] | None:
         response = self._maybe("get_policy", PolicyArn=arn)
         return response["Policy"] if response else None
 
-    @_cached_read
     def get_policy_document(self, arn: str, version_id: str) -> dict[str, Any]:
         response = self.call("get_policy_version", PolicyArn=arn, VersionId=version_id)
         return response["PolicyVersion"]["Document"]
 
-    @_cached_read
     def list_policy_versions(self, arn: str) -> list[dict[str, Any]]:
         return self.call("list_policy_versions", PolicyArn=arn)["Versions"]
 
-    @_cached_read
     def get_inline_policy(self, kind: str, identity: str, policy_name: str) -> dict[str, Any] | None:
         if kind == "role":
             response = self._maybe("get_role_policy", RoleName=identity, PolicyName=policy_name)
@@ -326,7 +262,6 @@ class Iam:
             response = self._maybe("get_user_policy", UserName=identity, PolicyName=policy_name)
         return response["PolicyDocument"] if response else None
 
-    @_cached_read
     def list_inline_policies(self, kind: str, identity: str) -> list[str]:
         if kind == "role":
             pages = self.client.get_paginator("list_role_policies").paginate(RoleName=identity)
@@ -334,7 +269,6 @@ class Iam:
             pages = self.client.get_paginator("list_user_policies").paginate(UserName=identity)
         return [name for page in _pages(pages) for name in page["PolicyNames"]]
 
-    @_cached_read
     def list_attached_policies(self, kind: str, identity: str) -> list[str]:
         if kind == "role":
             pages = self.client.get_paginator("list_attached_role_policies").paginate(RoleName=identity)
@@ -342,15 +276,11 @@ class Iam:
             pages = self.client.get_paginator("list_attached_user_policies").paginate(UserName=identity)
         return [p["PolicyArn"] for page in _pages(pages) for p in page["AttachedPolicies"]]
 
-    @_cached_read
     def list_access_keys(self, user: str) -> list[dict[str, Any]]:
         return self.call("list_access_keys", UserName=user)["AccessKeyMetadata"]
 
     # --- writes (each returns the AWS request id) ---------------------------------------------
     def write(self, method: str, **params: Any) -> str:
-        store = getattr(_read_cache, "store", None)
-        if store:
-            store.clear()
         return request_id(self.call(method, **params))
 
 

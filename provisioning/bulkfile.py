@@ -1,7 +1,7 @@
 """Bulk onboarding files: CSV or YAML, one ECR account per row, every row checked before anything else.
 
 `load()` reads a file into a BulkReport: the rows as unsaved, validated inventory rows (the same
-`services.account_build` the wizard and the command line use), and every problem found, each naming
+`inventory.account_build` the wizard and the command line use), and every problem found, each naming
 its row and field. Nothing here saves a row or calls AWS. A file is refused as a whole when it is
 too big, not UTF-8, has unknown or missing columns, or is YAML with aliases, tags or duplicate keys;
 a cell that starts like a spreadsheet formula (`=cmd`, `+`, `-`, `@`) is refused, because the file
@@ -20,11 +20,12 @@ from typing import Any
 import yaml
 from django.core.exceptions import ValidationError
 
+from accounts import services as inventory
 from accounts import validators as v
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 
-from . import policies, services
+from . import policies
 
 COLUMNS = (
     "account_id",
@@ -285,7 +286,7 @@ def validate(agent: AgentIdentity | None, raw_rows: list[tuple[int, dict[str, An
         if row is not None:
             report.rows.append(row)
     if not report.problems:
-        members = services.agent_member_arns(agent)
+        members = inventory.agent_member_arns(agent)
         members.update({r.account.account_id: r.account.service_role_arn for r in report.rows})
         try:
             policies.agent_permissions(agent.kind, agent.policy_name, members)
@@ -345,7 +346,9 @@ def _validate_row(
     flagged = {p.field for p in found}
     built = None
     try:
-        built = services.account_build(agent=agent, **{**values, "regions": split_regions(values["regions"])})
+        built = inventory.account_build(
+            agent=agent, **{**values, "regions": split_regions(values["regions"])}
+        )
     except ValidationError as exc:
         for column, errors in exc.error_dict.items():
             if column in flagged:

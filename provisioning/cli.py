@@ -11,10 +11,10 @@ from django.core.management.base import CommandError
 
 from accounts.models import EcrAccount
 
-from . import aws, policies
+from . import aws, policies, runner
+from .changes import Plan
 from .choices import RunStatus
 from .models import Run
-from .planner import Plan
 from .selectors import revokes_outside_inventory
 
 EXIT_FAILED = 1
@@ -62,11 +62,9 @@ def print_plan(stdout, plan: Plan) -> None:
 def execute(stdout, run: Run, *, inline: bool, timeout: float) -> None:
     """Run it (in process, or wait for a worker), print operations as they land, exit by outcome."""
     if inline:
-        from . import engine
-
         if not run.claim():
             raise CommandError(f"Run {run.pk} is already claimed.", returncode=EXIT_FAILED)
-        engine.execute(run)
+        runner.execute(run)
         _print_operations(stdout, run, 0)
     else:
         stdout.write(f"Run {run.pk} queued; waiting for a worker…")

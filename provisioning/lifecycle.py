@@ -17,28 +17,29 @@ Rotation, without downtime:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
+from accounts import services as inventory
 from accounts.choices import BrokerStatus, ExternalIdState, Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 from portal import audit
 from portal.models import AuditEntry
 
-from . import aws, bulkfile, planner, policies, services
+from . import bulkfile, flows, policies, services
+from .changes import Plan
 from .choices import ACTIVE_RUN_STATUSES, RunKind, RunStatus
+from .compare import AccountWanted
+from .flows import AccountTarget, Scope
 from .models import Run
 
 DOWNLOAD_ACTION = "broker.download"  # recorded by accounts.services.broker_file_download
 REDEPLOYED_ACTION = "broker.redeployed"
-PLAN_READ_CONCURRENCY = 8
 MAX_CONCURRENCY = 64
 
 
@@ -179,22 +180,20 @@ def retirement_warnings(account: EcrAccount, external_id: ExternalId) -> list[st
 # --- rotation: previews and writes ----------------------------------------------------------------
 
 
-def _plan_with_ids(account: EcrAccount, ids: list[str]) -> planner.Plan:
-    """What a rotate run does: the account's resources with these ids, then the agent's permissions."""
-    plan = planner.plan_account(account, ids)
-    plan.extend(planner.plan_agent_permissions(account.agent, services.agent_member_arns(account.agent)))
-    return plan
+def _plan_with_ids(account: EcrAccount, ids: list[str]) -> Plan:
+    """What a rotate run does: the rotation flow with the trust accepting these ids."""
+    return flows.RECONCILE.preview(Scope(accounts=[AccountTarget(account, AccountWanted(ids))]))
 
 
 def _new_external_id(account: EcrAccount, value: str) -> ExternalId:
     ext = ExternalId(account=account, value=value.strip() or ExternalId.generate())
-    if ext.value in services.desired_external_ids(account):
+    if ext.value in inventory.desired_external_ids(account):
         raise _refuse("external_id", f"{ext.value} is already an ExternalId of {account.account_id}.")
     try:
         ext.full_clean()
     except ValidationError as exc:
         raise ValidationError({"external_id": exc.messages}) from None
-    ids = services.desired_external_ids(account) + [ext.value]
+    ids = inventory.desired_external_ids(account) + [ext.value]
     try:
         policies.service_role_trust_policy(account.agent.arn, ids)
     except policies.LayoutError as exc:
@@ -213,11 +212,11 @@ def _check_rotatable(account: EcrAccount) -> None:
         )
 
 
-def plan_rotation(account: EcrAccount, value: str) -> planner.Plan:
+def plan_rotation(account: EcrAccount, value: str) -> Plan:
     """Preview of adding `value`: the trust lists the current ids and it (nothing saved)."""
     _check_rotatable(account)
     ext = _new_external_id(account, value)
-    return _plan_with_ids(account, services.desired_external_ids(account) + [ext.value])
+    return _plan_with_ids(account, inventory.desired_external_ids(account) + [ext.value])
 
 
 def external_id_rotate(
@@ -264,7 +263,7 @@ def _retirable(account: EcrAccount, value: str) -> ExternalId:
     return ext
 
 
-def plan_retirement(account: EcrAccount, value: str) -> planner.Plan:
+def plan_retirement(account: EcrAccount, value: str) -> Plan:
     ext = _retirable(account, value)
     remaining = [e.value for e in account.external_ids.all() if e.pk != ext.pk]
     return _plan_with_ids(account, remaining)
@@ -317,19 +316,14 @@ def broker_mark_redeployed(*, broker: BrokerInstance, user=None) -> AuditEntry:
 # --- offboarding -----------------------------------------------------------------------------------
 
 
-def plan_offboarding(account: EcrAccount, *, confirm_adopted: bool = False) -> planner.Plan:
+def plan_offboarding(account: EcrAccount, *, confirm_adopted: bool = False) -> Plan:
     """Preview: the agent loses the account's statement first, then the account's own resources go
     (only those the portal created, and adopted ones only when confirmed)."""
-    members = services.agent_member_arns(account.agent)
-    members.pop(account.account_id, None)
-    plan = planner.plan_agent_permissions(account.agent, members)
-    plan.extend(planner.plan_account(account, [], remove=True, delete_adopted=confirm_adopted))
-    brokers = [b.region for b in account.brokers.all() if b.status == BrokerStatus.ACTIVE]
-    if brokers:
-        plan.notes.append(
-            f"Broker(s) {', '.join(brokers)} are retired: their files are no longer served. Stop them."
-        )
-    return plan
+    scope = Scope(
+        accounts=[AccountTarget(account, AccountWanted(remove=True, delete_adopted=confirm_adopted))],
+        members_removed={account.agent_id: {account.account_id}},
+    )
+    return flows.OFFBOARD.preview(scope)
 
 
 def account_offboard(
@@ -345,13 +339,11 @@ def account_offboard(
     role and policy (adopted ones only with confirm_adopted). Re-offboarding finishes a failed one."""
     _require_idle(account)
     with transaction.atomic():
-        was_member = account.status in services.MEMBER_STATUSES
+        was_member = account.status in inventory.MEMBER_STATUSES
         EcrAccount.objects.filter(pk=account.pk).update(status=Lifecycle.REMOVED, updated_at=timezone.now())
         account.status = Lifecycle.REMOVED
         if was_member:  # the agent's permissions must stop listing it
-            AgentIdentity.objects.filter(pk=account.agent_id).update(
-                policy_generation=F("policy_generation") + 1
-            )
+            account.agent.bump_policy_generation()
         retired = account.brokers.filter(status=BrokerStatus.ACTIVE).update(status=BrokerStatus.RETIRED)
         audit.record(
             user=user,
@@ -387,18 +379,12 @@ def agent_offboard_refusal(agent: AgentIdentity) -> str:
     return ""
 
 
-def plan_agent_offboarding(agent: AgentIdentity) -> planner.Plan:
+def plan_agent_offboarding(agent: AgentIdentity) -> Plan:
     """Preview: the agent's assume permissions go; its IAM identity stays (the CRA may still run as it)."""
     refusal = agent_offboard_refusal(agent)
     if refusal:
         raise _refuse("agent", refusal)
-    plan = planner.plan_agent_permissions(agent, {})
-    plan.about_agent = True
-    plan.notes.append(
-        f"The agent's IAM {agent.kind} {agent.arn} itself is left in place: delete it in IAM once no "
-        "Container Registry Agent runs as it."
-    )
-    return plan
+    return flows.OFFBOARD.preview(Scope(agent=agent, agent_leaving=True))
 
 
 def agent_offboard(*, agent: AgentIdentity, user=None, enqueue: bool = True, **run_fields: Any) -> Run:
@@ -412,9 +398,7 @@ def agent_offboard(*, agent: AgentIdentity, user=None, enqueue: bool = True, **r
             "agent", f"Run #{active.pk} is still {active.status} for agent {agent.name}: wait for it."
         )
     with transaction.atomic():
-        AgentIdentity.objects.filter(pk=agent.pk).update(
-            status=Lifecycle.REMOVED, policy_generation=F("policy_generation") + 1
-        )
+        agent.bump_policy_generation(status=Lifecycle.REMOVED)
         agent.status = Lifecycle.REMOVED
         audit.record(user=user, action="agent.offboard", obj=agent, arn=agent.arn)
         return services.run_request(
@@ -430,40 +414,21 @@ def bulk_validate(*, agent: AgentIdentity | None, content: bytes, filename: str 
     return bulkfile.load(agent, content, filename)
 
 
-def _plan_row(row: bulkfile.BulkRow) -> planner.Plan:
-    try:
-        return planner.plan_account(row.account, [row.external_id.value])
-    except aws.AwsError as exc:  # say which of the file's accounts could not be read
-        raise aws.AwsError(
-            exc.code,
-            f"row {row.row}, account {row.account.account_id}: {exc.message}",
-            request_id=exc.request_id,
-            operation=exc.operation,
-        ) from None
-
-
-def plan_bulk(report: bulkfile.BulkReport) -> planner.Plan:
-    """One plan for every row: each account's resources (read concurrently), then the agent's
-    permissions once, listing the agent's current accounts and all of the file's."""
+def plan_bulk(report: bulkfile.BulkReport) -> Plan:
+    """The bulk flow for every row of a valid file: the accounts' resources (read concurrently),
+    then the agent's permissions once, listing the agent's current accounts and all of the file's."""
     if not report.ok or report.agent is None:
         raise ValueError("plan_bulk needs a valid report")
     agent = report.agent
-    with ThreadPoolExecutor(max_workers=PLAN_READ_CONCURRENCY) as pool:
-        plans = list(pool.map(_plan_row, report.rows))
-    plan = planner.Plan()
-    for account_plan in plans:
-        plan.extend(account_plan)
-    members = services.agent_member_arns(agent)
-    members.update({r.account.account_id: r.account.service_role_arn for r in report.rows})
-    plan.extend(planner.plan_agent_permissions(agent, members))
-    adopting = sorted({c.account_id for c in plan.changes if c.kind == "adopt"})
-    plan.notes.insert(
-        0,
-        f"{len(report.rows)} account(s) from the file"
-        + (f", {len(adopting)} with existing resources to adopt ({', '.join(adopting)})" if adopting else "")
-        + ": the agent's permissions are written once, after the accounts' resources.",
+    scope = Scope(
+        agent=agent,
+        accounts=[
+            AccountTarget(r.account, AccountWanted([r.external_id.value]), origin=f"row {r.row}")
+            for r in report.rows
+        ],
+        members_added={agent.pk: {r.account.account_id: r.account.service_role_arn for r in report.rows}},
     )
-    return plan
+    return flows.BULK.preview(scope)
 
 
 def bulk_options(*, max_concurrency: int | None, failure_tolerance: int | None, count: int) -> dict[str, int]:
@@ -499,12 +464,12 @@ def accounts_bulk_onboard(
     agent = report.agent
     with transaction.atomic():
         accounts = [
-            services.account_create(user=user, agent=agent, **row.service_fields()) for row in report.rows
+            inventory.account_create(user=user, agent=agent, **row.service_fields()) for row in report.rows
         ]
         EcrAccount.objects.filter(pk__in=[a.pk for a in accounts]).update(status=Lifecycle.PENDING)
         for account in accounts:
             account.status = Lifecycle.PENDING
-        AgentIdentity.objects.filter(pk=agent.pk).update(policy_generation=F("policy_generation") + 1)
+        agent.bump_policy_generation()
         audit.record(
             user=user, action="account.bulk_onboard", obj=agent, accounts=len(accounts), **preferences
         )

@@ -18,9 +18,9 @@ from accounts.selectors import broker_views
 from accounts.validators import account_id_validator
 
 from . import adoption
+from .changes import Plan
 from .choices import OperationStatus, RunKind, RunStatus
 from .models import Operation, Run
-from .planner import Plan
 
 PAGE_SIZE = 30
 # A live page re-renders every operation on each poll; huge bulk runs show the latest ones.

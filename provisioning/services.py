@@ -13,198 +13,47 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.utils import timezone
 
-from accounts.choices import (
-    DEFAULT_ROLE_AGENT_NAME,
-    DEFAULT_USER_AGENT_NAME,
-    AgentKind,
-    BrokerServer,
-    Lifecycle,
-)
-from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
+from accounts import services as inventory
+from accounts.choices import AgentKind, Lifecycle
+from accounts.models import AgentIdentity, EcrAccount
 from portal import audit
+from portal.celery import app
 
-from . import aws, planner
-from .choices import ACTIVE_RUN_STATUSES, RunKind
+from . import aws, compare, flows
+from .changes import Plan
+from .choices import ACTIVE_RUN_STATUSES, RunKind, RunStatus
+from .compare import AccountWanted
+from .flows import AccountTarget, Scope
 from .models import Run
 
-# Accounts whose service role the agent's permissions must list.
-MEMBER_STATUSES = (Lifecycle.PENDING, Lifecycle.ACTIVE, Lifecycle.FAILED)
+EXECUTE_RUN_TASK = "provisioning.tasks.execute_run"
 
 
-def agent_build(
-    *,
-    name: str,
-    kind: str,
-    account_id: str,
-    iam_name: str = "",
-    policy_name: str = "",
-    management_role_arn: str = "",
-    management_external_id: str = "",
-) -> AgentIdentity:
-    """An unsaved, validated agent (for --plan and for agent_create)."""
-    agent = AgentIdentity(
-        name=name,
-        kind=kind,
-        account_id=account_id,
-        iam_name=iam_name or (DEFAULT_USER_AGENT_NAME if kind == AgentKind.USER else DEFAULT_ROLE_AGENT_NAME),
-        management_role_arn=management_role_arn,
-        management_external_id=management_external_id,
+def plan_onboarding(account: EcrAccount, external_ids: list[str] | None = None) -> Plan:
+    """Read-only preview of onboarding `account` (saved draft or unsaved): the onboarding flow."""
+    ids = external_ids if external_ids is not None else inventory.desired_external_ids(account)
+    scope = Scope(
+        accounts=[AccountTarget(account, AccountWanted(ids))],
+        members_added={account.agent.pk: {account.account_id: account.service_role_arn}},
     )
-    if policy_name:
-        agent.policy_name = policy_name
-    agent.full_clean()
-    return agent
+    return flows.ONBOARD.preview(scope)
 
 
-def agent_create(*, user=None, **fields: Any) -> AgentIdentity:
-    agent = agent_build(**fields)
-    agent.save()
-    audit.record(user=user, action="agent.create", obj=agent, arn=agent.arn)
-    return agent
-
-
-def account_build(
-    *,
-    agent: AgentIdentity,
-    account_id: str,
-    regions: Iterable[str],
-    alias: str = "",
-    external_id: str = "",
-    management_role_arn: str = "",
-    management_external_id: str = "",
-    broker_client_url: str = "",
-    cr_agent_url: str = "",
-    broker_token: str = "",
-    broker_server_url: str = "",
-) -> tuple[EcrAccount, ExternalId, list[BrokerInstance]]:
-    """Unsaved, validated rows for a new ECR account. Errors carry the field names of the form."""
-    errors: dict[str, list] = {}
-    account = EcrAccount(
-        account_id=account_id,
-        alias=alias,
-        agent=agent,
-        management_role_arn=management_role_arn,
-        management_external_id=management_external_id,
-    )
-    try:
-        account.full_clean()
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
-    ext = ExternalId(account=account, value=external_id or ExternalId.generate())
-    try:
-        ext.full_clean(exclude=["account"])
-    except ValidationError as exc:
-        errors.setdefault("external_id", []).extend(exc.message_dict.get("value", exc.messages))
-    regions = list(dict.fromkeys(r.strip() for r in regions if r.strip()))
-    if not regions:
-        errors.setdefault("regions", []).append("Choose at least one region.")
-    brokers = []
-    for region in regions:
-        broker = BrokerInstance(
-            account=account,
-            region=region,
-            broker_token=broker_token or BrokerInstance.generate_token(),
-            broker_client_url=broker_client_url,
-            cr_agent_url=cr_agent_url,
-            broker_server_url=broker_server_url or BrokerServer.DEFAULT,
-        )
-        try:
-            broker.full_clean(exclude=["account"])
-        except ValidationError as exc:
-            for field, messages in exc.message_dict.items():
-                key = "regions" if field == "region" else field
-                errors.setdefault(key, []).extend(m for m in messages if m not in errors.get(key, []))
-        brokers.append(broker)
-    if errors:
-        raise ValidationError(errors)
-    return account, ext, brokers
-
-
-@transaction.atomic
-def account_create(*, user=None, **fields: Any) -> EcrAccount:
-    """Save a draft account with its ExternalId and brokers (nothing sent to AWS)."""
-    account, ext, brokers = account_build(**fields)
-    account.save()
-    ext.account = account
-    ext.save()
-    for broker in brokers:
-        broker.account = account
-        broker.save()
-    audit.record(
-        user=user,
-        action="account.create",
-        account_id=account.account_id,
-        obj=account,
-        regions=[b.region for b in brokers],
-    )
-    return account
-
-
-def desired_external_ids(account: EcrAccount) -> list[str]:
-    return [e.value for e in account.external_ids.all()]
-
-
-def agent_member_arns(agent: AgentIdentity, *, plus: EcrAccount | None = None) -> dict[str, str]:
-    """Account id -> service role ARN for every account the agent's permissions must list."""
-    arns = {
-        a.account_id: a.service_role_arn
-        for a in agent.accounts.filter(status__in=MEMBER_STATUSES).only("account_id", "service_role_name")
-    }
-    if plus is not None:
-        arns[plus.account_id] = plus.service_role_arn
-    return arns
-
-
-def plan_onboarding(account: EcrAccount, external_ids: list[str] | None = None) -> planner.Plan:
-    """Read-only preview of onboarding `account` (saved draft or unsaved): its resources, then the agent's."""
-    ids = external_ids if external_ids is not None else desired_external_ids(account)
-    plan = _plan_agent_identity_if_new(account.agent)
-    plan.extend(planner.plan_account(account, ids))
-    plan.extend(planner.plan_agent_permissions(account.agent, agent_member_arns(account.agent, plus=account)))
-    return plan
-
-
-def _plan_agent_identity_if_new(agent: AgentIdentity) -> planner.Plan:
-    """The engine creates an agent that is not set up yet before its first account: preview that too."""
-    return planner.plan_agent_identity(agent) if agent.status != Lifecycle.ACTIVE else planner.Plan()
-
-
-def plan_reconcile(accounts: Iterable[EcrAccount]) -> planner.Plan:
-    """Preview of reconciling these accounts: each account's resources, each agent's permissions once.
-
-    Removed accounts lose the agent's permission before their role is deleted, as the engine does.
-    """
-    accounts = list(accounts)
-    agents = {a.agent_id: a.agent for a in accounts}
-    agent_plan = planner.Plan()
-    for agent in agents.values():
-        agent_plan.extend(planner.plan_agent_permissions(agent, agent_member_arns(agent)))
-    removing = [a for a in accounts if a.status == Lifecycle.REMOVED]
-    plan = planner.Plan()
-    for agent in {a.agent_id: a.agent for a in accounts if a.status != Lifecycle.REMOVED}.values():
-        plan.extend(_plan_agent_identity_if_new(agent))
-    if removing:
-        plan.extend(agent_plan)
+def plan_reconcile(accounts: Iterable[EcrAccount]) -> Plan:
+    """Preview of reconciling these accounts (removed ones are made absent): the reconcile flow."""
+    targets = []
     for account in accounts:
-        if account.status == Lifecycle.REMOVED:
-            plan.extend(planner.plan_account(account, [], remove=True))
-        else:
-            plan.extend(planner.plan_account(account, desired_external_ids(account)))
-    return plan if removing else plan.extend(agent_plan)
+        removed = account.status == Lifecycle.REMOVED
+        ids = [] if removed else inventory.desired_external_ids(account)
+        targets.append(AccountTarget(account, AccountWanted(ids, remove=removed)))
+    return flows.RECONCILE.preview(Scope(accounts=targets))
 
 
-def plan_agent(agent: AgentIdentity) -> planner.Plan:
-    plan = planner.plan_agent_identity(agent)
-    if agent.pk:
-        plan.extend(planner.plan_agent_permissions(agent, agent_member_arns(agent)))
-    plan.about_agent = True
-    return plan
-
-
-def _bump_agent_generation(agent_id: int) -> None:
-    AgentIdentity.objects.filter(pk=agent_id).update(policy_generation=F("policy_generation") + 1)
+def plan_agent(agent: AgentIdentity) -> Plan:
+    """Preview of an agent's setup (also of one not saved yet: `agent_add --plan`)."""
+    return flows.AGENT_SETUP.preview(Scope(agent=agent))
 
 
 def run_request(
@@ -246,9 +95,8 @@ def run_request(
 
 
 def _send(run: Run) -> None:
-    from .tasks import execute_run
-
-    execute_run.apply_async(args=[run.pk], task_id=run.task_id)
+    # By name, as celery beat does: tasks.py sits above the services (its tasks call them).
+    app.signature(EXECUTE_RUN_TASK, args=[run.pk]).apply_async(task_id=run.task_id)
 
 
 def account_onboard(*, account: EcrAccount, user=None, enqueue: bool = True, **run_fields: Any) -> Run:
@@ -257,7 +105,7 @@ def account_onboard(*, account: EcrAccount, user=None, enqueue: bool = True, **r
         if account.status in (Lifecycle.DRAFT, Lifecycle.REMOVED):
             EcrAccount.objects.filter(pk=account.pk).update(status=Lifecycle.PENDING)
             account.status = Lifecycle.PENDING
-            _bump_agent_generation(account.agent_id)
+            account.agent.bump_policy_generation()
         return run_request(kind=RunKind.ONBOARD, user=user, accounts=[account], enqueue=enqueue, **run_fields)
 
 
@@ -279,7 +127,7 @@ def agent_create_access_key(*, agent: AgentIdentity, user=None) -> dict[str, str
     """Create an access key for a user agent and return it once. It is never stored or logged."""
     if agent.kind != AgentKind.USER:
         raise ValidationError({"kind": "Access keys exist only for user agents."})
-    iam = aws.Iam(planner.agent_access(agent))
+    iam = aws.Iam(compare.access_of(agent))
     if len(iam.list_access_keys(agent.iam_name)) >= 2:
         raise ValidationError(
             {"agent": "IAM allows 2 access keys per user and this user has 2: delete one in IAM first."}
@@ -295,10 +143,6 @@ def run_cancel(*, run: Run, user=None) -> Run:
 
     Operations already made stay (and stay recorded); a later run plans from what AWS has then.
     """
-    from django.utils import timezone
-
-    from .choices import RunStatus
-
     if not run.is_active:
         raise ValidationError({"run": f"Run {run.pk} is {run.status}: there is nothing to cancel."})
     Run.objects.filter(pk=run.pk).update(cancel_requested=True)

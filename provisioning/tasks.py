@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that take ids only. The engine does the work."""
+"""Celery tasks: thin wrappers that take ids only. The runner does the work."""
 
 import logging
 from datetime import timedelta
@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from . import runner
+from .audit.notify import post_webhook
 from .audit.services import audit_request
 from .choices import RunStatus
 from .models import Run
@@ -17,15 +19,13 @@ log = logging.getLogger(__name__)
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def execute_run(run_id: int) -> str:
-    from . import engine
-
     run = Run.objects.filter(pk=run_id).first()
     if run is None:
         return "missing"
     if not run.claim():  # a redelivered message, or another worker has it
         log.info("run %s is not queued (status %s): not running it twice", run_id, run.status)
         return "not-claimed"
-    engine.execute(run)
+    runner.execute(run)
     return run.status
 
 
@@ -78,6 +78,4 @@ def post_audit_webhook(payload: dict) -> int:
     A separate task so a slow or failing webhook never holds up or fails the audit. The payload is
     the finding (codes, account id, message): nothing secret.
     """
-    from .audit.notify import post_webhook  # here, not at the top: audit.notify imports this module
-
     return post_webhook(payload)

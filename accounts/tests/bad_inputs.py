@@ -1,7 +1,7 @@
 """The bad-input corpus (bad_inputs.yaml) and the helpers every entry point's tests share.
 
 The service tests (accounts/tests/test_validators.py) send each case through
-services.account_build / agent_build; the command-line and upload tests reuse the same cases by
+account_services.account_build / agent_build; the command-line and upload tests reuse the same cases by
 mapping `target` and `field` onto their own flags and columns:
 
     from accounts.tests.bad_inputs import load_bad_inputs, as_params
@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from accounts import services as account_services
 from provisioning.bulkfile import COLUMNS
 
 CORPUS = Path(__file__).with_name("bad_inputs.yaml")
@@ -68,7 +69,7 @@ _REQUIRED = {"target", "field", "value", "expect"}
 @dataclass(frozen=True)
 class BadInput:
     id: str
-    target: str  # "account" (services.account_build), "agent" (services.agent_build) or "upload" (a file)
+    target: str  # "account" (account_services.account_build), "agent" (account_services.agent_build) or "upload" (a file)
     field: str  # the field the error must be reported under
     value: str
     expect: str  # a fragment of the expected message
@@ -130,20 +131,18 @@ def as_params(cases: Iterable[BadInput]) -> list:
 
 def make_existing_inventory():
     """The rows the corpus refers to: agent `cra-existing` and ECR account 111122223333."""
-    from provisioning import services
 
-    agent = services.agent_create(name=EXISTING_AGENT_NAME, kind="role", account_id="111111111111")
-    services.account_create(agent=agent, account_id=EXISTING_ACCOUNT_ID, regions=["us-east-1"])
+    agent = account_services.agent_create(name=EXISTING_AGENT_NAME, kind="role", account_id="111111111111")
+    account_services.account_create(agent=agent, account_id=EXISTING_ACCOUNT_ID, regions=["us-east-1"])
     return agent
 
 
 def call_service(case: BadInput, *, agent) -> Any:
     """Send one case through its service entry point (raises ValidationError when refused)."""
-    from provisioning import services
 
     if case.target == "account":
-        return services.account_build(agent=agent, **case.kwargs())
-    return services.agent_build(**case.kwargs())
+        return account_services.account_build(agent=agent, **case.kwargs())
+    return account_services.agent_build(**case.kwargs())
 
 
 def inventory_counts() -> dict[str, int]:

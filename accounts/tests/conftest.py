@@ -2,6 +2,8 @@
 
 import pytest
 
+from accounts import services as account_services
+
 TOKEN = "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b"
 AGENT_ACCOUNT = "111111111111"
 
@@ -19,18 +21,16 @@ def access(account_id: str):
 
 @pytest.fixture
 def role_agent(db):
-    from provisioning import services
 
-    return services.agent_create(
+    return account_services.agent_create(
         name="cra", kind="role", account_id=AGENT_ACCOUNT, management_role_arn=management_role(AGENT_ACCOUNT)
     )
 
 
 @pytest.fixture
 def user_agent(db):
-    from provisioning import services
 
-    return services.agent_create(
+    return account_services.agent_create(
         name="cra-user",
         kind="user",
         account_id=AGENT_ACCOUNT,
@@ -41,7 +41,6 @@ def user_agent(db):
 @pytest.fixture
 def make_account(db, role_agent):
     """A saved draft account with one broker per region and complete broker URLs."""
-    from provisioning import services
 
     def make(account_id="222222222222", *, agent=None, regions=("us-east-1",), **fields):
         values = {
@@ -53,7 +52,7 @@ def make_account(db, role_agent):
             "management_role_arn": management_role(account_id),
         }
         values.update(fields)
-        return services.account_create(
+        return account_services.account_create(
             agent=agent or role_agent, account_id=account_id, regions=list(regions), **values
         )
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 from accounts.choices import BrokerStatus, ExternalIdState, Lifecycle
 from accounts.models import BrokerInstance, EcrAccount, ExternalId
 from portal.models import AuditEntry
-from provisioning import bulkfile, engine, services
+from provisioning import bulkfile, runner, services
 from provisioning.choices import RunKind, RunStatus
 from provisioning.models import Run
 
@@ -22,7 +22,7 @@ from .conftest import access, management_role
 def run_inline(run):
     run.refresh_from_db()
     assert run.claim()
-    return engine.execute(run)
+    return runner.execute(run)
 
 
 def digest_of(body):
@@ -218,7 +218,9 @@ def test_a_good_file_is_previewed_then_confirmed_into_one_bulk_run(client, opera
     body = client.post(
         url, {"agent": role_agent.pk, "max_concurrency": 3, "failure_tolerance": 1, "file": _file(rows)}
     ).content.decode()
-    assert "5 accounts for agent" in body and body.count(">iam:CreateRole<") == 5
+    # Five service roles, and the role of the agent: it is a draft, so the run creates it first.
+    assert "5 accounts for agent" in body and body.count(">iam:CreateRole<") == 6
+    assert ">iam:CreateInstanceProfile<" in body
     assert not EcrAccount.objects.exists()  # a preview saves nothing
     form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', body))
     data = {k: html.unescape(v) for k, v in form.items()}

@@ -8,6 +8,7 @@ import boto3
 import pytest
 from django.core.exceptions import ValidationError
 
+from accounts import services as account_services
 from accounts import validators as v
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 from accounts.tests.bad_inputs import (
@@ -21,7 +22,6 @@ from accounts.tests.bad_inputs import (
     load_bad_inputs,
     make_existing_inventory,
 )
-from provisioning import services
 
 V4 = "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b"
 
@@ -342,8 +342,8 @@ def test_one_broker_per_account_and_region(saved_agent, saved_account):
 def test_valid_inputs_pass_both_services_without_writing(aws):
     agent = make_existing_inventory()
     before = inventory_counts()
-    account, ext, brokers = services.account_build(agent=agent, **VALID_INPUTS["account"])
-    built_agent = services.agent_build(**VALID_INPUTS["agent"])
+    account, ext, brokers = account_services.account_build(agent=agent, **VALID_INPUTS["account"])
+    built_agent = account_services.agent_build(**VALID_INPUTS["agent"])
     assert account.pk is None and ext.pk is None and built_agent.pk is None
     assert [b.region for b in brokers] == ["us-east-1"]
     assert brokers[0].broker_token == VALID_INPUTS["account"]["broker_token"]
@@ -356,7 +356,7 @@ def test_valid_inputs_pass_both_services_without_writing(aws):
 def test_services_generate_an_external_id_and_token_when_left_blank():
     agent = make_existing_inventory()
     values = {**VALID_INPUTS["account"], "external_id": "", "broker_token": ""}
-    _, ext, brokers = services.account_build(agent=agent, **values)
+    _, ext, brokers = account_services.account_build(agent=agent, **values)
     v.validate_external_id(ext.value)
     v.validate_uuid4(brokers[0].broker_token)
 
@@ -373,7 +373,7 @@ def test_account_build_reports_every_bad_field_at_once():
         "cr_agent_url": "http://cra",
     }
     with pytest.raises(ValidationError) as exc:
-        services.account_build(agent=agent, **values)
+        account_services.account_build(agent=agent, **values)
     assert set(exc.value.message_dict) == {
         "account_id",
         "external_id",
@@ -387,7 +387,7 @@ def test_account_build_reports_every_bad_field_at_once():
 def test_account_build_needs_a_region():
     agent = make_existing_inventory()
     with pytest.raises(ValidationError) as exc:
-        services.account_build(agent=agent, **{**VALID_INPUTS["account"], "regions": [" ", ""]})
+        account_services.account_build(agent=agent, **{**VALID_INPUTS["account"], "regions": [" ", ""]})
     assert set(exc.value.message_dict) == {"regions"}
 
 

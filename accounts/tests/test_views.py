@@ -9,7 +9,7 @@ from django.urls import reverse
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
 from portal.models import AuditEntry
-from provisioning import engine, services
+from provisioning import runner, services
 from provisioning.choices import RunKind, RunStatus
 from provisioning.models import Run
 
@@ -44,7 +44,7 @@ def wizard_data(agent, **overrides):
 
 def run_inline(run):
     assert run.claim()
-    return engine.execute(run)
+    return runner.execute(run)
 
 
 # --- wizard: inputs --------------------------------------------------------------------------

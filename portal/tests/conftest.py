@@ -13,6 +13,7 @@ def sweep_inventory(db, aws, admin_user):
     from django.contrib.contenttypes.models import ContentType
 
     from accounts import renderers
+    from accounts import services as account_services
     from accounts.models import EcrAccount
     from portal.models import AuditEntry
     from provisioning import services
@@ -21,8 +22,8 @@ def sweep_inventory(db, aws, admin_user):
 
     from .urlsweep import Inventory
 
-    agent = services.agent_create(user=admin_user, name="cra", kind="role", account_id="111111111111")
-    account = services.account_create(
+    agent = account_services.agent_create(user=admin_user, name="cra", kind="role", account_id="111111111111")
+    account = account_services.account_create(
         user=admin_user,
         agent=agent,
         account_id="222222222222",

@@ -32,9 +32,9 @@ def sqlite_db(transactional_db):
 
 @pytest.fixture
 def counter_agent(sqlite_db):
-    from provisioning import services
+    from accounts import services as account_services
 
-    return services.agent_create(name="counter", kind="role", account_id="111111111111")
+    return account_services.agent_create(name="counter", kind="role", account_id="111111111111")
 
 
 def run_writers(db: str, agent_pk: int, tmp_path: Path, mode: str = "") -> list[dict]:

@@ -23,7 +23,7 @@ What is where (import from the module, this package re-exports nothing):
 - trust_rules: trust_findings, the findings on who a service role's trust lets in.
 - rules: every other finding (read_policy_findings, account_findings, agent_findings,
   agent_grant_findings), account_status and account_documents.
-- run: audit_scope and handle_audit_run (engine.HANDLERS["audit"]).
+- run: audit_scope and handle_audit_run (flows.AUDIT).
 - store: store_results, the snapshots and the run's result.
 - notify: the WARNING log and the webhook (notify_new_findings, post_webhook).
 - services: audit_request, the service that queues an audit.

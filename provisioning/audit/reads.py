@@ -5,7 +5,6 @@ The reads run on the pool's threads: AWS only, no database.
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +17,8 @@ from accounts.choices import BrokerStatus, Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 from accounts.renderers import BrokerFileError, current_external_id
 
-from .. import aws, planner, policies
+from .. import aws, compare, live, policies
+from ..changes import Plan
 from .catalogue import Finding
 from .documents import ROLE_ARN, Grant, _document, grants_in, statements
 
@@ -63,7 +63,7 @@ class AccountRead:
     read_document: Any = None
     attached: list[str] = field(default_factory=list)
     inline: dict[str, Any] = field(default_factory=dict)
-    plan: planner.Plan | None = None
+    plan: Plan | None = None
     plan_error: str = ""
 
     @property
@@ -95,7 +95,7 @@ class AgentRead:
     identity: dict[str, Any] | None = None
     inline: dict[str, Any] = field(default_factory=dict)
     managed: dict[str, Any] = field(default_factory=dict)  # policy ARN -> default version document
-    plan: planner.Plan | None = None
+    plan: Plan | None = None
     plan_error: str = ""
     desired: policies.AgentPermissions | None = None
     findings: list[Finding] = field(default_factory=list)
@@ -163,66 +163,53 @@ def _close_thread_connections() -> None:
         connection.close()
 
 
-@aws.with_read_cache  # the planner below answers from the reads made here
 def read_account(facts: AccountFacts) -> AccountRead:
+    """The account's live documents (every one, inline policies included) and the plan that would
+    make them match: the same reads and comparison as a reconcile's."""
     account = facts.account
     result = AccountRead(facts)
+    wanted = compare.AccountWanted([e.value for e in facts.external_ids], remove=facts.removed)
     try:
-        iam = aws.Iam(planner.account_access(account))
-        result.role = iam.get_role(account.service_role_name)
-        result.policy = iam.get_policy(account.read_policy_arn)
-        if result.policy:
-            result.read_document = _document(
-                iam.get_policy_document(account.read_policy_arn, result.policy["DefaultVersionId"])
-            )
-        if result.role:
-            result.attached = iam.list_attached_policies("role", account.service_role_name)
-            result.inline = {
-                name: _document(iam.get_inline_policy("role", account.service_role_name, name))
-                for name in iam.list_inline_policies("role", account.service_role_name)
-            }
-        ids = [e.value for e in facts.external_ids]
-        try:
-            result.plan = planner.plan_account(account, ids, remove=facts.removed)
-        except policies.LayoutError as exc:
-            result.plan_error = str(exc)
+        state = live.read_account(account, wanted, full=True)
     except aws.AwsError as exc:
         result.error = f"{exc.code}: {exc.message}"
+        return result
+    result.role, result.policy, result.read_document = state.role, state.policy, state.read_document
+    result.attached, result.inline = state.attached, state.inline
+    try:
+        result.plan = compare.account_changes(account, wanted, state)
+    except policies.LayoutError as exc:
+        result.plan_error = str(exc)
     return result
 
 
-@aws.with_read_cache
 def read_agent(agent: AgentIdentity, members: dict[str, str]) -> AgentRead:
+    """The agent's identity and every policy that may grant it sts:AssumeRole, and its plan."""
     result = AgentRead(agent, members)
-    kind = agent.kind
     try:
-        result.desired = policies.agent_permissions(kind, agent.policy_name, members)
+        result.desired = policies.agent_permissions(agent.kind, agent.policy_name, members)
     except policies.LayoutError as exc:
         result.plan_error = str(exc)
     try:
-        iam = aws.Iam(planner.agent_access(agent))
-        result.identity = iam.get_role(agent.iam_name) if kind == "role" else iam.get_user(agent.iam_name)
-        if result.identity:
-            result.inline = {
-                name: _document(iam.get_inline_policy(kind, agent.iam_name, name))
-                for name in iam.list_inline_policies(kind, agent.iam_name)
-            }
-            pattern = re.compile(
-                rf"^arn:aws[\w-]*:iam::{agent.account_id}:policy/{re.escape(agent.policy_name)}-\d+$"
-            )
-            for arn in iam.list_attached_policies(kind, agent.iam_name):
-                if pattern.match(arn):
-                    policy = iam.get_policy(arn)
-                    if policy:
-                        result.managed[arn] = _document(
-                            iam.get_policy_document(arn, policy["DefaultVersionId"])
-                        )
-        plan = planner.plan_agent_identity(agent)
-        if result.desired is not None:
-            plan.extend(planner.plan_agent_permissions(agent, members))
-        result.plan = plan
+        state = live.read_agent_permissions(agent, result.desired, full=True)
+        if agent.kind == "role":
+            state.instance_profile = live.read_instance_profile(agent)
     except aws.AwsError as exc:
         result.error = f"{exc.code}: {exc.message}"
+        return result
+    result.identity = state.identity
+    if state.identity is not None:
+        pattern = compare.managed_policy_pattern(agent)
+        result.inline = state.inline_all
+        result.managed = {
+            arn: managed.document
+            for arn, managed in state.managed.items()
+            if arn in state.attached and pattern.match(arn)
+        }
+    plan = compare.agent_identity_changes(agent, state)
+    if result.desired is not None:
+        plan.extend(compare.agent_permission_changes(agent, members, result.desired, state))
+    result.plan = plan
     return result
 
 

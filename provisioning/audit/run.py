@@ -1,4 +1,4 @@
-"""The audit run (engine.HANDLERS["audit"]): its scope, the concurrent reads, findings, store, notify."""
+"""The audit run (flows.AUDIT): its scope, the concurrent reads, findings, store, notify."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from datetime import datetime
 from django.db.models import Prefetch
 from django.utils import timezone
 
+from accounts import services as inventory
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
 
-from .. import aws, services
+from .. import aws
 from ..choices import AuditStatus, RunStatus, Severity
 from ..models import Run
 from .catalogue import severity_counts
@@ -51,11 +52,11 @@ def audit_scope(run: Run) -> tuple[list[EcrAccount], list[AgentIdentity]]:
 
 
 def handle_audit_run(run: Run) -> tuple[str, str]:
-    """engine.HANDLERS["audit"]: read everything concurrently, store snapshots, report."""
+    """flows.AUDIT: read everything concurrently, store snapshots, report."""
     now = timezone.now()
     accounts, agents = audit_scope(run)
     facts = [AccountFacts.of(a) for a in accounts]
-    members = {agent.pk: services.agent_member_arns(agent) for agent in agents}
+    members = {agent.pk: inventory.agent_member_arns(agent) for agent in agents}
     statuses = dict(EcrAccount.objects.values_list("account_id", "status"))
     total = len(accounts) + len(agents)
     Run.objects.filter(pk=run.pk).update(progress_total=total)

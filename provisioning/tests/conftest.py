@@ -1,5 +1,6 @@
 import pytest
 
+from accounts import services as account_services
 from provisioning import aws as aws_module
 
 AGENT_ACCOUNT = "111111111111"
@@ -29,16 +30,15 @@ def make_management_role(account_id: str, name: str = "PortalManagement", extern
 
 def create_inventory(account_ids=ECR_ACCOUNTS, *, region: str = "us-east-1"):
     """A role agent in the agent account and draft ECR accounts, each with a management role."""
-    from provisioning import services
 
-    agent = services.agent_create(
+    agent = account_services.agent_create(
         name="cra",
         kind="role",
         account_id=AGENT_ACCOUNT,
         management_role_arn=make_management_role(AGENT_ACCOUNT),
     )
     accounts = [
-        services.account_create(
+        account_services.account_create(
             agent=agent,
             account_id=account_id,
             regions=[region],

@@ -11,9 +11,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts import services as account_services
 from accounts.choices import ExternalIdState, Lifecycle
 from accounts.models import EcrAccount, ExternalId
-from provisioning import engine, services
+from provisioning import runner
 from provisioning.audit.catalogue import CHECKS
 from provisioning.audit.services import audit_request
 from provisioning.choices import AuditStatus, RunStatus
@@ -33,7 +34,7 @@ AGENT_ARN = f"arn:aws:iam::{AGENT_ACCOUNT}:role/{AGENT_ROLE}"
 def audit_now(accounts=None):
     run = audit_request(accounts=accounts, enqueue=False)
     assert run.claim()
-    return engine.execute(run)
+    return runner.execute(run)
 
 
 @pytest.fixture
@@ -206,7 +207,7 @@ def agent_unmanaged(agent, accounts):
 
 
 def agent_removed(agent, accounts):
-    gone = services.account_create(agent=agent, account_id="666666666666", regions=["us-east-1"])
+    gone = account_services.account_create(agent=agent, account_id="666666666666", regions=["us-east-1"])
     EcrAccount.objects.filter(pk=gone.pk).update(status=Lifecycle.REMOVED)
     agent_statements(extra=[assume(gone.service_role_arn, sid="Leftover")])
 

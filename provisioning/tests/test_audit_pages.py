@@ -10,9 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from accounts import services as account_services
 from accounts.choices import Lifecycle
 from accounts.models import EcrAccount
-from provisioning import services
 from provisioning.choices import AuditStatus, RunKind, RunStatus
 from provisioning.models import AuditSnapshot, Run
 
@@ -215,7 +215,7 @@ def _grow(count, start):
     agent = EcrAccount.objects.get(account_id=ACCT).agent
     for i in range(start, start + count):
         account_id = f"8000000{i:05d}"
-        account = services.account_create(
+        account = account_services.account_create(
             agent=agent,
             account_id=account_id,
             regions=["us-east-1"],

@@ -12,8 +12,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from accounts import services as account_services
 from accounts.models import EcrAccount
-from provisioning import engine, services, tasks
+from provisioning import runner, services, tasks
 from provisioning.audit import run as audit_run
 from provisioning.audit.catalogue import CHECKS
 from provisioning.audit.services import audit_request
@@ -188,7 +189,7 @@ def test_cli_exits_1_when_the_audit_itself_fails(onboarded, aws, monkeypatch):
 @pytest.mark.django_db(transaction=True)  # the bulk onboarding writes from its worker threads
 def test_two_hundred_accounts_are_read_concurrently_and_one_unreachable_stops_nobody(aws, settings):
     settings.AUDIT_CONCURRENCY = 16
-    agent = services.agent_create(
+    agent = account_services.agent_create(
         name="cra",
         kind="role",
         account_id=AGENT_ACCOUNT,
@@ -196,7 +197,7 @@ def test_two_hundred_accounts_are_read_concurrently_and_one_unreachable_stops_no
     )
     ids = [f"{700000000000 + i}" for i in range(200)]
     accounts = [
-        services.account_create(
+        account_services.account_create(
             agent=agent, account_id=i, regions=["eu-west-1"], management_role_arn=make_management_role(i)
         )
         for i in ids
@@ -408,7 +409,7 @@ def test_a_cancelled_running_audit_stops_and_keeps_the_last_complete_one(onboard
     run = audit_request(enqueue=False)
     assert run.claim()
     services.run_cancel(run=run)  # while it runs: a queued one would simply never start
-    engine.execute(run)
+    runner.execute(run)
     assert run.status == RunStatus.CANCELLED
     assert run.explanation.startswith("Cancelled after reading 1 of ")
     assert set(AuditSnapshot.objects.filter(is_latest=True).values_list("pk", flat=True)) == latest
@@ -428,4 +429,4 @@ def test_an_operator_cancels_a_running_audit_from_its_page(onboarded, aws, clien
     client.post(reverse("provisioning:run_cancel", args=[run.pk]))
     page = client.get(reverse("provisioning:run_detail", args=[run.pk])).content.decode()
     assert "the run stops before its next read" in page
-    assert engine.execute(run).status == RunStatus.CANCELLED
+    assert runner.execute(run).status == RunStatus.CANCELLED

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
+from accounts import services as account_services
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 from portal.models import AuditEntry
@@ -55,7 +56,7 @@ def ids(count, first=300000000000):
 
 @pytest.fixture
 def agent(db, aws):
-    return services.agent_create(
+    return account_services.agent_create(
         name="cra",
         kind="role",
         account_id=AGENT_ACCOUNT,
@@ -102,7 +103,8 @@ def test_fifty_rows_with_three_bad_are_refused_whole_then_the_fixed_file_is_onbo
     path = csv_file(tmp_path, rows)
     plan_text = onboard_file(path, "--plan")
     assert aws.write_calls() == 0 and counts() == before
-    assert plan_text.count("iam:CreateRole") == 50 and plan_text.count("iam:PutRolePolicy") == 1
+    # 50 service roles and the draft agent's own role, which the run creates first.
+    assert plan_text.count("iam:CreateRole") == 51 and plan_text.count("iam:PutRolePolicy") == 1
 
     text = onboard_file(path, "--inline", "--max-concurrency", "8")
     run = Run.objects.get(kind=RunKind.BULK)
@@ -148,9 +150,9 @@ def _request(agent, rows, tmp_path, **options):
     assert report.ok, report.as_text()
     run = lifecycle.accounts_bulk_onboard(report=report, enqueue=False, **options)
     assert run.claim()
-    from provisioning import engine
+    from provisioning import runner
 
-    return engine.execute(run)
+    return runner.execute(run)
 
 
 def test_failure_tolerance_stops_starting_new_accounts(
@@ -315,7 +317,7 @@ def test_bad_cells_name_their_row_and_field(agent, line, field, message):
 
 
 def test_an_account_already_in_the_portal_is_a_bad_row(agent):
-    services.account_create(agent=agent, account_id="300000000001", regions=["us-east-1"])
+    account_services.account_create(agent=agent, account_id="300000000001", regions=["us-east-1"])
     report = bulkfile.load(agent, _csv(",".join(bulkfile.COLUMNS), GOOD), "a.csv")
     (problem,) = report.problems
     assert (problem.row, problem.field) == (2, "account_id")
@@ -329,7 +331,7 @@ def test_a_yaml_account_id_written_as_a_short_number_is_refused(agent):
 
 
 def test_an_agent_that_cannot_hold_the_file_is_refused_before_anything_is_saved(db, aws):
-    user_agent = services.agent_create(name="small", kind="user", account_id=AGENT_ACCOUNT)
+    user_agent = account_services.agent_create(name="small", kind="user", account_id=AGENT_ACCOUNT)
     # 900 accounts already served: with the file's 400 they need more than 10 managed policies.
     EcrAccount.objects.bulk_create(
         EcrAccount(account_id=f"4{i:011d}", agent=user_agent, status=Lifecycle.ACTIVE) for i in range(900)

@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from accounts import services as account_services
 from accounts.models import AgentIdentity, EcrAccount
 from provisioning import services
 from provisioning.models import Operation, Run
@@ -160,9 +161,8 @@ def test_onboarding_plan_for_an_agent_not_yet_set_up_shows_its_creation(db, aws,
         mgmt(AGENT_ACCOUNT),
         "--plan",
     )
-    from provisioning import services
 
-    services.agent_create(
+    account_services.agent_create(
         name="cra", kind="role", account_id=AGENT_ACCOUNT, management_role_arn=mgmt(AGENT_ACCOUNT)
     )
     out = cli("account_onboard", ECR_ACCOUNTS[0], "--agent", "cra", "--region", "eu-west-1",
@@ -176,7 +176,7 @@ def test_onboarding_plan_for_an_agent_not_yet_set_up_shows_its_creation(db, aws,
 
 
 def queued_agent() -> AgentIdentity:
-    return services.agent_create(
+    return account_services.agent_create(
         name="cra", kind="user", account_id=AGENT_ACCOUNT, management_role_arn=mgmt(AGENT_ACCOUNT)
     )
 

@@ -2,8 +2,9 @@
 
 import pytest
 
+from accounts import services as account_services
 from accounts.choices import Lifecycle
-from provisioning import engine, policies, services
+from provisioning import policies, runner, services
 from provisioning.choices import RunStatus
 
 from .conftest import AGENT_ACCOUNT, BASE_ACCOUNT, ECR_ACCOUNTS, iam_in
@@ -11,7 +12,7 @@ from .conftest import AGENT_ACCOUNT, BASE_ACCOUNT, ECR_ACCOUNTS, iam_in
 
 def run_inline(run):
     assert run.claim()
-    return engine.execute(run)
+    return runner.execute(run)
 
 
 def setup_agent_and_onboard(agent, accounts):
@@ -270,7 +271,7 @@ def test_offboarding_removes_the_agent_statement_before_the_role(inventory):
 
 def test_credentials_landing_in_another_account_are_refused(db, aws):
     # No management role: the base credentials act in moto's default account, not the agent's.
-    agent = services.agent_create(name="misplaced", kind="role", account_id=AGENT_ACCOUNT)
+    agent = account_services.agent_create(name="misplaced", kind="role", account_id=AGENT_ACCOUNT)
     run = run_inline(services.agent_setup(agent=agent, enqueue=False))
     assert run.status == RunStatus.FAILED
     assert "WrongAccount" in run.explanation and "123456789012" in run.explanation
@@ -279,7 +280,7 @@ def test_credentials_landing_in_another_account_are_refused(db, aws):
 
 @pytest.mark.parametrize("kind,iam_name", [("user", "SnykCraUser"), ("role", "SnykCraEc2Role")])
 def test_agent_identity_kinds(db, aws, kind, iam_name):
-    agent = services.agent_create(name=f"a-{kind}", kind=kind, account_id=BASE_ACCOUNT)
+    agent = account_services.agent_create(name=f"a-{kind}", kind=kind, account_id=BASE_ACCOUNT)
     run = run_inline(services.agent_setup(agent=agent, enqueue=False))
     assert run.status == "succeeded"
     iam = aws.Iam(aws.Access(BASE_ACCOUNT))

@@ -178,7 +178,7 @@ def test_rotation_refuses_bad_ids_and_inactive_accounts(onboarded, inventory):
             lifecycle.external_id_rotate(account=account, value=value, enqueue=False)
         assert "external_id" in exc.value.message_dict, value
         assert message in " ".join(exc.value.message_dict["external_id"]), value
-    draft = services.account_create(
+    draft = account_services.account_create(
         agent=account.agent, account_id="444444444444", regions=["us-east-1"], external_id="ext-draft"
     )
     with pytest.raises(ValidationError, match="draft"):
@@ -319,7 +319,7 @@ def test_adopting_a_hand_made_setup_reports_every_deviation_in_the_plan(inventor
     iam = hand_made_setup(hand, agent.arn, extra_actions=("ecr:PutImage", "ecr:BatchDeleteImage"))
     live_read = iam.get_policy_document(f"arn:aws:iam::{hand}:policy/{READ_POLICY}", "v1")
     live_role_trust = iam.get_role("SnykEcrServiceRole")["AssumeRolePolicyDocument"]
-    account = services.account_create(
+    account = account_services.account_create(
         agent=agent,
         account_id=hand,
         regions=["us-east-1"],
@@ -383,7 +383,7 @@ def test_a_hand_made_setup_matching_the_guide_is_adopted_as_it_is(inventory):
     hand_made_setup(
         hand, agent.arn, trust_condition={"StringEquals": {"sts:ExternalId": "hand-ext"}}, extra_policy=False
     )
-    account = services.account_create(
+    account = account_services.account_create(
         agent=agent,
         account_id=hand,
         regions=["us-east-1"],
@@ -406,7 +406,7 @@ def test_a_hand_made_external_id_the_portal_does_not_hold_is_called_out(inventor
         trust_condition={"StringEquals": {"sts:ExternalId": "old-hand-id"}},
         extra_policy=False,
     )
-    account = services.account_create(
+    account = account_services.account_create(
         agent=agent,
         account_id=hand,
         regions=["us-east-1"],
@@ -422,7 +422,7 @@ def test_offboarding_leaves_adopted_resources_unless_confirmed(inventory):
     run_inline(services.agent_setup(agent=agent, enqueue=False))
     hand = "888888888888"
     iam = hand_made_setup(hand, agent.arn)
-    account = services.account_create(
+    account = account_services.account_create(
         agent=agent,
         account_id=hand,
         regions=["us-east-1"],
@@ -470,7 +470,7 @@ def test_offboarding_never_deletes_what_the_portal_did_not_create_or_adopt(inven
     run_inline(services.agent_setup(agent=agent, enqueue=False))
     hand = "999999999999"
     iam = hand_made_setup(hand, agent.arn, extra_policy=False)
-    account = services.account_create(
+    account = account_services.account_create(
         agent=agent,
         account_id=hand,
         regions=["us-east-1"],
@@ -514,7 +514,7 @@ def test_an_agent_is_not_offboarded_while_it_serves_accounts(onboarded, aws):
     with pytest.raises(ValidationError, match=f"still serves 1 account.*{ECR_ACCOUNTS[1]}"):
         lifecycle.agent_offboard(agent=agent, enqueue=False)
     # A draft account counts too: it would be onboarded onto a removed agent.
-    services.account_create(agent=agent, account_id="444444444444", regions=["us-east-1"])
+    account_services.account_create(agent=agent, account_id="444444444444", regions=["us-east-1"])
     run_inline(lifecycle.account_offboard(account=accounts[1], enqueue=False))
     assert "444444444444" in lifecycle.agent_offboard_refusal(agent)
     run_inline(
@@ -546,10 +546,10 @@ def test_an_offboarded_agent_loses_a_permission_left_behind(onboarded):
 
 def test_the_plan_of_a_removed_account_still_offboards_without_the_account(onboarded):
     agent, (account, other) = onboarded
-    members = services.agent_member_arns(agent)
+    members = account_services.agent_member_arns(agent)
     plan = lifecycle.plan_offboarding(account)
     assert plan.changes[0].after["Statement"][0]["Resource"] == other.service_role_arn
-    assert services.agent_member_arns(agent) == members  # the preview changed nothing
+    assert account_services.agent_member_arns(agent) == members  # the preview changed nothing
     assert isinstance(plan, planner.Plan)
     assert not Operation.objects.filter(run__kind=RunKind.OFFBOARD).exists()
 

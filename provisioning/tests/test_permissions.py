@@ -6,9 +6,10 @@ import json
 from django.core.management import call_command
 from django.db.models import F
 
+from accounts import services as account_services
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity
-from provisioning import engine, permissions, services
+from provisioning import permissions, runner, services
 from provisioning.audit.services import audit_request
 
 from .conftest import AGENT_ACCOUNT, BASE_ACCOUNT, iam_in, make_management_role
@@ -16,7 +17,7 @@ from .conftest import AGENT_ACCOUNT, BASE_ACCOUNT, iam_in, make_management_role
 
 def run_inline(run):
     assert run.claim()
-    engine.execute(run)
+    runner.execute(run)
     assert run.status == "succeeded", run.explanation
     return run
 
@@ -38,14 +39,14 @@ def offboard(account):
 
 def exercise_every_flow():
     """Agent kinds, onboarding, adoption, drift repair with version pruning, layout switches, offboarding."""
-    role_agent = services.agent_create(
+    role_agent = account_services.agent_create(
         name="role-agent",
         kind="role",
         account_id=AGENT_ACCOUNT,
         management_role_arn=make_management_role(AGENT_ACCOUNT),
     )
     run_inline(services.agent_setup(agent=role_agent, enqueue=False))
-    user_agent = services.agent_create(name="user-agent", kind="user", account_id=BASE_ACCOUNT)
+    user_agent = account_services.agent_create(name="user-agent", kind="user", account_id=BASE_ACCOUNT)
     run_inline(services.agent_setup(agent=user_agent, enqueue=False))
     services.agent_create_access_key(agent=user_agent)
 
@@ -71,7 +72,7 @@ def exercise_every_flow():
             SetAsDefault=True,
             PolicyDocument=document(allow(f"ecr:X{n}")),
         )
-    adopted = services.account_create(
+    adopted = account_services.account_create(
         agent=role_agent,
         account_id=hand,
         regions=["us-east-1"],
@@ -85,7 +86,7 @@ def exercise_every_flow():
     for i in range(40):
         account_id = f"{300000000000 + i}"
         accounts.append(
-            services.account_create(
+            account_services.account_create(
                 agent=user_agent, account_id=account_id, regions=["us-east-1"],
                 management_role_arn=make_management_role(account_id),
             )
@@ -115,7 +116,7 @@ def test_iam_policy_lists_exactly_the_calls_the_engine_makes(transactional_db, a
 
 
 def test_iam_policy_command_scopes_to_the_managed_names(db):
-    services.agent_create(
+    account_services.agent_create(
         name="custom",
         kind="role",
         account_id=AGENT_ACCOUNT,

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.db.models import Count
 
+from accounts import services as account_services
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 from bench.proxy import FaultProxy, Rule
@@ -52,14 +53,14 @@ def proxy(monkeypatch):
 
 
 def make_agent() -> AgentIdentity:
-    return services.agent_create(
+    return account_services.agent_create(
         name="cra", kind="role", account_id=AGENT_ACCOUNT, management_role_arn=management_role(AGENT_ACCOUNT)
     )
 
 
 def make_accounts(agent: AgentIdentity, first: int, count: int) -> list[EcrAccount]:
     return [
-        services.account_create(
+        account_services.account_create(
             agent=agent,
             account_id=f"{first + i:012d}",
             regions=["eu-west-1"],
@@ -338,10 +339,10 @@ def _log_dir(name: str):
 
 
 def run_inline(run: Run) -> Run:
-    from provisioning import engine
+    from provisioning import runner
 
     assert run.claim()
-    return engine.execute(run)
+    return runner.execute(run)
 
 
 def test_reapply_with_nothing_changed_writes_nothing_and_reads_the_agent_once(proxy):

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts import services as account_services
 from portal.celery import app
 from provisioning import services, tasks
 from provisioning.choices import RunStatus
@@ -22,7 +23,7 @@ def eager():
 
 @pytest.fixture
 def agent(db, aws):
-    return services.agent_create(name="cra", kind="user", account_id=BASE_ACCOUNT)
+    return account_services.agent_create(name="cra", kind="user", account_id=BASE_ACCOUNT)
 
 
 def test_a_redelivered_task_never_runs_a_run_twice(agent, aws):
@@ -93,14 +94,14 @@ def test_a_cancelled_queued_run_never_starts(agent, aws):
 
 
 def test_a_running_run_stops_before_its_next_account(db, aws):
-    from provisioning import engine
+    from provisioning import runner
 
     from .conftest import make_management_role
 
-    agent = services.agent_create(name="cra", kind="user", account_id=BASE_ACCOUNT)
+    agent = account_services.agent_create(name="cra", kind="user", account_id=BASE_ACCOUNT)
     assert tasks.execute_run(services.agent_setup(agent=agent, enqueue=False).pk) == RunStatus.SUCCEEDED
     accounts = [
-        services.account_create(
+        account_services.account_create(
             agent=agent,
             account_id=account_id,
             regions=["us-east-1"],
@@ -112,7 +113,7 @@ def test_a_running_run_stops_before_its_next_account(db, aws):
     run = services.account_reconcile(accounts=accounts, enqueue=False)
     assert run.claim()
     services.run_cancel(run=run)
-    engine.execute(run)
+    runner.execute(run)
     assert run.status == RunStatus.CANCELLED
     assert aws.write_calls() == 0
 

@@ -341,6 +341,7 @@ class Command(BaseCommand):
         The emulator starts empty every time; the database persists in var/. Every agent that was
         set up (and the demo agent) gets a setup run, and the onboarded accounts a reconcile run.
         """
+        from accounts import services as inventory
         from accounts.choices import Lifecycle
         from accounts.models import AgentIdentity
         from provisioning import services
@@ -352,7 +353,7 @@ class Command(BaseCommand):
         for agent in agents.distinct().order_by("pk"):
             services.agent_setup(agent=agent)
             setups += 1
-            members = list(agent.accounts.filter(status__in=services.MEMBER_STATUSES))
+            members = list(agent.accounts.filter(status__in=inventory.MEMBER_STATUSES))
             if members:
                 services.account_reconcile(accounts=members)
                 reconciles += len(members)

@@ -255,9 +255,9 @@ def management_role(account_id: str) -> str:
 
 @pytest.fixture
 def agent(db):
-    from provisioning import services
+    from accounts import services as account_services
 
-    return services.agent_create(
+    return account_services.agent_create(
         name="cra",
         kind="role",
         account_id="111111111111",

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from accounts import services as account_services
 from accounts.choices import BrokerStatus, ExternalIdState, Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 from portal.models import AuditEntry
-from provisioning import aws, bulkfile, engine, lifecycle, services
+from provisioning import aws, bulkfile, lifecycle, runner, services
 from provisioning.choices import RunKind, RunStatus
 from provisioning.models import Run
 
@@ -41,7 +42,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a
 def run_inline(run: Run) -> Run:
     run.refresh_from_db()
     assert run.claim()
-    run = engine.execute(run)
+    run = runner.execute(run)
     assert run.status == RunStatus.SUCCEEDED, run.explanation
     return run
 
@@ -122,7 +123,7 @@ def onboarded(active_agent):
     agent = active_agent
 
     def onboard(account_id: str, alias: str = "payments") -> EcrAccount:
-        account = services.account_create(
+        account = account_services.account_create(
             agent=agent,
             account_id=account_id,
             alias=alias,
@@ -464,7 +465,7 @@ def test_onboard_accounts_from_a_csv_file(page, portal, login, operator, active_
     run = finished_run(page)
     assert run.kind == RunKind.BULK
     assert run.options["max_concurrency"] == 2 and run.options["failure_tolerance"] == 0
-    assert run.result == {"accounts": dict.fromkeys(BULK, "succeeded")}
+    assert run.result == {"accounts": dict.fromkeys(BULK, "succeeded"), "errors": {}}
     assert page.locator("#bulk-progress").inner_text().startswith("3 of 3 accounts done.")
 
     # The database and AWS hold what the preview showed.

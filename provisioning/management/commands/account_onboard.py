@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
+from accounts import services as inventory
 from accounts.models import AgentIdentity, EcrAccount
 from provisioning import cli, services
 
@@ -56,12 +57,12 @@ class Command(BaseCommand):
             "broker_server_url": opts["broker_server_url"],
         }
         try:
-            account, external_id, _ = services.account_build(**fields)
+            account, external_id, _ = inventory.account_build(**fields)
         except ValidationError as exc:
             raise cli.invalid(exc) from None
         if opts["plan"]:
             cli.print_plan(self.stdout, services.plan_onboarding(account, [external_id.value]))
             return
-        account = services.account_create(**fields)
+        account = inventory.account_create(**fields)
         run = services.account_onboard(account=account, enqueue=not opts["inline"])
         cli.execute(self.stdout, run, inline=opts["inline"], timeout=opts["timeout"])

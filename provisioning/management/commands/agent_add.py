@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
+from accounts import services as inventory
 from provisioning import cli, services
 
 
@@ -28,13 +29,13 @@ class Command(BaseCommand):
             "management_external_id": opts["management_external_id"],
         }
         try:
-            agent = services.agent_build(**fields)
+            agent = inventory.agent_build(**fields)
         except ValidationError as exc:
             raise cli.invalid(exc) from None
         if opts["plan"]:
             cli.print_plan(self.stdout, services.plan_agent(agent))
             return
-        agent = services.agent_create(**fields)
+        agent = inventory.agent_create(**fields)
         self.stdout.write(f"Agent {agent.name}: {agent.arn}")
         run = services.agent_setup(agent=agent, enqueue=not opts["inline"])
         cli.execute(self.stdout, run, inline=opts["inline"], timeout=opts["timeout"])

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.choices import Lifecycle
 from accounts.models import EcrAccount
-from provisioning import cli, engine
+from provisioning import cli, runner
 from provisioning.audit.report import has_findings_or_drift, run_report
 from provisioning.audit.services import audit_request
 from provisioning.choices import RunStatus
@@ -52,7 +52,7 @@ class Command(BaseCommand):
         progress = self.stderr if opts["json"] else self.stdout
         run = audit_request(accounts=accounts, enqueue=not opts["inline"])
         if opts["inline"] and run.claim():
-            engine.execute(run)
+            runner.execute(run)
         else:
             progress.write(f"Audit run {run.pk} {run.status}; waiting for a worker…")
             run = self._wait(run, opts["timeout"])

@@ -1,0 +1,25 @@
+"""Flows: every run kind defined once as an ordered list of steps.
+
+- base.py: Scope (what a flow works on), Step, Flow (preview() and execute() walk the same steps),
+  Outcomes (each account's result).
+- steps.py: the steps (agent identity, agent permissions, an account's resources or their removal,
+  many accounts at once, the inventory's statuses).
+- kinds.py: the flows themselves, and FLOWS, the registry the runner looks a run's kind up in.
+"""
+
+from .base import AccountTarget, Flow, RunFailed, Scope
+from .kinds import AGENT_SETUP, AUDIT, BULK, FLOWS, OFFBOARD, ONBOARD, RECONCILE
+
+__all__ = [
+    "AGENT_SETUP",
+    "AUDIT",
+    "BULK",
+    "FLOWS",
+    "OFFBOARD",
+    "ONBOARD",
+    "RECONCILE",
+    "AccountTarget",
+    "Flow",
+    "RunFailed",
+    "Scope",
+]

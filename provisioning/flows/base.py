@@ -1,0 +1,220 @@
+"""What a flow is: one ordered list of steps, walked read-only by preview() and for real by execute().
+
+A flow builds its steps from a Scope: the accounts and agents it works on and what each should
+become. execute() takes the scope from the run (the inventory already says what is wanted);
+a preview takes it from the request not yet made (a draft to onboard, an id to rotate in, an
+account to offboard) — `members_added` / `members_removed` say how the agent's accounts will
+differ once it is. Both then walk `steps(scope)`: the same steps, the same order, the same
+comparisons. There is no second description of any flow's order.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from accounts import services as inventory
+from accounts.models import AgentIdentity, EcrAccount
+
+from .. import aws, compare, policies
+from ..applier import ApplyError, apply_step
+from ..changes import Plan
+from ..models import Run
+
+# How a run ends for one account (Run.result["accounts"]).
+SUCCEEDED, UNCHANGED, FAILED, NOT_STARTED = "succeeded", "unchanged", "failed", "not started"
+# Why an account was not started.
+CANCELLED_BEFORE_START = "cancelled before it started"
+OVER_TOLERANCE = "not started: more failures than the failure tolerance"
+
+
+@dataclass
+class AccountTarget:
+    """One account and what its resources should become."""
+
+    account: EcrAccount
+    wanted: compare.AccountWanted
+    origin: str = ""  # where a preview's account came from ("row 3"), for its read errors
+
+    @property
+    def account_id(self) -> str:
+        return self.account.account_id
+
+
+@dataclass
+class Scope:
+    """What a flow works on. Built from a run (execute) or from a request still to be made (preview)."""
+
+    accounts: list[AccountTarget] = field(default_factory=list)
+    agent: AgentIdentity | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    # A preview's inventory change not yet saved: how each agent's member roles will differ.
+    members_added: dict[int, dict[str, str]] = field(default_factory=dict)
+    members_removed: dict[int, set[str]] = field(default_factory=dict)
+    agent_leaving: bool = False  # the agent itself is offboarded (it serves no account any more)
+    previewing: bool = False
+    # Previews only: the members each agent's permissions were already planned for in this flow.
+    planned_members: dict[int, dict[str, str]] = field(default_factory=dict)
+
+    def members(self, agent: AgentIdentity) -> dict[str, str]:
+        """Account id -> service role ARN the agent's permissions must list (after the request)."""
+        members = inventory.agent_member_arns(agent) if agent.pk else {}
+        members.update(self.members_added.get(agent.pk or 0, {}))
+        for account_id in self.members_removed.get(agent.pk or 0, set()):
+            members.pop(account_id, None)
+        return members
+
+    @property
+    def removed(self) -> list[AccountTarget]:
+        return [t for t in self.accounts if t.wanted.remove]
+
+    @property
+    def present(self) -> list[AccountTarget]:
+        return [t for t in self.accounts if not t.wanted.remove]
+
+
+def agents_of(targets: Sequence[AccountTarget]) -> list[AgentIdentity]:
+    """The distinct agents of these accounts, in the order they first appear."""
+    agents: dict[int | None, AgentIdentity] = {}
+    for target in targets:
+        agents.setdefault(target.account.agent_id, target.account.agent)
+    return list(agents.values())
+
+
+class Outcomes:
+    """Per-account results of one run, kept as the steps finish (from several threads at once)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.status: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # failed: the error; not started: why
+        self.exceptions: dict[str, Exception] = {}
+        self.writes = 0
+
+    def record(self, account_id: str, writes: int) -> None:
+        """An account's step went through: with writes it succeeded, without it was already in sync."""
+        with self._lock:
+            if self.status.get(account_id) != FAILED:
+                changed = writes > 0 or self.status.get(account_id) == SUCCEEDED
+                self.status[account_id] = SUCCEEDED if changed else UNCHANGED
+            self.writes += writes
+
+    def add_writes(self, writes: int) -> None:
+        with self._lock:
+            self.writes += writes
+
+    def fail(self, account_id: str, error: Exception) -> None:
+        with self._lock:
+            self.status[account_id] = FAILED
+            self.errors[account_id] = str(error)
+            self.exceptions[account_id] = error
+
+    def not_started(self, account_id: str, reason: str) -> None:
+        with self._lock:
+            self.status[account_id] = NOT_STARTED
+            self.errors[account_id] = reason
+
+    def failed(self, account_id: str) -> bool:
+        return self.status.get(account_id) == FAILED
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for status in self.status.values() if status == outcome)
+
+    def as_result(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "accounts": dict(sorted(self.status.items())),
+                "errors": dict(sorted(self.errors.items())),
+            }
+
+
+class RunFailed(Exception):
+    """An expected failure: the run ends "failed" with this explanation."""
+
+
+# What makes one account (or one step) fail without ending the run: AWS said no, or a quota.
+STEP_ERRORS = (ApplyError, aws.AwsError, policies.LayoutError)
+
+
+class Step(ABC):
+    """One step of a flow: plan() reads and compares (never writes); the runner applies that plan."""
+
+    label: str
+    # The accounts this step's writes serve: when it fails they fail; when they all failed it is skipped.
+    # None: the run cannot go on without it, so its failure ends the run.
+    serves: list[str] | None = None
+
+    @abstractmethod
+    def plan(self, scope: Scope) -> Plan: ...
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        """Apply the step in a run; the number of writes. Steps that coordinate (locks) override it."""
+        writes = apply_step(run, self.plan(scope), self.label)
+        self.done(run, scope)
+        return writes
+
+    def done(self, run: Run, scope: Scope) -> None:  # noqa: B027  optional hook, most steps keep none
+        """The inventory's bookkeeping once the step's writes are made (no AWS call)."""
+
+
+class AccountFanOut(Step):
+    """Marks a step that records each account's writes in the outcomes itself (ForEachAccount)."""
+
+
+class Flow(ABC):
+    """A run kind: its steps in order, and how a run of it ends."""
+
+    kinds: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def scope_of(self, run: Run) -> Scope:
+        """The scope of a run, from the inventory as it is now."""
+
+    @abstractmethod
+    def steps(self, scope: Scope) -> list[Step]:
+        """The one ordered list of steps of this flow."""
+
+    @abstractmethod
+    def summarize(self, run: Run, scope: Scope, outcomes: Outcomes) -> tuple[str, str]:
+        """(status, explanation) once every step has run."""
+
+    def preview(self, scope: Scope) -> Plan:
+        """Every change the flow would make now, in order, read-only."""
+        scope.previewing = True
+        plan = Plan()
+        for step in self.steps(scope):
+            plan.extend(step.plan(scope))
+        return plan
+
+    def execute(self, run: Run) -> tuple[str, str]:
+        """Walk the same steps and apply them; each account's outcome lands in `run.result`."""
+        scope = self.scope_of(run)
+        outcomes = Outcomes()
+        try:
+            for step in self.steps(scope):
+                self._execute_step(run, scope, outcomes, step)
+            return self.summarize(run, scope, outcomes)
+        finally:
+            if scope.accounts:
+                Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
+
+    @staticmethod
+    def _execute_step(run: Run, scope: Scope, outcomes: Outcomes, step: Step) -> None:
+        serves = step.serves
+        if serves and all(outcomes.status.get(a) in (FAILED, NOT_STARTED) for a in serves):
+            return  # every account it would write for has failed
+        try:
+            writes = step.execute(run, scope, outcomes)
+        except STEP_ERRORS as exc:
+            if serves is None:
+                raise
+            run.log(f"{step.label} failed: {exc}", level="ERROR")
+            for account_id in serves:
+                if outcomes.status.get(account_id) not in (FAILED, NOT_STARTED):
+                    outcomes.fail(account_id, exc)
+            return
+        if not isinstance(step, AccountFanOut):
+            outcomes.add_writes(writes)

@@ -1,0 +1,322 @@
+"""The steps flows are made of. Each plans through planner.py (read, then compare) and, in a run,
+applies that very plan; what the inventory records afterwards is in `done` (no AWS call there)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from accounts.choices import BrokerStatus, Lifecycle
+from accounts.models import AgentIdentity, EcrAccount, ExternalId
+
+from .. import aws, planner
+from ..applier import apply_step
+from ..changes import Plan
+from ..locks import agent_lock
+from ..models import Run
+from .base import (
+    CANCELLED_BEFORE_START,
+    FAILED,
+    NOT_STARTED,
+    OVER_TOLERANCE,
+    STEP_ERRORS,
+    AccountFanOut,
+    AccountTarget,
+    Outcomes,
+    Scope,
+    Step,
+)
+
+PREVIEW_READ_CONCURRENCY = 8
+RESULT_FLUSH_SECONDS = 1.0
+
+
+class AgentIdentityStep(Step):
+    """The agent's role (EC2 trust, instance profile) or user exists."""
+
+    def __init__(self, agent: AgentIdentity):
+        self.agent = agent
+        self.label = f"agent {agent.name}"
+
+    def plan(self, scope: Scope) -> Plan:
+        return planner.plan_agent_identity(self.agent)
+
+    def done(self, run: Run, scope: Scope) -> None:
+        if self.agent.status != Lifecycle.ACTIVE:
+            AgentIdentity.objects.filter(pk=self.agent.pk).update(status=Lifecycle.ACTIVE)
+            self.agent.status = Lifecycle.ACTIVE
+
+
+class AgentPermissionsStep(Step):
+    """The agent may assume exactly its accounts' service roles, written whole from the inventory.
+
+    In a run it is written under a per-agent lock, once for any number of waiting runs: with
+    check_live=False (onboarding, offboarding) it is skipped when another run already wrote a
+    generation that includes this run's change; check_live=True (reconcile) always compares with IAM.
+    `bump` first marks the permissions as needing a write (a bulk run's accounts joined).
+    """
+
+    def __init__(
+        self, agent: AgentIdentity, *, check_live: bool, serves: list[str] | None = None, bump: bool = False
+    ):
+        self.agent = agent
+        self.check_live = check_live
+        self.serves = serves
+        self.bump = bump
+        self.label = f"agent {agent.name} permissions"
+
+    def plan(self, scope: Scope) -> Plan:
+        members = scope.members(self.agent)
+        if scope.previewing:
+            # An earlier step of this preview already brings the permissions to these members.
+            if scope.planned_members.get(self.agent.pk or 0) == members:
+                return Plan()
+            scope.planned_members[self.agent.pk or 0] = members
+        return planner.plan_agent_permissions(self.agent, members)
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        agent_id = self.agent.pk
+        if self.bump:
+            self.agent.bump_policy_generation()
+        wanted = AgentIdentity.objects.values_list("policy_generation", flat=True).get(pk=agent_id)
+        with agent_lock(agent_id):
+            self.agent = AgentIdentity.objects.get(pk=agent_id)
+            if not self.check_live and self.agent.synced_generation >= wanted:
+                run.log(f"agent {self.agent.name}: permissions already written by another run (coalesced)")
+                return 0
+            generation = self.agent.policy_generation  # read before the members: a later bump is not covered
+            plan = self.plan(scope)
+            writes = apply_step(run, plan, f"{self.label} ({plan.layout})")
+            AgentIdentity.objects.filter(pk=agent_id, synced_generation__lt=generation).update(
+                synced_generation=generation
+            )
+            AgentIdentity.objects.filter(pk=agent_id).update(layout=plan.layout)
+        return writes
+
+
+class AccountStep(Step):
+    """A step on one account's own resources (run for many accounts at once by ForEachAccount)."""
+
+    def __init__(self, target: AccountTarget):
+        self.target = target
+        self.serves = [target.account_id]
+
+    def plan(self, scope: Scope) -> Plan:
+        try:
+            return self.plan_account(scope)
+        except aws.AwsError as exc:
+            if not self.target.origin:
+                raise
+            # Say which of a file's accounts could not be read.
+            raise aws.AwsError(
+                exc.code,
+                f"{self.target.origin}, account {self.target.account_id}: {exc.message}",
+                request_id=exc.request_id,
+                operation=exc.operation,
+            ) from None
+
+    def plan_account(self, scope: Scope) -> Plan:
+        raise NotImplementedError
+
+
+class ReconcileAccountStep(AccountStep):
+    """The read-only policy, the service role trusting the agent with the desired ExternalIds, attached."""
+
+    def __init__(self, target: AccountTarget):
+        super().__init__(target)
+        self.label = f"account {target.account_id}"
+
+    def plan_account(self, scope: Scope) -> Plan:
+        return planner.plan_account(self.target.account, self.target.wanted.external_ids)
+
+    def done(self, run: Run, scope: Scope) -> None:
+        # The trust now accepts every desired id: broker files may switch to the newest one.
+        ExternalId.objects.filter(
+            account=self.target.account, value__in=self.target.wanted.external_ids, applied_at__isnull=True
+        ).update(applied_at=timezone.now())
+
+
+class RemoveAccountStep(AccountStep):
+    """The account's role and policy are deleted (only what the portal may delete); brokers retire."""
+
+    def __init__(self, target: AccountTarget, *, retire_brokers: bool = False):
+        super().__init__(target)
+        self.retire_brokers = retire_brokers
+        self.label = f"remove {target.account_id}"
+
+    def plan_account(self, scope: Scope) -> Plan:
+        wanted = self.target.wanted
+        plan = planner.plan_account(
+            self.target.account, [], remove=True, delete_adopted=wanted.delete_adopted
+        )
+        if self.retire_brokers:
+            regions = [b.region for b in self.target.account.brokers.all() if b.status == BrokerStatus.ACTIVE]
+            if regions:
+                plan.notes.append(
+                    f"Broker(s) {', '.join(regions)} are retired: their files are no longer served. "
+                    "Stop them."
+                )
+        return plan
+
+    def done(self, run: Run, scope: Scope) -> None:
+        if self.retire_brokers:
+            self.target.account.brokers.update(status=BrokerStatus.RETIRED)
+
+
+class ForEachAccount(AccountFanOut):
+    """One step per account, `concurrency` at a time; a failed account never stops the others.
+
+    `tolerance` (bulk runs, StackSets' strict failure tolerance): never more in flight than failures
+    still tolerated (`tolerance + 1 - failures`), so at most tolerance+1 accounts fail; after more
+    than `tolerance` failures no new account starts. A cancelled run starts no new account.
+    """
+
+    def __init__(
+        self,
+        steps: list[AccountStep],
+        *,
+        concurrency: int,
+        tolerance: int | None = None,
+        preview_concurrency: int = 1,
+        log_each: bool = False,
+    ):
+        self.account_steps = steps
+        self.concurrency = max(1, min(concurrency, len(steps) or 1))
+        self.tolerance = tolerance
+        self.preview_concurrency = preview_concurrency
+        self.log_each = log_each
+        self.serves = [s.target.account_id for s in steps]
+        self.label = f"{len(steps)} account(s)"
+        self.cancelled = False
+
+    def plan(self, scope: Scope) -> Plan:
+        plan = Plan()
+        if self.preview_concurrency > 1 and len(self.account_steps) > 1:
+            with ThreadPoolExecutor(max_workers=self.preview_concurrency) as pool:
+                plans = list(pool.map(lambda step: step.plan(scope), self.account_steps))
+        else:
+            plans = [step.plan(scope) for step in self.account_steps]
+        for account_plan in plans:
+            plan.extend(account_plan)
+        return plan
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        waiting = list(self.account_steps)
+        writes_before = outcomes.writes
+        flushed = time.monotonic()
+
+        def may_start(running: int) -> bool:
+            failures = sum(1 for s in self.account_steps if outcomes.failed(s.target.account_id))
+            if self.tolerance is None:
+                return running < self.concurrency
+            return failures <= self.tolerance and running < min(
+                self.concurrency, self.tolerance + 1 - failures
+            )
+
+        def finished(step: AccountStep) -> None:
+            nonlocal flushed
+            if self.log_each:
+                done = len(self.account_steps) - len(waiting) - len(running)
+                run.log(
+                    f"account {step.target.account_id}: {outcomes.status[step.target.account_id]} "
+                    f"({done} of {len(self.account_steps)} done)"
+                )
+            if time.monotonic() - flushed >= RESULT_FLUSH_SECONDS:
+                Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
+                flushed = time.monotonic()
+
+        running: dict[Future[None], AccountStep] = {}
+        if self.concurrency == 1:  # in this thread: in-process callers and tests see a plain loop
+            while waiting and not self._stopped(run) and may_start(0):
+                step = waiting.pop(0)
+                self._one(run, scope, outcomes, step)
+                finished(step)
+        else:
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"run{run.pk}") as pool:
+                while True:
+                    while waiting and may_start(len(running)) and not self._stopped(run):
+                        step = waiting.pop(0)
+                        running[pool.submit(self._threaded, run, scope, outcomes, step)] = step
+                    if not running:
+                        break
+                    done_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done_now:
+                        step = running.pop(future)
+                        future.result()  # an unexpected error ends the run as errored
+                        finished(step)
+        for step in waiting:
+            outcomes.not_started(
+                step.target.account_id, CANCELLED_BEFORE_START if self.cancelled else OVER_TOLERANCE
+            )
+        Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
+        return outcomes.writes - writes_before
+
+    def _stopped(self, run: Run) -> bool:
+        self.cancelled = self.cancelled or Run.objects.filter(pk=run.pk, cancel_requested=True).exists()
+        return self.cancelled
+
+    def _one(self, run: Run, scope: Scope, outcomes: Outcomes, step: AccountStep) -> None:
+        account_id = step.target.account_id
+        try:
+            outcomes.record(account_id, step.execute(run, scope, outcomes))
+        except STEP_ERRORS as exc:
+            outcomes.fail(account_id, exc)
+            run.log(f"account {account_id} failed: {exc}", level="ERROR")
+
+    def _threaded(self, run: Run, scope: Scope, outcomes: Outcomes, step: AccountStep) -> None:
+        close_old_connections()
+        try:
+            self._one(run, scope, outcomes, step)
+        finally:
+            close_old_connections()
+
+
+class AccountStatuses(Step):
+    """The inventory learns how the accounts went (no AWS call, nothing to preview).
+
+    failed: accounts still pending (or draft) whose step failed or never started become "failed";
+    they stay members of the agent's permissions, so a retry converges without flapping.
+    active: accounts that succeeded (or were already in sync) become "active".
+    """
+
+    def __init__(self, targets: list[AccountTarget], *, failed: bool = False, active: bool = False):
+        self.targets = targets
+        self.mark_failed = failed
+        self.mark_active = active
+        self.label = "account statuses"
+
+    def plan(self, scope: Scope) -> Plan:
+        return Plan()
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        for target in self.targets:
+            account, status = target.account, outcomes.status.get(target.account_id, NOT_STARTED)
+            if (
+                self.mark_failed
+                and status in (FAILED, NOT_STARTED)
+                and account.status
+                in (
+                    Lifecycle.PENDING,
+                    Lifecycle.DRAFT,
+                )
+            ):
+                EcrAccount.objects.filter(pk=account.pk).update(
+                    status=Lifecycle.FAILED, updated_at=timezone.now()
+                )
+                account.status = Lifecycle.FAILED
+        if self.mark_active:
+            done = [
+                t.account
+                for t in self.targets
+                if outcomes.status.get(t.account_id) not in (FAILED, NOT_STARTED)
+                and t.account.status != Lifecycle.ACTIVE
+            ]
+            EcrAccount.objects.filter(pk__in=[a.pk for a in done]).update(
+                status=Lifecycle.ACTIVE, updated_at=timezone.now()
+            )
+            for account in done:
+                account.status = Lifecycle.ACTIVE
+        return 0

@@ -1,0 +1,129 @@
+"""Live reads: what IAM holds now, one function per resource, through aws.py (never a write).
+
+A reader takes what the comparison (compare.py) will need and reads exactly that: a re-apply of an
+unchanged account makes four reads, the audit (`full=True`) also every inline document. What to
+read beyond the base documents is decided by compare's own predicates, so the reads and the
+comparison can never disagree about which resources matter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from accounts.models import AgentIdentity, EcrAccount
+
+from . import aws, compare, policies
+
+
+@dataclass
+class LivePolicy:
+    """A customer-managed policy: its metadata (tags, default version), document and versions."""
+
+    policy: dict[str, Any]
+    document: Any = None
+    versions: list[dict[str, Any]] | None = None  # read only when a change needs them
+
+
+@dataclass
+class LiveAccount:
+    """An ECR account's service role, read-only policy and the role's policies."""
+
+    role: dict[str, Any] | None
+    policy: dict[str, Any] | None
+    read_document: Any = None
+    attached: list[str] = field(default_factory=list)
+    inline_names: list[str] = field(default_factory=list)
+    inline: dict[str, Any] = field(default_factory=dict)  # documents: read by the audit only
+    versions: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class LiveAgent:
+    """The agent's IAM identity, its instance profile (roles) and its permission policies."""
+
+    identity: dict[str, Any] | None
+    instance_profile: dict[str, Any] | None = None
+    inline: Any = None  # the portal's inline policy (agent.policy_name)
+    attached: list[str] = field(default_factory=list)
+    managed: dict[str, LivePolicy] = field(default_factory=dict)  # the portal's managed policies by ARN
+    inline_all: dict[str, Any] = field(default_factory=dict)  # every inline document: the audit only
+
+
+def document(value: Any) -> Any:
+    """IAM answers documents as dicts (boto3 decodes them); hand-made fixtures may give strings."""
+    return policies.normalize(value) if isinstance(value, str) else value
+
+
+def read_service_role(account: EcrAccount) -> dict[str, Any] | None:
+    """Only the service role (its trust): what the account page's live trust panel shows."""
+    return aws.Iam(compare.access_of(account)).get_role(account.service_role_name)
+
+
+def read_account(account: EcrAccount, wanted: compare.AccountWanted, *, full: bool = False) -> LiveAccount:
+    """The account's resources as `wanted` needs them compared; `full` (audit) reads every document."""
+    iam = aws.Iam(compare.access_of(account))
+    role_name, policy_arn = account.service_role_name, account.read_policy_arn
+    live = LiveAccount(role=iam.get_role(role_name), policy=iam.get_policy(policy_arn))
+    if live.role is not None:
+        live.attached = iam.list_attached_policies("role", role_name)
+    if live.policy is not None and (full or not wanted.remove):
+        live.read_document = document(iam.get_policy_document(policy_arn, live.policy["DefaultVersionId"]))
+    if live.role is not None and (full or compare.account_needs_inline_names(account, wanted, live)):
+        live.inline_names = iam.list_inline_policies("role", role_name)
+    if full:
+        live.inline = {
+            name: document(iam.get_inline_policy("role", role_name, name)) for name in live.inline_names
+        }
+    if live.policy is not None and compare.account_needs_versions(account, wanted, live):
+        live.versions = iam.list_policy_versions(policy_arn)
+    return live
+
+
+def read_agent_identity(agent: AgentIdentity) -> LiveAgent:
+    """The role (with its instance profile) or the user."""
+    iam = aws.Iam(compare.access_of(agent))
+    if agent.kind == "role":
+        return LiveAgent(identity=iam.get_role(agent.iam_name), instance_profile=read_instance_profile(agent))
+    return LiveAgent(identity=iam.get_user(agent.iam_name))
+
+
+def read_instance_profile(agent: AgentIdentity) -> dict[str, Any] | None:
+    return aws.Iam(compare.access_of(agent)).get_instance_profile(agent.iam_name)
+
+
+def read_agent_permissions(
+    agent: AgentIdentity, desired: policies.AgentPermissions | None, *, full: bool = False
+) -> LiveAgent:
+    """The identity and what grants it sts:AssumeRole: the portal's inline and managed policies.
+
+    Managed policies the desired layout names are read whether attached or not (one may exist from an
+    earlier layout); attached ones named like the portal's are read to be detached (and deleted
+    when the portal made them). `full` (audit) also reads every inline document.
+    """
+    kind, name = agent.kind, agent.iam_name
+    iam = aws.Iam(compare.access_of(agent))
+    live = LiveAgent(identity=iam.get_role(name) if kind == "role" else iam.get_user(name))
+    if live.identity is None:
+        return live
+    if full:
+        live.inline_all = {
+            n: document(iam.get_inline_policy(kind, name, n)) for n in iam.list_inline_policies(kind, name)
+        }
+        live.inline = live.inline_all.get(agent.policy_name)
+    else:
+        live.inline = document(iam.get_inline_policy(kind, name, agent.policy_name))
+    live.attached = iam.list_attached_policies(kind, name)
+    pattern = compare.managed_policy_pattern(agent)
+    wanted = {compare.managed_arn(agent, n): doc for n, doc in (desired.managed if desired else {}).items()}
+    for arn in [*wanted, *(a for a in live.attached if pattern.match(a) and a not in wanted)]:
+        policy = iam.get_policy(arn)
+        if policy is None:
+            continue
+        managed = LivePolicy(policy)
+        if arn in wanted or full:
+            managed.document = document(iam.get_policy_document(arn, policy["DefaultVersionId"]))
+        if compare.managed_needs_versions(arn, wanted.get(arn), managed, desired is not None):
+            managed.versions = iam.list_policy_versions(arn)
+        live.managed[arn] = managed
+    return live
