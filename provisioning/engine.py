@@ -53,7 +53,7 @@ def execute(run: Run) -> Run:
     except Exception as exc:  # errored: keep the traceback for the run page
         log.exception("run %s errored", run.pk)
         _flush_plan(run)
-        run.finish(RunStatus.FAILED, explanation=f"Unexpected error: {exc}", error=traceback.format_exc())
+        run.finish(RunStatus.ERRORED, explanation=f"Unexpected error: {exc}", error=traceback.format_exc())
     return run
 
 
