@@ -3,20 +3,96 @@
 Nothing secret lives here: SECRET_KEY and ENCRYPTION_KEYS come from the environment (or a
 `<NAME>_FILE` holding it). The defaults give the embedded run (`make run`): SQLite, a
 filesystem Celery broker that needs no server, and whatever AWS endpoint the environment names.
+
+The environment wins over `.env`. A value the portal cannot read stops it with ImproperlyConfigured
+naming the variable; a blank boolean, number or path takes its default.
 """
 
+import math
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite file, filesystem queue, lock files
 
 env = environ.Env()
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
+
+# Lower case; read in any case.
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def _raw(name: str) -> str:
+    return env.str(name, default="").strip()
+
+
+def _bool(name: str, default: bool) -> bool:
+    """Unlike env.bool, which reads any word it does not know (DEBUG=maybe) as False."""
+    value = _raw(name)
+    if not value:
+        return default
+    if value.lower() in _TRUE_WORDS:
+        return True
+    if value.lower() in _FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(
+        f"{name}={value!r} is not a boolean: use true, yes, on or 1 for on; false, no, off or 0 for off "
+        f"(any case); blank for the default ({'on' if default else 'off'})."
+    )
+
+
+def _too_small(name: str, value: str, number: float, minimum: float, default_is: str) -> ImproperlyConfigured:
+    shown = repr(value) if value else f"{number} (its default{', ' + default_is if default_is else ''})"
+    return ImproperlyConfigured(f"{name}={shown} is too small: it must be at least {minimum}.")
+
+
+def _int(name: str, default: int, *, minimum: int, default_is: str = "") -> int:
+    value = _raw(name)
+    try:
+        number = int(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number.") from None
+    if number < minimum:
+        raise _too_small(name, value, number, minimum, default_is)
+    return number
+
+
+def _float(name: str, default: float, *, minimum: float) -> float:
+    """Unlike env.float, which drops the characters it does not expect ("1x5" would read as 15)."""
+    value = _raw(name)
+    try:
+        number = float(value) if value else default
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number.")
+    if number < minimum:
+        raise _too_small(name, value, number, minimum, "")
+    return number
+
+
+def _list(name: str, default: list[str]) -> list[str]:
+    """Comma-separated, spaces around items dropped (env.list keeps them: "a, b" would allow host " b")."""
+    value = env.str(name, default=None)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _database(name: str, default: str) -> dict:
+    url = _raw(name) or default
+    # Checked here: for a URL without a scheme django-environ warns with the parsed URL, password too.
+    if not urlsplit(url).scheme:
+        raise ImproperlyConfigured(
+            f"{name} has no database scheme: it must look like postgres://user:password@host:5432/name "
+            "or sqlite:////absolute/path (its value is not shown: it may hold a password)."
+        )
+    return environ.Env.db_url_config(url)
 
 
 def _secret(name: str, default: str = "") -> str:
@@ -27,12 +103,16 @@ def _secret(name: str, default: str = "") -> str:
     return env.str(name, default=default)
 
 
+# Read after .env, which may set it too.
+VAR_DIR = Path(_raw("PORTAL_VAR_DIR") or BASE_DIR / "var")
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite file, filesystem queue, lock files
+
 # A well-known development key. The portal.E001 check refuses it whenever DEBUG is off.
 DEFAULT_SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 SECRET_KEY = _secret("SECRET_KEY", default=DEFAULT_SECRET_KEY)
-DEBUG = env.bool("DEBUG", default=False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+DEBUG = _bool("DEBUG", default=False)
+ALLOWED_HOSTS = _list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # Fernet keys for secrets at rest (broker tokens). First key encrypts, all decrypt (rotation).
 # Empty: a key is derived from SECRET_KEY (portal.W002 warns about that outside DEBUG).
@@ -87,7 +167,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")}
+DATABASES = {"default": _database("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker share the file: WAL lets readers run beside the writer, IMMEDIATE takes the
     # write lock when a transaction starts (the default DEFERRED mode upgrades mid-transaction and
@@ -115,12 +195,12 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # --- Security headers (production values; `manage.py check --deploy` must be clean) ----------
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", default=False)
 # Preload is a commitment for the whole domain (anyone may submit a domain that sends it), so it
 # stays opt-in and security.W021, its reminder, is silenced unless the operator opts in.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
@@ -133,21 +213,26 @@ X_FRAME_OPTIONS = "DENY"
 # run has a real worker process and no server. Production sets redis://.
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "portalfs://")
-CELERY_QUEUE_DIR = Path(env.str("CELERY_QUEUE_DIR", default=str(VAR_DIR / "queue")))
-CELERY_TASK_HARD_TIME_LIMIT = env.int("CELERY_TASK_HARD_TIME_LIMIT", default=3600)
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=CELERY_TASK_HARD_TIME_LIMIT - 60)
+CELERY_QUEUE_DIR = Path(_raw("CELERY_QUEUE_DIR") or VAR_DIR / "queue")
+CELERY_TASK_HARD_TIME_LIMIT = _int("CELERY_TASK_HARD_TIME_LIMIT", default=3600, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = _int(
+    "CELERY_TASK_SOFT_TIME_LIMIT",
+    default=CELERY_TASK_HARD_TIME_LIMIT - 60,
+    minimum=1,
+    default_is="CELERY_TASK_HARD_TIME_LIMIT - 60",
+)
 # IAM eventual consistency: how long "Invalid principal" is retried before the run fails.
-IAM_PROPAGATION_TIMEOUT = env.float("IAM_PROPAGATION_TIMEOUT", default=120.0)
+IAM_PROPAGATION_TIMEOUT = _float("IAM_PROPAGATION_TIMEOUT", default=120.0, minimum=0)
 # A run that shows no sign of life for this long is re-queued by the sweeper (worker died).
-RUN_STALE_AFTER = env.int("RUN_STALE_AFTER", default=600)
-RUN_MAX_ATTEMPTS = env.int("RUN_MAX_ATTEMPTS", default=3)
-RUN_SWEEP_INTERVAL = env.int("RUN_SWEEP_INTERVAL", default=60)
-AUDIT_INTERVAL = env.int("AUDIT_INTERVAL", default=3600)
+RUN_STALE_AFTER = _int("RUN_STALE_AFTER", default=600, minimum=1)
+RUN_MAX_ATTEMPTS = _int("RUN_MAX_ATTEMPTS", default=3, minimum=1)
+RUN_SWEEP_INTERVAL = _int("RUN_SWEEP_INTERVAL", default=60, minimum=1)
+AUDIT_INTERVAL = _int("AUDIT_INTERVAL", default=3600, minimum=1)
 AUDIT_WEBHOOK_URL = env.str("AUDIT_WEBHOOK_URL", default="")
-AUDIT_CONCURRENCY = env.int("AUDIT_CONCURRENCY", default=16)
+AUDIT_CONCURRENCY = _int("AUDIT_CONCURRENCY", default=16, minimum=1)
 # Accounts a reconcile, rotation or offboarding run works on at once (threads in one worker).
-RECONCILE_CONCURRENCY = env.int("RECONCILE_CONCURRENCY", default=8)
-EXTERNAL_ID_GRACE_DAYS = env.int("EXTERNAL_ID_GRACE_DAYS", default=14)
+RECONCILE_CONCURRENCY = _int("RECONCILE_CONCURRENCY", default=8, minimum=1)
+EXTERNAL_ID_GRACE_DAYS = _int("EXTERNAL_ID_GRACE_DAYS", default=14, minimum=0)
 
 # --- AWS -----------------------------------------------------------------------------------
 # boto3 reads AWS_ENDPOINT_URL itself; it is mirrored here so pages and checks can show it.

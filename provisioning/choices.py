@@ -15,7 +15,8 @@ class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
+    FAILED = "failed", "Failed"  # an expected failure: AWS refused, or the input cannot be applied
+    ERRORED = "errored", "Errored"  # an unexpected exception in the portal: its traceback is in `error`
     PARTIAL = "partial", "Partially succeeded"
     CANCELLED = "cancelled", "Cancelled"
 
@@ -24,6 +25,7 @@ ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 TERMINAL_RUN_STATUSES = (
     RunStatus.SUCCEEDED,
     RunStatus.FAILED,
+    RunStatus.ERRORED,
     RunStatus.PARTIAL,
     RunStatus.CANCELLED,
 )

@@ -76,6 +76,8 @@ def execute(stdout, run: Run, *, inline: bool, timeout: float) -> None:
 
         wait_until_stopped(run, timeout=timeout, each=print_new)
     stdout.write(f"Run {run.pk} {run.status}: {run.explanation}")
+    if run.status == RunStatus.ERRORED:
+        raise CommandError(f"run {run.pk} errored: its traceback is on the run page", returncode=EXIT_FAILED)
     if run.status != RunStatus.SUCCEEDED:
         raise CommandError(f"run {run.pk} {run.status}", returncode=EXIT_FAILED)
 

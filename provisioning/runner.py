@@ -2,8 +2,8 @@
 
 It knows no flow by name: the run's kind picks one from flows.FLOWS, whose execute() walks the
 flow's steps (the same ones its preview showed). Here only the outcome is decided: the flow's own
-status, "failed" for an expected refusal (AWS said no, a quota, nothing left to run on), and for
-anything else the traceback is kept for the run page.
+status, "failed" for an expected refusal (AWS said no, a quota, nothing left to run on), and
+"errored", with the traceback kept for the run page, for anything else (a fault of the portal).
 """
 
 from __future__ import annotations
@@ -36,5 +36,5 @@ def execute(run: Run) -> Run:
     except Exception as exc:  # errored: keep the traceback for the run page
         log.exception("run %s errored", run.pk)
         flush_plan(run)
-        run.finish(RunStatus.FAILED, explanation=f"Unexpected error: {exc}", error=traceback.format_exc())
+        run.finish(RunStatus.ERRORED, explanation=f"Unexpected error: {exc}", error=traceback.format_exc())
     return run

@@ -178,7 +178,7 @@ def run_progress(run: Run) -> dict[str, Any]:
         # was read before the operations: never show an operation the bar does not count yet.
         run.progress_done = max(run.progress_done, total_operations)
     failed = next((op for op in reversed(operations) if op.status == OperationStatus.FAILED), None)
-    if failed is None and run.status in (RunStatus.FAILED, RunStatus.PARTIAL):
+    if failed is None and run.status in (RunStatus.FAILED, RunStatus.ERRORED, RunStatus.PARTIAL):
         failed = run.operations.filter(status=OperationStatus.FAILED).order_by("-sequence").first()
     accounts: list[EcrAccount] = []
     if not run.is_active and run.kind in ACCOUNT_RUN_KINDS:

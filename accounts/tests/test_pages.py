@@ -194,6 +194,35 @@ def test_failure_shows_the_failing_call_in_plain_words_and_a_retry(client, opera
     assert f'href="{reverse("accounts:account_plan", args=[account.account_id])}"' in body  # retry
 
 
+TRACEBACK = """Traceback (most recent call last):
+  File "/app/provisioning/engine.py", line 44, in execute
+    status, explanation = handler(run)
+  File "<frozen runpy>", line 1, in <module>
+RuntimeError: the portal tripped over itself
+"""
+
+
+def test_an_errored_run_shows_its_traceback_and_says_it_is_not_an_aws_refusal(client, viewer, account):
+    client.force_login(viewer)
+    run = services.account_onboard(account=account, enqueue=False)
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.ERRORED,
+        explanation="Unexpected error: the portal tripped over itself",
+        error=TRACEBACK,
+    )
+    body = client.get(reverse("provisioning:run_detail", args=[run.pk])).content.decode()
+    assert '<span class="badge errored" id="run-status">Errored</span>' in body
+    assert (
+        "<b>Errored:</b> an unexpected error in the portal, not an AWS refusal: the traceback is below."
+        in body
+    )
+    assert "Unexpected error: the portal tripped over itself" in body
+    shown = body.split('<pre class="traceback" id="run-traceback">', 1)[1].split("</pre>", 1)[0]
+    assert shown == TRACEBACK.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    assert body.count("RuntimeError: the portal tripped over itself") == 1  # not again under the log
+    assert "AWS said" not in body
+
+
 def test_run_detail_shows_diffs_and_log_lines(client, viewer, account):
     client.force_login(viewer)
     run = services.account_onboard(account=account, enqueue=False)

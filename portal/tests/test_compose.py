@@ -185,7 +185,11 @@ def test_programs_the_services_run_are_pinned_requirements(compose):
 def settings_variables() -> set[str]:
     source = (ROOT / "portal" / "settings.py").read_text()
     names = set(
-        re.findall(r"""\.(?:str|bool|int|float|list|tuple|dict|json|db|url|path)\(\s*["'](\w+)["']""", source)
+        # env.str(...) and the settings' own readers (_bool, _int, _raw, ...).
+        re.findall(
+            r"""(?:\.|\b_)(?:str|bool|int|float|list|tuple|dict|json|db|url|path|raw|database)\(\s*["'](\w+)["']""",
+            source,
+        )
     )
     for secret in re.findall(r"""_secret\(\s*["'](\w+)["']""", source):
         names |= {secret, f"{secret}_FILE"}

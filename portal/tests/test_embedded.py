@@ -31,7 +31,7 @@ from portal import emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 180
-TERMINAL = ("succeeded", "failed", "partial", "cancelled")
+TERMINAL = ("succeeded", "failed", "errored", "partial", "cancelled")
 
 pytestmark = [
     pytest.mark.reliability,

@@ -32,7 +32,7 @@ from portal import emulator
 ROOT = Path(__file__).resolve().parents[2]
 SESSIONS = 4
 ACCOUNTS_PER_SESSION = 5
-TERMINAL = ("succeeded", "failed", "partial", "cancelled")
+TERMINAL = ("succeeded", "failed", "errored", "partial", "cancelled")
 
 pytestmark = [
     pytest.mark.reliability,

@@ -180,7 +180,7 @@ def test_cli_exits_1_when_the_audit_itself_fails(onboarded, aws, monkeypatch):
         call_command("audit", "--inline", stdout=io.StringIO())
     assert exc.value.returncode == 1
     run = Run.objects.get(kind=RunKind.AUDIT)
-    assert run.status == RunStatus.FAILED and "disk full" in run.explanation
+    assert run.status == RunStatus.ERRORED and "disk full" in run.explanation
 
 
 # --- 200 accounts, concurrently ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from accounts import services as account_services
 from accounts.models import AgentIdentity, EcrAccount
-from provisioning import services
+from provisioning import flows, services
 from provisioning.models import Operation, Run
 
 from .conftest import AGENT_ACCOUNT, ECR_ACCOUNTS, iam_in, make_management_role
@@ -113,6 +113,21 @@ def test_failed_run_exits_1(db, aws, roles):
     run = Run.objects.latest("pk")
     assert run.status == "failed" and "2048" in run.explanation
     assert aws.write_calls() == 0
+
+
+def test_errored_run_exits_1_and_says_where_the_traceback_is(db, aws, roles, monkeypatch):
+    def broken(run):  # fault injection: a bug in the portal
+        raise RuntimeError("the portal tripped over itself")
+
+    monkeypatch.setattr(flows.AGENT_SETUP, "execute", broken)
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("agent_add", "cra", "--kind", "role", "--account-id", AGENT_ACCOUNT,
+                     "--management-role-arn", mgmt(AGENT_ACCOUNT), "--inline", stdout=out)  # fmt: skip
+    run = Run.objects.get()
+    assert caught.value.returncode == 1
+    assert str(caught.value) == f"run {run.pk} errored: its traceback is on the run page"
+    assert f"Run {run.pk} errored: Unexpected error: the portal tripped over itself" in out.getvalue()
 
 
 @pytest.mark.reliability

@@ -4,8 +4,8 @@ import pytest
 
 from accounts import services as account_services
 from accounts.choices import Lifecycle
-from provisioning import policies, runner, services
-from provisioning.choices import RunStatus
+from provisioning import flows, policies, runner, services
+from provisioning.choices import TERMINAL_RUN_STATUSES, RunStatus
 
 from .conftest import AGENT_ACCOUNT, BASE_ACCOUNT, ECR_ACCOUNTS, iam_in
 
@@ -178,6 +178,36 @@ def test_a_permanent_error_fails_the_run_at_that_operation_and_a_rerun_continues
     retry = run_inline(services.account_onboard(account=accounts[0], enqueue=False))
     assert retry.status == RunStatus.SUCCEEDED
     assert [op.action for op in retry.operations.all()] == ["iam:AttachRolePolicy", "iam:PutRolePolicy"]
+
+
+def test_an_unexpected_exception_ends_the_run_errored_with_its_traceback(inventory, monkeypatch):
+    agent, _ = inventory
+
+    def broken(run):  # fault injection: a bug in the portal, not an AWS answer
+        raise RuntimeError("the portal tripped over itself")
+
+    monkeypatch.setattr(flows.AGENT_SETUP, "execute", broken)
+    run = run_inline(services.agent_setup(agent=agent, enqueue=False))
+    assert run.status == RunStatus.ERRORED and run.get_status_display() == "Errored"
+    assert RunStatus.ERRORED in TERMINAL_RUN_STATUSES and not run.is_active and run.finished_at
+    assert "the portal tripped over itself" in run.explanation
+    assert run.error.startswith("Traceback (most recent call last):")
+    assert "in broken" in run.error and run.error.rstrip().endswith(
+        "RuntimeError: the portal tripped over itself"
+    )
+
+
+def test_an_aws_refusal_still_ends_the_run_failed_without_a_traceback(inventory, monkeypatch):
+    agent, _ = inventory
+    from provisioning import aws
+
+    def refuse(self, method, **params):
+        raise aws.AwsError("AccessDenied", "User is not authorized to perform iam:CreateRole")
+
+    monkeypatch.setattr(aws.Iam, "write", refuse)
+    run = run_inline(services.agent_setup(agent=agent, enqueue=False))
+    assert run.status == RunStatus.FAILED and "AccessDenied" in run.explanation
+    assert run.error == ""
 
 
 def test_invalid_principal_is_retried_until_iam_catches_up(inventory, monkeypatch, settings):

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts import services as account_services
 from portal.celery import app
-from provisioning import services, tasks
+from provisioning import flows, services, tasks
 from provisioning.choices import RunStatus
 from provisioning.models import Run
 
@@ -33,6 +33,18 @@ def test_a_redelivered_task_never_runs_a_run_twice(agent, aws):
     assert tasks.execute_run(run.pk) == "not-claimed"
     assert aws.write_calls() == writes
     assert Run.objects.get(pk=run.pk).attempts == 1
+
+
+def test_a_task_whose_run_raises_reports_it_errored(agent, monkeypatch):
+    def broken(run):  # fault injection: a bug in the portal
+        raise KeyError("missing")
+
+    monkeypatch.setattr(flows.AGENT_SETUP, "execute", broken)
+    run = services.agent_setup(agent=agent, enqueue=False)
+    assert tasks.execute_run(run.pk) == RunStatus.ERRORED
+    run.refresh_from_db()
+    assert "KeyError: 'missing'" in run.error
+    assert tasks.sweep_stale_runs() == 0  # terminal: never re-queued
 
 
 def test_a_run_whose_worker_died_is_requeued_and_converges(agent, eager, settings):
