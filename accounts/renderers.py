@@ -9,18 +9,22 @@ missing; no placeholder is ever rendered into a file someone will deploy.
 
 from __future__ import annotations
 
+import functools
+import json
+import re
 import shlex
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import yaml
 from django.core.exceptions import ValidationError
 
 from . import validators as v
-from .choices import BrokerStatus, ExternalIdState
+from .choices import AgentKind, BrokerStatus, ExternalIdState
 
 if TYPE_CHECKING:
-    from .models import BrokerInstance, EcrAccount
+    from .models import AgentIdentity, BrokerInstance, EcrAccount
 
 BROKER_IMAGE = "snyk/broker:container-registry-agent"
 CRA_IMAGE = "snyk/container-registry-agent:latest"
@@ -123,24 +127,155 @@ def render_env(broker: BrokerInstance, *, masked: bool = False) -> str:
     return _header(broker) + "".join(f"{key}={value}\n" for key, value in values.items())
 
 
+# --- Helm: Snyk's snyk-broker chart in container-registry-agent mode --------------------------------
+# Facts from its templates (cra_deployment.yaml, _scmConfig.tpl, _helpers.tpl, values.yaml).
+
+HELM_CHART = "snyk-broker/snyk-broker"
+HELM_NAMESPACE = "snyk-broker"
+CHART_SCM_TYPE = "container-registry-agent"
+CHART_BROKER_PORT = 8000  # service.port
+CHART_CRA_PORT = 8081  # deployment.container.crSnykPort
+# The chart labels its agent `<release>-cr-<release>`, and a label value holds at most 63 characters.
+HELM_RELEASE_MAX = 29
+_RELEASE_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+CRA_AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+@dataclass(frozen=True)
+class HelmRelease:
+    """One account and region's release, and the names the chart derives from it."""
+
+    name: str
+    namespace: str = HELM_NAMESPACE
+
+    @property
+    def agent_deployment(self) -> str:
+        return f"{CHART_SCM_TYPE}-cra-{self.name}"
+
+    @property
+    def agent_container(self) -> str:
+        return f"{CHART_SCM_TYPE}-{self.name}"
+
+    @property
+    def agent_url(self) -> str:
+        """CR_AGENT_URL as the chart sets it: its own agent's service."""
+        return f"http://cra-service-{self.name}:{CHART_CRA_PORT}"
+
+    @property
+    def broker_client_url(self) -> str:
+        """BROKER_CLIENT_URL as the chart forces it (snyk-broker.brokerServiceName cuts the scmType
+        so that the service name fits 63 characters)."""
+        suffix = f"-broker-service-{self.name}"
+        return f"http://{CHART_SCM_TYPE[: 63 - len(suffix)]}{suffix}:{CHART_BROKER_PORT}"
+
+
+def helm_release(broker: BrokerInstance) -> HelmRelease:
+    """A release per account and region, so that the releases of one namespace never collide."""
+    name = f"{broker.account.account_id}-{broker.region}"
+    if len(name) > HELM_RELEASE_MAX or not _RELEASE_NAME.fullmatch(name):
+        raise BrokerFileError(
+            f"Helm release {name!r} is not a DNS label of at most {HELM_RELEASE_MAX} characters "
+            "(the chart labels its agent <release>-cr-<release>, at most 63)."
+        )
+    return HelmRelease(name)
+
+
+def agent_secret_name(agent: AgentIdentity) -> str:
+    """The Kubernetes Secret holding a user agent's access key (a DNS name, one per namespace)."""
+    return f"{re.sub(r'[^a-z0-9]+', '-', agent.name.lower()).strip('-') or 'cra'}-aws-keys"
+
+
+def dispatcher_url(server_url: str) -> str:
+    """The regional API for a broker server, as the broker client derives it (//broker. -> //api.).
+
+    The chart always sets BROKER_DISPATCHER_BASE_URL (default https://api.snyk.io), so a broker
+    outside the default region needs it set."""
+    return server_url.replace("//broker.", "//api.", 1)
+
+
+class _ValuesDumper(yaml.SafeDumper):
+    """Every string value double-quoted, keys plain: Go's YAML, which Helm uses, reads 12345678,
+    1e5 or 0o17 unquoted as numbers, and PyYAML would leave the last two unquoted."""
+
+    def represent_mapping(self, tag, mapping, flow_style=None):
+        node = super().represent_mapping(tag, mapping, flow_style)
+        for key, _ in node.value:
+            key.style = None
+        return node
+
+
+_ValuesDumper.add_representer(
+    str, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+)
+
+
+def yaml_document(values: dict[str, Any]) -> str:
+    return yaml.dump(values, Dumper=_ValuesDumper, sort_keys=False, default_flow_style=False, width=1 << 16)
+
+
+def _agent_identity_helm(agent: AgentIdentity, release: HelmRelease) -> str:
+    if agent.kind != AgentKind.USER:
+        return (
+            f"# The agent runs as IAM role {agent.iam_name} through the instance profile of its node:\n"
+            f"# schedule it on nodes whose instance profile is {agent.iam_name}\n"
+            "# (extraPodSpecsCr.nodeSelector) with an IMDSv2 hop limit of 2, so that pods reach the\n"
+            "# instance metadata. IRSA (an eks.amazonaws.com/role-arn annotation on the chart's service\n"
+            "# account) would need the role to trust the cluster's OIDC provider: the portal keeps its\n"
+            "# trust at EC2, and a reconcile resets it.\n"
+        )
+    secret = agent_secret_name(agent)
+    ns = release.namespace
+    env = [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in CRA_AWS_KEYS]
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": release.agent_container, "env": env}]}}}}
+    compact = functools.partial(json.dumps, separators=(",", ":"))
+    literals = " ".join(f'--from-literal={key}="${key}"' for key in CRA_AWS_KEYS)
+    return (
+        f"# The agent runs as IAM user {agent.iam_name}, with its access key from Secret {secret},\n"
+        f"# keys {' and '.join(CRA_AWS_KEYS)} (one Secret in {ns} serves every release of this agent).\n"
+        "# The chart hands the agent's container no Secret, so create it once, from the key the portal\n"
+        "# showed exported in your shell, and point the agent at it after every install or upgrade:\n"
+        f"#   kubectl -n {ns} create secret generic {secret} {literals}\n"
+        f"#   kubectl -n {ns} patch deployment {release.agent_deployment} -p '{compact(patch)}'\n"
+    )
+
+
 def render_helm_values(broker: BrokerInstance, *, masked: bool = False) -> str:
-    """values.yaml for the `snyk-broker` Helm chart in container-registry-agent mode."""
+    """values.yaml for Snyk's `snyk-broker` chart in container-registry-agent mode.
+
+    Only values the chart reads: it runs the release's own agent and sets CR_AGENT_URL and
+    BROKER_CLIENT_URL itself, which the header says instead of the portal's URLs.
+    """
     s = broker_settings(broker, masked=masked)
+    external_id = s["CR_EXTERNAL_ID"]
+    if not v.reads_as_yaml_string(external_id):
+        raise BrokerFileError(
+            f"CR_EXTERNAL_ID {external_id} reads as a number, boolean, date or null in YAML, and Snyk's "
+            "chart writes it into the Deployment unquoted, where Kubernetes refuses it: rotate the "
+            "account's ExternalId to make a Helm file (its .env and docker script work as they are)."
+        )
+    release = helm_release(broker)
     values = {
-        "scmType": "container-registry-agent",
+        "scmType": CHART_SCM_TYPE,
         "brokerToken": s["BROKER_TOKEN"],
         "brokerServerUrl": s["BROKER_SERVER_URL"],
-        "brokerClientUrl": s["BROKER_CLIENT_URL"],
+        "brokerDispatcherUrl": dispatcher_url(s["BROKER_SERVER_URL"]),
         "crType": "ecr",
         "crRoleArn": s["CR_ROLE_ARN"],
         "crRegion": s["CR_REGION"],
-        "crExternalId": s["CR_EXTERNAL_ID"],
-        "crAgentUrl": s["CR_AGENT_URL"],
+        "crExternalId": external_id,
     }
-    body = yaml.safe_dump(values, sort_keys=False, default_flow_style=False)
     return (
-        _header(broker) + "# helm install snyk-broker-chart snyk-broker/snyk-broker -f values.yaml "
-        "-n snyk-broker --create-namespace\n" + body
+        _header(broker)
+        + f"#\n# Release {release.name} (one per account and region) in namespace {release.namespace}, with\n"
+        + "# Snyk's chart repository added as snyk-broker:\n"
+        + f"#   helm install {release.name} {HELM_CHART} -n {release.namespace} --create-namespace"
+        + f" -f {filename_for(broker, 'helm')}\n"
+        + "#\n# The chart runs the release's own Container Registry Agent and sets both URLs itself (the\n"
+        + "# portal's broker client and agent URLs are for the .env and docker files):\n"
+        + f"#   CR_AGENT_URL={release.agent_url}\n"
+        + f"#   BROKER_CLIENT_URL={release.broker_client_url}\n#\n"
+        + _agent_identity_helm(broker.account.agent, release)
+        + yaml_document(values)
     )
 
 
@@ -179,7 +314,6 @@ def render_docker_run(broker: BrokerInstance, *, masked: bool = False) -> str:
 
 
 def _url_port(url: str) -> int:
-    from urllib.parse import urlsplit
 
     return urlsplit(url).port or DEFAULT_CRA_PORT
 

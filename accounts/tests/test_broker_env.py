@@ -35,6 +35,12 @@ def test_helm_and_docker_formats(account):
     assert "docker run" in run(account.account_id, "--format", "docker")
 
 
+def test_a_helm_file_for_a_stored_numeric_external_id_exits_2(account):
+    account.external_ids.update(value="12345678")  # saved before the rule; the chart writes it unquoted
+    assert "rotate the account's ExternalId" in _fails(account.account_id, "--format", "helm")
+    assert "CR_EXTERNAL_ID=12345678\n" in run(account.account_id)
+
+
 def test_region_chooses_among_several_brokers(make_account):
     account = make_account(regions=("us-east-1", "eu-west-1"))
     assert "CR_REGION=eu-west-1\n" in run(account.account_id, "--region", "eu-west-1")

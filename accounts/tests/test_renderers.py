@@ -1,10 +1,14 @@
 """Broker files: exact content, refusal instead of placeholders, and the real broker client's preflight."""
 
+import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -106,20 +110,152 @@ def test_unknown_format_is_refused(broker):
         renderers.render(broker, "xml")
 
 
-def test_helm_values_for_the_snyk_broker_chart(broker):
-    text = renderers.render_helm_values(broker)
-    values = yaml.safe_load(text)
-    assert values == {
+# --- Helm values: what Snyk's snyk-broker chart reads (real chart: test_helm_chart.py) ---------------
+
+
+def helm_values(text: str) -> dict:
+    return yaml.safe_load(text)
+
+
+def comment_lines(text: str) -> list[str]:
+    return [line.removeprefix("#").strip() for line in text.splitlines() if line.startswith("#")]
+
+
+def test_helm_values_hold_only_what_the_chart_reads(broker):
+    """No crAgentUrl (not a value of the chart) nor brokerClientUrl (the chart forces it for the agent)."""
+    assert helm_values(renderers.render_helm_values(broker)) == {
         "scmType": "container-registry-agent",
         "brokerToken": TOKEN,
         "brokerServerUrl": "https://broker.snyk.io",
-        "brokerClientUrl": "http://broker.internal:8000",
+        "brokerDispatcherUrl": "https://api.snyk.io",
         "crType": "ecr",
         "crRoleArn": "arn:aws:iam::222222222222:role/SnykEcrServiceRole",
         "crRegion": "us-east-1",
         "crExternalId": "ext-222222222222",
-        "crAgentUrl": "http://cra.internal:8081",
     }
+
+
+def test_helm_header_says_which_urls_the_chart_sets_instead(broker):
+    comments = comment_lines(renderers.render_helm_values(broker))
+    assert "CR_AGENT_URL=http://cra-service-222222222222-us-east-1:8081" in comments
+    assert (
+        "BROKER_CLIENT_URL=http://container-registry-agent-broker-service-222222222222-us-east-1:8000"
+        in comments
+    )
+    assert not any("broker.internal" in line or "cra.internal" in line for line in comments)
+
+
+def test_helm_dispatcher_is_the_broker_servers_region(make_account):
+    """The chart always sets BROKER_DISPATCHER_BASE_URL (default: the US API)."""
+    for number, (server, api) in enumerate(
+        [
+            (BrokerServer.EU, "https://api.eu.snyk.io"),
+            (BrokerServer.AU, "https://api.au.snyk.io"),
+            (BrokerServer.US, "https://api.us.snyk.io"),
+        ]
+    ):
+        account = make_account(f"33333333333{number}", broker_server_url=server)
+        assert helm_values(renderers.render_helm_values(account.brokers.get()))["brokerDispatcherUrl"] == api
+
+
+def _install_line(text: str) -> list[str]:
+    line = next(line for line in comment_lines(text) if line.startswith("helm install "))
+    return line.split()
+
+
+def test_helm_release_is_unique_per_account_and_region_with_its_namespace(make_account):
+    first = make_account("222222222222", regions=("us-east-1", "eu-west-1"))
+    second = make_account("333333333333", regions=("us-east-1",))
+    installs = {
+        (b.account.account_id, b.region): _install_line(renderers.render_helm_values(b))
+        for account in (first, second)
+        for b in account.brokers.all()
+    }
+    releases = {key: words[2] for key, words in installs.items()}
+    assert releases == {
+        ("222222222222", "eu-west-1"): "222222222222-eu-west-1",
+        ("222222222222", "us-east-1"): "222222222222-us-east-1",
+        ("333333333333", "us-east-1"): "333333333333-us-east-1",
+    }
+    for (account_id, region), words in installs.items():
+        assert words[3] == "snyk-broker/snyk-broker"
+        assert words[words.index("-n") + 1] == renderers.HELM_NAMESPACE == "snyk-broker"
+        assert words[words.index("-f") + 1] == f"broker-{account_id}-{region}-values.yaml"
+
+
+def test_every_release_name_fits_the_charts_names(make_account):
+    """A DNS label, and the chart's `<release>-cr-<release>` label stays within 63 characters."""
+    from provisioning import aws
+
+    longest = max(sorted(aws.ecr_regions()), key=len)
+    broker = make_account(regions=(longest,)).brokers.get()
+    release = renderers.helm_release(broker)
+    assert release.name == f"222222222222-{longest}"
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", release.name)
+    assert len(f"{release.name}-cr-{release.name}") <= 63
+    assert len(urlsplit(release.broker_client_url).hostname) <= 63
+    assert len(release.agent_container) <= 63
+
+
+def test_helm_for_a_user_agent_reads_its_key_from_a_secret(make_account, user_agent):
+    """The chart's agent container only gets SNYK_PORT: the file says how to give it the key."""
+    broker = make_account("444444444444", agent=user_agent).brokers.get()
+    text = renderers.render_helm_values(broker)
+    secret = renderers.agent_secret_name(user_agent)
+    assert secret == "cra-user-aws-keys"
+    comments = comment_lines(text)
+    create = next(line for line in comments if " create secret generic " in line).split()
+    assert create[:6] == ["kubectl", "-n", "snyk-broker", "create", "secret", "generic"]
+    assert create[6:] == [
+        secret,
+        '--from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID"',
+        '--from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"',
+    ]
+    patch_line = next(line for line in comments if " patch deployment " in line)
+    command, _, patch = patch_line.partition(" -p ")
+    assert command.split() == [
+        "kubectl", "-n", "snyk-broker", "patch", "deployment",
+        "container-registry-agent-cra-444444444444-us-east-1",
+    ]  # fmt: skip
+    (container,) = json.loads(shlex.split(patch)[0])["spec"]["template"]["spec"]["containers"]
+    assert container == {
+        "name": "container-registry-agent-444444444444-us-east-1",
+        "env": [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        ],
+    }
+    assert "env" not in helm_values(text)  # the chart's env goes to both containers, in plain text
+
+
+def test_helm_for_a_role_agent_says_how_the_pod_gets_the_role(broker):
+    text = " ".join(comment_lines(renderers.render_helm_values(broker)))
+    assert "runs as IAM role SnykCraEc2Role through the instance profile of its node" in text
+    assert "IMDSv2 hop limit of 2" in text
+    assert "eks.amazonaws.com/role-arn" in text and "OIDC provider" in text
+    assert "secret" not in text.lower().replace("keep it secret", "")
+
+
+def test_helm_values_quote_every_string(broker):
+    """Go's YAML (Helm) reads 12345678, 1e5 or 0o17 unquoted as numbers; PyYAML leaves 1e5 unquoted."""
+    text = renderers.render_helm_values(broker)
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            key, _, value = line.partition(": ")
+            assert re.fullmatch(r"[a-zA-Z]+", key) and value.startswith('"') and value.endswith('"'), line
+    tricky = {"a": "12345678", "b": "1e5", "c": "0o17", "d": "true", "e": "null", "f": "2001-12-14"}
+    document = renderers.yaml_document(tricky)
+    assert yaml.safe_load(document) == tricky
+    assert all(f'{key}: "{value}"' in document.splitlines() for key, value in tricky.items())
+
+
+def test_helm_refuses_a_stored_external_id_yaml_reads_as_a_number(broker):
+    """The chart writes `value: {{ .Values.crExternalId }}` unquoted: Kubernetes refuses an integer."""
+    ExternalId.objects.filter(account=broker.account).update(value="12345678")  # saved before the rule
+    broker = BrokerInstance.objects.get(pk=broker.pk)
+    with pytest.raises(renderers.BrokerFileError, match="rotate the account's ExternalId"):
+        renderers.render_helm_values(broker)
+    assert parse_env(renderers.render_env(broker))["CR_EXTERNAL_ID"] == "12345678"
 
 
 def test_docker_run_for_a_role_agent(broker):
