@@ -1,4 +1,4 @@
-"""Broker files as pure functions of a BrokerInstance: `.env`, Helm values, `docker run` commands.
+"""Broker files as pure functions of BrokerInstances: `.env`, Helm values, a `docker run` script.
 
 Nothing here writes rows or calls AWS. Values are validated, never escaped: the broker builds a
 JSON document from CR_* by plain string interpolation and `docker run --env-file` keeps quotes,
@@ -13,6 +13,7 @@ import functools
 import json
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -43,6 +44,7 @@ class BrokerFile:
     filename: str
     content: str
     content_type: str
+    brokers: tuple[BrokerInstance, ...] = ()  # whose tokens and ExternalIds it holds
 
 
 def current_external_id(account: EcrAccount) -> str:
@@ -279,43 +281,172 @@ def render_helm_values(broker: BrokerInstance, *, masked: bool = False) -> str:
     )
 
 
-def render_docker_run(broker: BrokerInstance, *, masked: bool = False) -> str:
-    """Shell commands starting the Container Registry Agent and the broker client."""
-    s = broker_settings(broker, masked=masked)
-    port = s["PORT"]
-    agent_port = _url_port(s["CR_AGENT_URL"])
-    agent = broker.account.agent
-    cra = [
-        "docker run --restart=always --name snyk-cra",
-        f"-p {agent_port}:{agent_port}",
-        f"-e SNYK_PORT={agent_port}",
+# --- docker: one script per host -------------------------------------------------------------------
+
+# A container name Docker's DNS resolves on a user-defined network (lower case, as DNS compares).
+_CONTAINER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class _Container:
+    name: str
+    port: int
+
+
+def _container_of(setting: str, url: str) -> _Container:
+    """The container a URL names on the script's network: http://<container name>:<port>."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition(":")[0]
+    if parts.scheme != "http":
+        raise BrokerFileError(
+            f"{setting} {url}: the docker script wires the containers over http on one Docker network; "
+            "an https URL means TLS ends at a proxy in front of them, so run them from the .env files."
+        )
+    if not _CONTAINER_NAME.fullmatch(host) or host == "localhost" or re.fullmatch(r"[0-9.]+", host):
+        raise BrokerFileError(
+            f"{setting} {url}: the docker script names each container after its URL's host, so the host "
+            "must be a container name (lower-case letters, digits, . _ -; not localhost or an address), "
+            "e.g. http://broker-a:8000."
+        )
+    return _Container(host, int(parts.port or 0))
+
+
+@dataclass(frozen=True)
+class _HostBroker:
+    broker: BrokerInstance
+    settings: dict[str, str]
+    container: _Container
+
+
+def _label(broker: BrokerInstance) -> str:
+    return f"{broker.account.account_id}/{broker.region}"
+
+
+def _host_members(
+    broker: BrokerInstance, host_brokers: Sequence[BrokerInstance], masked: bool
+) -> tuple[list[_HostBroker], list[str]]:
+    """The brokers of the script and why others sharing its agent are not (`broker` must be in it)."""
+    settings = broker_settings(broker, masked=masked)
+    members = [
+        _HostBroker(broker, settings, _container_of("BROKER_CLIENT_URL", settings["BROKER_CLIENT_URL"]))
     ]
-    if agent.kind == "user":
+    left_out = []
+    for other in host_brokers:
+        if other.pk == broker.pk:
+            continue
+        try:
+            other_settings = broker_settings(other, masked=masked)
+            container = _container_of("BROKER_CLIENT_URL", other_settings["BROKER_CLIENT_URL"])
+        except BrokerFileError as exc:
+            left_out.append(f"{_label(other)}: {exc}")
+            continue
+        members.append(_HostBroker(other, other_settings, container))
+    members.sort(key=lambda member: (member.broker.account.account_id, member.broker.region))
+    return members, left_out
+
+
+def _refuse_collisions(agent: _Container, members: list[_HostBroker]) -> None:
+    """Each container needs its own name, each broker its own published port."""
+    names: dict[str, str] = {agent.name: "the Container Registry Agent"}
+    ports: dict[int, str] = {}
+    for member in members:
+        label = _label(member.broker)
+        name, port = member.container.name, member.container.port
+        if name in names:
+            raise BrokerFileError(
+                f"Broker {label} and {names[name]} share the agent URL {agent.name}:{agent.port} and the "
+                f"container name {name}: on one Docker host each container is named after its URL's host, "
+                f"so give broker {label} its own BROKER_CLIENT_URL, e.g. "
+                f"http://broker-{label.replace('/', '-')}:{port}."
+            )
+        if port in ports:
+            raise BrokerFileError(
+                f"Brokers {ports[port]} and {label} share the agent URL {agent.name}:{agent.port} and the "
+                f"port {port}: each broker of a host publishes its own port, so give broker {label} "
+                "another port in its BROKER_CLIENT_URL."
+            )
+        names[name] = f"broker {label}"
+        ports[port] = label
+
+
+def render_docker_run(
+    broker: BrokerInstance, *, masked: bool = False, host_brokers: Sequence[BrokerInstance] = ()
+) -> str:
+    """A shell script for the host of `broker`: its Container Registry Agent and every broker using it.
+
+    `host_brokers` are the brokers of the same agent with the same agent URL (selectors.host_brokers).
+    On a user-defined network each container is named after its URL's host, so CR_AGENT_URL and every
+    BROKER_CLIENT_URL resolve; a broker listens on (and publishes to 127.0.0.1) its URL's port.
+    """
+    return _docker_script(broker, host_brokers, masked)[0]
+
+
+def _docker_script(
+    broker: BrokerInstance, host_brokers: Sequence[BrokerInstance], masked: bool
+) -> tuple[str, list[_HostBroker]]:
+    members, left_out = _host_members(broker, host_brokers, masked)
+    agent_url = broker_settings(broker, masked=masked)["CR_AGENT_URL"]
+    cra = _container_of("CR_AGENT_URL", agent_url)
+    _refuse_collisions(cra, members)
+    agent = broker.account.agent
+    network = f"snyk-{cra.name}"
+    lines = [
+        "#!/bin/sh",
+        f"# Snyk Broker clients and their Container Registry Agent {agent_url} on one Docker host.",
+        "# Generated by the ECR Broker Portal; it holds the broker tokens: keep it secret.",
+        f"# Each container is named after its URL's host on the Docker network {network}, where",
+        "# those names resolve. Running it again replaces them (after a rotation, for example).",
+        "set -eu",
+    ]
+    cra_cmd = [
+        f"docker run -d --restart=always --name {cra.name} --network {network}",
+        f"-e SNYK_PORT={cra.port}",
+    ]
+    if agent.kind == AgentKind.USER:
         # Taken from the shell's environment: the access key is never written into this file.
-        cra += ["-e AWS_ACCESS_KEY_ID", "-e AWS_SECRET_ACCESS_KEY"]
-    cra.append(CRA_IMAGE)
-    broker_cmd = ["docker run --restart=always --name snyk-broker", f"-p {port}:{port}"]
-    broker_cmd += [f"-e {shlex.quote(f'{key}={value}')}" for key, value in s.items()]
-    broker_cmd.append(BROKER_IMAGE)
-    identity = (
-        "the EC2 instance profile of role " + agent.iam_name
-        if agent.kind == "role"
-        else f"the access key of IAM user {agent.iam_name} (export it first)"
-    )
-    return (
-        "#!/bin/sh\n"
-        + _header(broker)
-        + f"# 1. The Container Registry Agent, running as {identity}.\n"
-        + " \\\n  ".join(cra)
-        + "\n\n# 2. The broker client.\n"
-        + " \\\n  ".join(broker_cmd)
-        + "\n"
-    )
-
-
-def _url_port(url: str) -> int:
-
-    return urlsplit(url).port or DEFAULT_CRA_PORT
+        lines += [
+            f': "${{{key}:?export the access key of IAM user {agent.iam_name} first}}"'
+            for key in CRA_AWS_KEYS
+        ]
+        cra_cmd += [f"-e {key}" for key in CRA_AWS_KEYS]
+        identity = [
+            f"# The Container Registry Agent, running as the access key of IAM user {agent.iam_name}."
+        ]
+    else:
+        identity = [
+            f"# The Container Registry Agent, running as the EC2 instance profile of role {agent.iam_name}",
+            "# (the instance's IMDSv2 hop limit must be 2 for a container to reach the metadata).",
+        ]
+    cra_cmd.append(CRA_IMAGE)
+    lines += [
+        f"docker network inspect {network} >/dev/null 2>&1 || docker network create {network}",
+        "",
+        *identity,
+        "# Not published: only the brokers reach it.",
+        f"docker rm -f {cra.name} >/dev/null 2>&1 || true",
+        " \\\n  ".join(cra_cmd),
+    ]
+    for member in members:
+        container = member.container
+        # On the network the agent calls the broker on its URL's port: the broker listens there.
+        env = {**member.settings, "PORT": str(container.port)}
+        broker_cmd = [
+            f"docker run -d --restart=always --name {container.name} --network {network}",
+            f"-p 127.0.0.1:{container.port}:{container.port}",
+            *(f"-e {shlex.quote(f'{key}={value}')}" for key, value in env.items()),
+            BROKER_IMAGE,
+        ]
+        lines += [
+            "",
+            f"# Broker client for ECR account {member.broker.account.account_id}, "
+            f"region {member.broker.region}; /healthcheck on 127.0.0.1:{container.port}.",
+            f"docker rm -f {container.name} >/dev/null 2>&1 || true",
+            " \\\n  ".join(broker_cmd),
+        ]
+    if left_out:
+        lines += ["", "# Not in this script, although they use the same agent:"]
+        lines += [f"#   {reason}" for reason in left_out]
+    return "\n".join(lines) + "\n", members
 
 
 def render_cra_env(*, access_key_id: str, secret_access_key: str, port: int = DEFAULT_CRA_PORT) -> str:
@@ -330,21 +461,38 @@ def render_cra_env(*, access_key_id: str, secret_access_key: str, port: int = DE
     )
 
 
-_RENDERERS = {
-    "env": (render_env, "env", "text/plain; charset=utf-8"),
-    "helm": (render_helm_values, "values.yaml", "application/yaml; charset=utf-8"),
-    "docker": (render_docker_run, "docker-run.sh", "text/x-shellscript; charset=utf-8"),
+_CONTENT_TYPES = {
+    "env": "text/plain; charset=utf-8",
+    "helm": "application/yaml; charset=utf-8",
+    "docker": "text/x-shellscript; charset=utf-8",
 }
 
 
 def filename_for(broker: BrokerInstance, fmt: str) -> str:
-    suffix = _RENDERERS[fmt][1]
-    separator = "." if fmt == "env" else "-"
+    if fmt == "docker":
+        agent_url = urlsplit(broker.cr_agent_url)
+        return (
+            f"{broker.account.agent.name}-{agent_url.hostname or 'cra'}-{agent_url.port or ''}-docker-run.sh"
+        )
+    separator, suffix = (".", "env") if fmt == "env" else ("-", "values.yaml")
     return f"broker-{broker.account.account_id}-{broker.region}{separator}{suffix}"
 
 
-def render(broker: BrokerInstance, fmt: str, *, masked: bool = False) -> BrokerFile:
-    if fmt not in _RENDERERS:
+def render(
+    broker: BrokerInstance,
+    fmt: str,
+    *,
+    masked: bool = False,
+    host_brokers: Sequence[BrokerInstance] = (),
+) -> BrokerFile:
+    """The file, and the brokers whose settings it holds (a docker script holds its host's)."""
+    if fmt == "env":
+        content, brokers = render_env(broker, masked=masked), (broker,)
+    elif fmt == "helm":
+        content, brokers = render_helm_values(broker, masked=masked), (broker,)
+    elif fmt == "docker":
+        content, members = _docker_script(broker, host_brokers, masked)
+        brokers = tuple(member.broker for member in members)
+    else:
         raise BrokerFileError(f"Unknown format {fmt!r}: choose one of {', '.join(FORMATS)}.")
-    function, _, content_type = _RENDERERS[fmt]
-    return BrokerFile(filename_for(broker, fmt), function(broker, masked=masked), content_type)
+    return BrokerFile(filename_for(broker, fmt), content, _CONTENT_TYPES[fmt], brokers)

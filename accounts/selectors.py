@@ -234,6 +234,19 @@ def agent_get(pk: int) -> AgentIdentity:
     return get_object_or_404(AgentIdentity, pk=pk)
 
 
+def host_brokers(broker: BrokerInstance) -> list[BrokerInstance]:
+    """The brokers a docker script for `broker`'s host runs: same agent, same agent URL, not retired."""
+    return list(
+        BrokerInstance.objects.filter(
+            account__agent_id=broker.account.agent_id, cr_agent_url=broker.cr_agent_url
+        )
+        .exclude(status=BrokerStatus.RETIRED)
+        .select_related("account__agent")
+        .prefetch_related("account__external_ids")
+        .order_by("account__account_id", "region")
+    )
+
+
 def broker_get(pk: int) -> BrokerInstance:
     """A broker with what its files need (account, agent, ExternalIds) in two queries."""
     return get_object_or_404(

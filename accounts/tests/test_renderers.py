@@ -258,24 +258,145 @@ def test_helm_refuses_a_stored_external_id_yaml_reads_as_a_number(broker):
     assert parse_env(renderers.render_env(broker))["CR_EXTERNAL_ID"] == "12345678"
 
 
-def test_docker_run_for_a_role_agent(broker):
-    text = renderers.render_docker_run(broker)
-    assert "docker run --restart=always --name snyk-cra" in text
-    assert "-p 8081:8081" in text and "-e SNYK_PORT=8081" in text
-    assert "AWS_ACCESS_KEY_ID" not in text  # a role agent uses its instance profile
-    assert f"-e BROKER_TOKEN={TOKEN}" in text
-    assert "-e CR_TYPE=ecr" in text
-    assert "-e BROKER_CLIENT_VALIDATION_URL=http://cra.internal:8081/systemcheck" in text
-    assert text.rstrip().endswith(renderers.BROKER_IMAGE)
-    assert renderers.CRA_IMAGE in text
+# --- docker: one script per host -----------------------------------------------------------------
 
 
-def test_docker_run_for_a_user_agent_passes_keys_from_the_shell(make_account, user_agent):
-    account = make_account("444444444444", agent=user_agent)
-    text = renderers.render_docker_run(account.brokers.get())
-    assert "-e AWS_ACCESS_KEY_ID \\" in text
-    assert "-e AWS_SECRET_ACCESS_KEY \\" in text
-    assert "AWS_ACCESS_KEY_ID=" not in text
+def docker_runs(script: str) -> list[list[str]]:
+    """The words of each `docker run` of the script (continuation lines joined)."""
+    joined = script.replace("\\\n", " ")
+    return [shlex.split(line) for line in joined.splitlines() if line.startswith("docker run ")]
+
+
+def option(words: list[str], name: str) -> list[str]:
+    return [words[i + 1] for i, word in enumerate(words) if word == name]
+
+
+def env_of(words: list[str]) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in option(words, "-e") if "=" in pair)
+
+
+def host_script(broker: BrokerInstance) -> renderers.BrokerFile:
+    from accounts import selectors
+
+    return renderers.render(broker, "docker", host_brokers=selectors.host_brokers(broker))
+
+
+@pytest.fixture
+def host(make_account):
+    """Two accounts of one agent on one host (one agent URL), a third broker on another host."""
+    first = make_account("222222222222", broker_client_url="http://broker-a:8000")
+    second = make_account("333333333333", regions=("eu-west-1",), broker_client_url="http://broker-b:8001")
+    make_account("555555555555", broker_client_url="http://broker-c:8000", cr_agent_url="http://cra-2:8081")
+    return first.brokers.get(), second.brokers.get()
+
+
+def test_docker_script_runs_a_host_on_one_network_named_after_the_urls(host):
+    broker_file = host_script(host[0])
+    cra, broker_a, broker_b = docker_runs(broker_file.content)
+    assert {b.pk for b in broker_file.brokers} == {b.pk for b in host}
+    for words in (cra, broker_a, broker_b):
+        assert option(words, "--network") == ["snyk-cra.internal"] and "-d" in words
+    assert option(cra, "--name") == ["cra.internal"] and cra[-1] == renderers.CRA_IMAGE
+    assert env_of(cra) == {"SNYK_PORT": "8081"} and option(cra, "-p") == []  # reached on the network only
+    for words, name, port in ((broker_a, "broker-a", "8000"), (broker_b, "broker-b", "8001")):
+        env = env_of(words)
+        assert option(words, "--name") == [name] and words[-1] == renderers.BROKER_IMAGE
+        assert env["BROKER_CLIENT_URL"] == f"http://{name}:{port}" and env["PORT"] == port
+        assert env["CR_AGENT_URL"] == "http://cra.internal:8081"
+        assert option(words, "-p") == [f"127.0.0.1:{port}:{port}"]
+    assert env_of(broker_b)["CR_REGION"] == "eu-west-1" and "broker-c" not in broker_file.content
+    assert host_script(host[1]).content == broker_file.content
+    assert broker_file.filename == "cra-cra.internal-8081-docker-run.sh"
+
+
+def test_docker_script_runs_under_sh(host, tmp_path):
+    """Run with a stand-in `docker` that records its arguments: the real order, nothing in the foreground."""
+    script = tmp_path / "docker-run.sh"
+    script.write_text(host_script(host[0]).content)
+    log = tmp_path / "calls"
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n[ "$1 $2" != "network inspect" ]\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    subprocess.run(["/bin/sh", str(script)], check=True, env=env, timeout=30)
+    calls = [line.split()[:2] for line in log.read_text().splitlines()]
+    assert calls == [
+        ["network", "inspect"], ["network", "create"],
+        ["rm", "-f"], ["run", "-d"], ["rm", "-f"], ["run", "-d"], ["rm", "-f"], ["run", "-d"],
+    ]  # fmt: skip
+
+
+def test_docker_script_for_a_user_agent_takes_the_key_from_the_shell(make_account, user_agent, tmp_path):
+    broker = make_account("444444444444", agent=user_agent).brokers.get()
+    script = renderers.render_docker_run(broker)
+    (cra, _) = docker_runs(script)
+    assert option(cra, "-e") == ["SNYK_PORT=8081", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    assert "AWS_ACCESS_KEY_ID=" not in script
+    path = tmp_path / "run.sh"
+    path.write_text(script)
+    result = subprocess.run(
+        ["/bin/sh", str(path)], capture_output=True, text=True, env={"PATH": "/nonexistent"}
+    )
+    assert result.returncode != 0 and "export the access key of IAM user SnykCraUser first" in result.stderr
+
+
+def test_docker_script_for_a_role_agent_names_its_instance_profile(broker):
+    script = renderers.render_docker_run(broker)
+    assert "running as the EC2 instance profile of role SnykCraEc2Role" in script
+    assert "AWS_ACCESS_KEY_ID" not in script
+
+
+def test_docker_script_refuses_two_brokers_with_one_container_name(make_account):
+    first = make_account("222222222222", broker_client_url="http://broker:8000").brokers.get()
+    make_account("333333333333", broker_client_url="http://broker:8001")
+    with pytest.raises(renderers.BrokerFileError, match="container name broker") as exc:
+        host_script(first)
+    assert "333333333333/us-east-1" in str(exc.value) and "222222222222/us-east-1" in str(exc.value)
+
+
+def test_docker_script_refuses_two_brokers_with_one_port(make_account):
+    first = make_account("222222222222", broker_client_url="http://broker-a:8000").brokers.get()
+    make_account("333333333333", broker_client_url="http://broker-b:8000")
+    with pytest.raises(renderers.BrokerFileError, match="port 8000"):
+        host_script(first)
+
+
+def test_docker_script_refuses_a_broker_named_like_its_agent(make_account):
+    broker = make_account(broker_client_url="http://cra.internal:8000").brokers.get()
+    with pytest.raises(renderers.BrokerFileError, match="the Container Registry Agent"):
+        host_script(broker)
+
+
+@pytest.mark.parametrize(
+    "field, url, expect",
+    [
+        ("broker_client_url", "https://broker.example.com:8443", "https URL"),
+        ("broker_client_url", "http://10.0.0.5:8000", "must be a container name"),
+        ("broker_client_url", "http://localhost:8000", "must be a container name"),
+        ("broker_client_url", "http://Broker:8000", "must be a container name"),
+        ("cr_agent_url", "http://[::1]:8081", "must be a container name"),
+        ("cr_agent_url", "https://cra.example.com:9443", "https URL"),
+    ],
+)
+def test_docker_script_refuses_urls_no_container_answers(make_account, field, url, expect):
+    broker = make_account(**{field: url}).brokers.get()
+    with pytest.raises(renderers.BrokerFileError, match=expect):
+        host_script(broker)
+
+
+def test_docker_script_says_which_brokers_of_the_host_it_leaves_out(make_account):
+    first = make_account("222222222222", broker_client_url="http://broker-a:8000").brokers.get()
+    make_account("333333333333", broker_client_url="https://broker-b.example.com:8443")
+    retired = make_account("555555555555", broker_client_url="http://broker-c:8002").brokers.get()
+    BrokerInstance.objects.filter(pk=retired.pk).update(status=BrokerStatus.RETIRED)
+    broker_file = host_script(first)
+    assert [b.account.account_id for b in broker_file.brokers] == ["222222222222"]
+    assert (
+        "#   333333333333/us-east-1: BROKER_CLIENT_URL https://broker-b.example.com:8443"
+        in broker_file.content
+    )
+    assert "555555555555" not in broker_file.content
 
 
 def test_filenames(make_account):
@@ -283,7 +404,7 @@ def test_filenames(make_account):
     broker = account.brokers.get()
     assert renderers.filename_for(broker, "env") == "broker-222222222222-eu-west-1.env"
     assert renderers.filename_for(broker, "helm") == "broker-222222222222-eu-west-1-values.yaml"
-    assert renderers.filename_for(broker, "docker") == "broker-222222222222-eu-west-1-docker-run.sh"
+    assert renderers.filename_for(broker, "docker") == "cra-cra.internal-8081-docker-run.sh"
 
 
 def test_cra_env():
