@@ -17,7 +17,7 @@ class RotateForm(ExactTextForm):
     external_id = forms.CharField(
         max_length=1224,
         label="New ExternalId",
-        validators=[v.validate_external_id],
+        validators=[v.validate_broker_external_id],
         help_text="Generated (UUID4) unless you need a given value.",
     )
 

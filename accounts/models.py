@@ -128,7 +128,7 @@ class ExternalId(models.Model):
     """An sts:ExternalId the service role's trust accepts. Two at once only during rotation."""
 
     account = models.ForeignKey(EcrAccount, on_delete=models.CASCADE, related_name="external_ids")
-    value = models.CharField(max_length=1224, validators=[v.validate_external_id])
+    value = models.CharField(max_length=1224, validators=[v.validate_broker_external_id])
     state = models.CharField(max_length=8, choices=ExternalIdState.choices, default=ExternalIdState.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
     retiring_since = models.DateTimeField(null=True, blank=True)

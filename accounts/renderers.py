@@ -1,4 +1,4 @@
-"""Broker files as pure functions of a BrokerInstance: `.env`, Helm values, `docker run` commands.
+"""Broker files as pure functions of BrokerInstances: `.env`, Helm values, a `docker run` script.
 
 Nothing here writes rows or calls AWS. Values are validated, never escaped: the broker builds a
 JSON document from CR_* by plain string interpolation and `docker run --env-file` keeps quotes,
@@ -9,18 +9,23 @@ missing; no placeholder is ever rendered into a file someone will deploy.
 
 from __future__ import annotations
 
+import functools
+import json
+import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import yaml
 from django.core.exceptions import ValidationError
 
 from . import validators as v
-from .choices import BrokerStatus, ExternalIdState
+from .choices import AgentKind, BrokerStatus, ExternalIdState
 
 if TYPE_CHECKING:
-    from .models import BrokerInstance, EcrAccount
+    from .models import AgentIdentity, BrokerInstance, EcrAccount
 
 BROKER_IMAGE = "snyk/broker:container-registry-agent"
 CRA_IMAGE = "snyk/container-registry-agent:latest"
@@ -39,6 +44,7 @@ class BrokerFile:
     filename: str
     content: str
     content_type: str
+    brokers: tuple[BrokerInstance, ...] = ()  # whose tokens and ExternalIds it holds
 
 
 def current_external_id(account: EcrAccount) -> str:
@@ -123,65 +129,324 @@ def render_env(broker: BrokerInstance, *, masked: bool = False) -> str:
     return _header(broker) + "".join(f"{key}={value}\n" for key, value in values.items())
 
 
+# --- Helm: Snyk's snyk-broker chart in container-registry-agent mode --------------------------------
+# Facts from its templates (cra_deployment.yaml, _scmConfig.tpl, _helpers.tpl, values.yaml).
+
+HELM_CHART = "snyk-broker/snyk-broker"
+HELM_NAMESPACE = "snyk-broker"
+CHART_SCM_TYPE = "container-registry-agent"
+CHART_BROKER_PORT = 8000  # service.port
+CHART_CRA_PORT = 8081  # deployment.container.crSnykPort
+# The chart labels its agent `<release>-cr-<release>`, and a label value holds at most 63 characters.
+HELM_RELEASE_MAX = 29
+_RELEASE_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+CRA_AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+@dataclass(frozen=True)
+class HelmRelease:
+    """One account and region's release, and the names the chart derives from it."""
+
+    name: str
+    namespace: str = HELM_NAMESPACE
+
+    @property
+    def agent_deployment(self) -> str:
+        return f"{CHART_SCM_TYPE}-cra-{self.name}"
+
+    @property
+    def agent_container(self) -> str:
+        return f"{CHART_SCM_TYPE}-{self.name}"
+
+    @property
+    def agent_url(self) -> str:
+        """CR_AGENT_URL as the chart sets it: its own agent's service."""
+        return f"http://cra-service-{self.name}:{CHART_CRA_PORT}"
+
+    @property
+    def broker_client_url(self) -> str:
+        """BROKER_CLIENT_URL as the chart forces it (snyk-broker.brokerServiceName cuts the scmType
+        so that the service name fits 63 characters)."""
+        suffix = f"-broker-service-{self.name}"
+        return f"http://{CHART_SCM_TYPE[: 63 - len(suffix)]}{suffix}:{CHART_BROKER_PORT}"
+
+
+def helm_release(broker: BrokerInstance) -> HelmRelease:
+    """A release per account and region, so that the releases of one namespace never collide."""
+    name = f"{broker.account.account_id}-{broker.region}"
+    if len(name) > HELM_RELEASE_MAX or not _RELEASE_NAME.fullmatch(name):
+        raise BrokerFileError(
+            f"Helm release {name!r} is not a DNS label of at most {HELM_RELEASE_MAX} characters "
+            "(the chart labels its agent <release>-cr-<release>, at most 63)."
+        )
+    return HelmRelease(name)
+
+
+def agent_secret_name(agent: AgentIdentity) -> str:
+    """The Kubernetes Secret holding a user agent's access key (a DNS name, one per namespace)."""
+    return f"{re.sub(r'[^a-z0-9]+', '-', agent.name.lower()).strip('-') or 'cra'}-aws-keys"
+
+
+def dispatcher_url(server_url: str) -> str:
+    """The regional API for a broker server, as the broker client derives it (//broker. -> //api.).
+
+    The chart always sets BROKER_DISPATCHER_BASE_URL (default https://api.snyk.io), so a broker
+    outside the default region needs it set."""
+    return server_url.replace("//broker.", "//api.", 1)
+
+
+class _ValuesDumper(yaml.SafeDumper):
+    """Every string value double-quoted, keys plain: Go's YAML, which Helm uses, reads 12345678,
+    1e5 or 0o17 unquoted as numbers, and PyYAML would leave the last two unquoted."""
+
+    def represent_mapping(self, tag, mapping, flow_style=None):
+        node = super().represent_mapping(tag, mapping, flow_style)
+        for key, _ in node.value:
+            key.style = None
+        return node
+
+
+_ValuesDumper.add_representer(
+    str, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+)
+
+
+def yaml_document(values: dict[str, Any]) -> str:
+    return yaml.dump(values, Dumper=_ValuesDumper, sort_keys=False, default_flow_style=False, width=1 << 16)
+
+
+def _agent_identity_helm(agent: AgentIdentity, release: HelmRelease) -> str:
+    if agent.kind != AgentKind.USER:
+        return (
+            f"# The agent runs as IAM role {agent.iam_name} through the instance profile of its node:\n"
+            f"# schedule it on nodes whose instance profile is {agent.iam_name}\n"
+            "# (extraPodSpecsCr.nodeSelector) with an IMDSv2 hop limit of 2, so that pods reach the\n"
+            "# instance metadata. IRSA (an eks.amazonaws.com/role-arn annotation on the chart's service\n"
+            "# account) would need the role to trust the cluster's OIDC provider: the portal keeps its\n"
+            "# trust at EC2, and a reconcile resets it.\n"
+        )
+    secret = agent_secret_name(agent)
+    ns = release.namespace
+    env = [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in CRA_AWS_KEYS]
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": release.agent_container, "env": env}]}}}}
+    compact = functools.partial(json.dumps, separators=(",", ":"))
+    literals = " ".join(f'--from-literal={key}="${key}"' for key in CRA_AWS_KEYS)
+    return (
+        f"# The agent runs as IAM user {agent.iam_name}, with its access key from Secret {secret},\n"
+        f"# keys {' and '.join(CRA_AWS_KEYS)} (one Secret in {ns} serves every release of this agent).\n"
+        "# The chart hands the agent's container no Secret, so create it once, from the key the portal\n"
+        "# showed exported in your shell, and point the agent at it after every install or upgrade:\n"
+        f"#   kubectl -n {ns} create secret generic {secret} {literals}\n"
+        f"#   kubectl -n {ns} patch deployment {release.agent_deployment} -p '{compact(patch)}'\n"
+    )
+
+
 def render_helm_values(broker: BrokerInstance, *, masked: bool = False) -> str:
-    """values.yaml for the `snyk-broker` Helm chart in container-registry-agent mode."""
+    """values.yaml for Snyk's `snyk-broker` chart in container-registry-agent mode.
+
+    Only values the chart reads: it runs the release's own agent and sets CR_AGENT_URL and
+    BROKER_CLIENT_URL itself, which the header says instead of the portal's URLs.
+    """
     s = broker_settings(broker, masked=masked)
+    external_id = s["CR_EXTERNAL_ID"]
+    if not v.reads_as_yaml_string(external_id):
+        raise BrokerFileError(
+            f"CR_EXTERNAL_ID {external_id} reads as a number, boolean, date or null in YAML, and Snyk's "
+            "chart writes it into the Deployment unquoted, where Kubernetes refuses it: rotate the "
+            "account's ExternalId to make a Helm file (its .env and docker script work as they are)."
+        )
+    release = helm_release(broker)
     values = {
-        "scmType": "container-registry-agent",
+        "scmType": CHART_SCM_TYPE,
         "brokerToken": s["BROKER_TOKEN"],
         "brokerServerUrl": s["BROKER_SERVER_URL"],
-        "brokerClientUrl": s["BROKER_CLIENT_URL"],
+        "brokerDispatcherUrl": dispatcher_url(s["BROKER_SERVER_URL"]),
         "crType": "ecr",
         "crRoleArn": s["CR_ROLE_ARN"],
         "crRegion": s["CR_REGION"],
-        "crExternalId": s["CR_EXTERNAL_ID"],
-        "crAgentUrl": s["CR_AGENT_URL"],
+        "crExternalId": external_id,
     }
-    body = yaml.safe_dump(values, sort_keys=False, default_flow_style=False)
     return (
-        _header(broker) + "# helm install snyk-broker-chart snyk-broker/snyk-broker -f values.yaml "
-        "-n snyk-broker --create-namespace\n" + body
+        _header(broker)
+        + f"#\n# Release {release.name} (one per account and region) in namespace {release.namespace}, with\n"
+        + "# Snyk's chart repository added as snyk-broker:\n"
+        + f"#   helm install {release.name} {HELM_CHART} -n {release.namespace} --create-namespace"
+        + f" -f {filename_for(broker, 'helm')}\n"
+        + "#\n# The chart runs the release's own Container Registry Agent and sets both URLs itself (the\n"
+        + "# portal's broker client and agent URLs are for the .env and docker files):\n"
+        + f"#   CR_AGENT_URL={release.agent_url}\n"
+        + f"#   BROKER_CLIENT_URL={release.broker_client_url}\n#\n"
+        + _agent_identity_helm(broker.account.agent, release)
+        + yaml_document(values)
     )
 
 
-def render_docker_run(broker: BrokerInstance, *, masked: bool = False) -> str:
-    """Shell commands starting the Container Registry Agent and the broker client."""
-    s = broker_settings(broker, masked=masked)
-    port = s["PORT"]
-    agent_port = _url_port(s["CR_AGENT_URL"])
-    agent = broker.account.agent
-    cra = [
-        "docker run --restart=always --name snyk-cra",
-        f"-p {agent_port}:{agent_port}",
-        f"-e SNYK_PORT={agent_port}",
+# --- docker: one script per host -------------------------------------------------------------------
+
+# A container name Docker's DNS resolves on a user-defined network (lower case, as DNS compares).
+_CONTAINER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class _Container:
+    name: str
+    port: int
+
+
+def _container_of(setting: str, url: str) -> _Container:
+    """The container a URL names on the script's network: http://<container name>:<port>."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition(":")[0]
+    if parts.scheme != "http":
+        raise BrokerFileError(
+            f"{setting} {url}: the docker script wires the containers over http on one Docker network; "
+            "an https URL means TLS ends at a proxy in front of them, so run them from the .env files."
+        )
+    if not _CONTAINER_NAME.fullmatch(host) or host == "localhost" or re.fullmatch(r"[0-9.]+", host):
+        raise BrokerFileError(
+            f"{setting} {url}: the docker script names each container after its URL's host, so the host "
+            "must be a container name (lower-case letters, digits, . _ -; not localhost or an address), "
+            "e.g. http://broker-a:8000."
+        )
+    return _Container(host, int(parts.port or 0))
+
+
+@dataclass(frozen=True)
+class _HostBroker:
+    broker: BrokerInstance
+    settings: dict[str, str]
+    container: _Container
+
+
+def _label(broker: BrokerInstance) -> str:
+    return f"{broker.account.account_id}/{broker.region}"
+
+
+def _host_members(
+    broker: BrokerInstance, host_brokers: Sequence[BrokerInstance], masked: bool
+) -> tuple[list[_HostBroker], list[str]]:
+    """The brokers of the script and why others sharing its agent are not (`broker` must be in it)."""
+    settings = broker_settings(broker, masked=masked)
+    members = [
+        _HostBroker(broker, settings, _container_of("BROKER_CLIENT_URL", settings["BROKER_CLIENT_URL"]))
     ]
-    if agent.kind == "user":
+    left_out = []
+    for other in host_brokers:
+        if other.pk == broker.pk:
+            continue
+        try:
+            other_settings = broker_settings(other, masked=masked)
+            container = _container_of("BROKER_CLIENT_URL", other_settings["BROKER_CLIENT_URL"])
+        except BrokerFileError as exc:
+            left_out.append(f"{_label(other)}: {exc}")
+            continue
+        members.append(_HostBroker(other, other_settings, container))
+    members.sort(key=lambda member: (member.broker.account.account_id, member.broker.region))
+    return members, left_out
+
+
+def _refuse_collisions(agent: _Container, members: list[_HostBroker]) -> None:
+    """Each container needs its own name, each broker its own published port."""
+    names: dict[str, str] = {agent.name: "the Container Registry Agent"}
+    ports: dict[int, str] = {}
+    for member in members:
+        label = _label(member.broker)
+        name, port = member.container.name, member.container.port
+        if name in names:
+            raise BrokerFileError(
+                f"Broker {label} and {names[name]} share the agent URL {agent.name}:{agent.port} and the "
+                f"container name {name}: on one Docker host each container is named after its URL's host, "
+                f"so give broker {label} its own BROKER_CLIENT_URL, e.g. "
+                f"http://broker-{label.replace('/', '-')}:{port}."
+            )
+        if port in ports:
+            raise BrokerFileError(
+                f"Brokers {ports[port]} and {label} share the agent URL {agent.name}:{agent.port} and the "
+                f"port {port}: each broker of a host publishes its own port, so give broker {label} "
+                "another port in its BROKER_CLIENT_URL."
+            )
+        names[name] = f"broker {label}"
+        ports[port] = label
+
+
+def render_docker_run(
+    broker: BrokerInstance, *, masked: bool = False, host_brokers: Sequence[BrokerInstance] = ()
+) -> str:
+    """A shell script for the host of `broker`: its Container Registry Agent and every broker using it.
+
+    `host_brokers` are the brokers of the same agent with the same agent URL (services.host_brokers).
+    On a user-defined network each container is named after its URL's host, so CR_AGENT_URL and every
+    BROKER_CLIENT_URL resolve; a broker listens on (and publishes to 127.0.0.1) its URL's port.
+    """
+    return _docker_script(broker, host_brokers, masked)[0]
+
+
+def _docker_script(
+    broker: BrokerInstance, host_brokers: Sequence[BrokerInstance], masked: bool
+) -> tuple[str, list[_HostBroker]]:
+    members, left_out = _host_members(broker, host_brokers, masked)
+    agent_url = broker_settings(broker, masked=masked)["CR_AGENT_URL"]
+    cra = _container_of("CR_AGENT_URL", agent_url)
+    _refuse_collisions(cra, members)
+    agent = broker.account.agent
+    network = f"snyk-{cra.name}"
+    lines = [
+        "#!/bin/sh",
+        f"# Snyk Broker clients and their Container Registry Agent {agent_url} on one Docker host.",
+        "# Generated by the ECR Broker Portal; it holds the broker tokens: keep it secret.",
+        f"# Each container is named after its URL's host on the Docker network {network}, where",
+        "# those names resolve. Running it again replaces them (after a rotation, for example).",
+        "set -eu",
+    ]
+    cra_cmd = [
+        f"docker run -d --restart=always --name {cra.name} --network {network}",
+        f"-e SNYK_PORT={cra.port}",
+    ]
+    if agent.kind == AgentKind.USER:
         # Taken from the shell's environment: the access key is never written into this file.
-        cra += ["-e AWS_ACCESS_KEY_ID", "-e AWS_SECRET_ACCESS_KEY"]
-    cra.append(CRA_IMAGE)
-    broker_cmd = ["docker run --restart=always --name snyk-broker", f"-p {port}:{port}"]
-    broker_cmd += [f"-e {shlex.quote(f'{key}={value}')}" for key, value in s.items()]
-    broker_cmd.append(BROKER_IMAGE)
-    identity = (
-        "the EC2 instance profile of role " + agent.iam_name
-        if agent.kind == "role"
-        else f"the access key of IAM user {agent.iam_name} (export it first)"
-    )
-    return (
-        "#!/bin/sh\n"
-        + _header(broker)
-        + f"# 1. The Container Registry Agent, running as {identity}.\n"
-        + " \\\n  ".join(cra)
-        + "\n\n# 2. The broker client.\n"
-        + " \\\n  ".join(broker_cmd)
-        + "\n"
-    )
-
-
-def _url_port(url: str) -> int:
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).port or DEFAULT_CRA_PORT
+        lines += [
+            f': "${{{key}:?export the access key of IAM user {agent.iam_name} first}}"'
+            for key in CRA_AWS_KEYS
+        ]
+        cra_cmd += [f"-e {key}" for key in CRA_AWS_KEYS]
+        identity = [
+            f"# The Container Registry Agent, running as the access key of IAM user {agent.iam_name}."
+        ]
+    else:
+        identity = [
+            f"# The Container Registry Agent, running as the EC2 instance profile of role {agent.iam_name}",
+            "# (the instance's IMDSv2 hop limit must be 2 for a container to reach the metadata).",
+        ]
+    cra_cmd.append(CRA_IMAGE)
+    lines += [
+        f"docker network inspect {network} >/dev/null 2>&1 || docker network create {network}",
+        "",
+        *identity,
+        "# Not published: only the brokers reach it.",
+        f"docker rm -f {cra.name} >/dev/null 2>&1 || true",
+        " \\\n  ".join(cra_cmd),
+    ]
+    for member in members:
+        container = member.container
+        # On the network the agent calls the broker on its URL's port: the broker listens there.
+        env = {**member.settings, "PORT": str(container.port)}
+        broker_cmd = [
+            f"docker run -d --restart=always --name {container.name} --network {network}",
+            f"-p 127.0.0.1:{container.port}:{container.port}",
+            *(f"-e {shlex.quote(f'{key}={value}')}" for key, value in env.items()),
+            BROKER_IMAGE,
+        ]
+        lines += [
+            "",
+            f"# Broker client for ECR account {member.broker.account.account_id}, "
+            f"region {member.broker.region}; /healthcheck on 127.0.0.1:{container.port}.",
+            f"docker rm -f {container.name} >/dev/null 2>&1 || true",
+            " \\\n  ".join(broker_cmd),
+        ]
+    if left_out:
+        lines += ["", "# Not in this script, although they use the same agent:"]
+        lines += [f"#   {reason}" for reason in left_out]
+    return "\n".join(lines) + "\n", members
 
 
 def render_cra_env(*, access_key_id: str, secret_access_key: str, port: int = DEFAULT_CRA_PORT) -> str:
@@ -196,21 +461,38 @@ def render_cra_env(*, access_key_id: str, secret_access_key: str, port: int = DE
     )
 
 
-_RENDERERS = {
-    "env": (render_env, "env", "text/plain; charset=utf-8"),
-    "helm": (render_helm_values, "values.yaml", "application/yaml; charset=utf-8"),
-    "docker": (render_docker_run, "docker-run.sh", "text/x-shellscript; charset=utf-8"),
+_CONTENT_TYPES = {
+    "env": "text/plain; charset=utf-8",
+    "helm": "application/yaml; charset=utf-8",
+    "docker": "text/x-shellscript; charset=utf-8",
 }
 
 
 def filename_for(broker: BrokerInstance, fmt: str) -> str:
-    suffix = _RENDERERS[fmt][1]
-    separator = "." if fmt == "env" else "-"
+    if fmt == "docker":
+        agent_url = urlsplit(broker.cr_agent_url)
+        return (
+            f"{broker.account.agent.name}-{agent_url.hostname or 'cra'}-{agent_url.port or ''}-docker-run.sh"
+        )
+    separator, suffix = (".", "env") if fmt == "env" else ("-", "values.yaml")
     return f"broker-{broker.account.account_id}-{broker.region}{separator}{suffix}"
 
 
-def render(broker: BrokerInstance, fmt: str, *, masked: bool = False) -> BrokerFile:
-    if fmt not in _RENDERERS:
+def render(
+    broker: BrokerInstance,
+    fmt: str,
+    *,
+    masked: bool = False,
+    host_brokers: Sequence[BrokerInstance] = (),
+) -> BrokerFile:
+    """The file, and the brokers whose settings it holds (a docker script holds its host's)."""
+    if fmt == "env":
+        content, brokers = render_env(broker, masked=masked), (broker,)
+    elif fmt == "helm":
+        content, brokers = render_helm_values(broker, masked=masked), (broker,)
+    elif fmt == "docker":
+        content, members = _docker_script(broker, host_brokers, masked)
+        brokers = tuple(member.broker for member in members)
+    else:
         raise BrokerFileError(f"Unknown format {fmt!r}: choose one of {', '.join(FORMATS)}.")
-    function, _, content_type = _RENDERERS[fmt]
-    return BrokerFile(filename_for(broker, fmt), function(broker, masked=masked), content_type)
+    return BrokerFile(filename_for(broker, fmt), content, _CONTENT_TYPES[fmt], brokers)

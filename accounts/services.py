@@ -16,7 +16,14 @@ from django.db import transaction
 from portal import audit
 
 from . import renderers
-from .choices import DEFAULT_ROLE_AGENT_NAME, DEFAULT_USER_AGENT_NAME, AgentKind, BrokerServer, Lifecycle
+from .choices import (
+    DEFAULT_ROLE_AGENT_NAME,
+    DEFAULT_USER_AGENT_NAME,
+    AgentKind,
+    BrokerServer,
+    BrokerStatus,
+    Lifecycle,
+)
 from .models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 
 # Accounts whose service role the agent's permissions must list.
@@ -147,20 +154,35 @@ def agent_member_arns(agent: AgentIdentity, *, plus: EcrAccount | None = None) -
     return arns
 
 
+def host_brokers(broker: BrokerInstance) -> list[BrokerInstance]:
+    """The brokers a docker script for `broker`'s host runs: same agent, same agent URL, not retired."""
+    return list(
+        BrokerInstance.objects.filter(
+            account__agent_id=broker.account.agent_id, cr_agent_url=broker.cr_agent_url
+        )
+        .exclude(status=BrokerStatus.RETIRED)
+        .select_related("account__agent")
+        .prefetch_related("account__external_ids")
+        .order_by("account__account_id", "region")
+    )
+
+
 def broker_file_download(*, broker: BrokerInstance, fmt: str, user=None) -> renderers.BrokerFile:
-    """Render a token-holding broker file and record who took it.
+    """Render a token-holding broker file and record who took it, once per broker it holds.
 
     Raises renderers.BrokerFileError (nothing recorded) when the file cannot be made.
     """
-    broker_file = renderers.render(broker, fmt)
-    audit.record(
-        user=user,
-        action="broker.download",
-        account_id=broker.account.account_id,
-        obj=broker,
-        region=broker.region,
-        format=fmt,
-        filename=broker_file.filename,
-        external_id=renderers.current_external_id(broker.account),
-    )
+    hosted = host_brokers(broker) if fmt == "docker" else []
+    broker_file = renderers.render(broker, fmt, host_brokers=hosted)
+    for held in broker_file.brokers:
+        audit.record(
+            user=user,
+            action="broker.download",
+            account_id=held.account.account_id,
+            obj=held,
+            region=held.region,
+            format=fmt,
+            filename=broker_file.filename,
+            external_id=renderers.current_external_id(held.account),
+        )
     return broker_file

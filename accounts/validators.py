@@ -8,6 +8,7 @@ import re
 import uuid
 from urllib.parse import urlsplit
 
+import yaml
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
@@ -80,6 +81,45 @@ def validate_policy_name(value: str) -> None:
 def validate_external_id(value: str) -> None:
     _ascii_only(value)
     external_id_validator(value)
+
+
+# Number forms of Go's YAML (Helm's and Kubernetes'), once "_" is dropped, that PyYAML reads as
+# strings: 1e5, -.5, 0o17 (strconv.ParseInt with base 0, and yaml.v2's float pattern).
+_GO_YAML_NUMBER = re.compile(
+    r"[-+]?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?)"
+)
+
+
+def reads_as_yaml_string(value: str) -> bool:
+    """Whether `key: value`, written unquoted, is read back as this very string by YAML.
+
+    Not for 12345678, 1e5, true, on, null, 2001-12-14, 1:30 (YAML 1.1), nor for @x, ,x or x:,
+    which break the document.
+    """
+    if _GO_YAML_NUMBER.fullmatch(value.replace("_", "")):
+        return False
+    try:
+        return yaml.safe_load(f"v: {value}\n") == {"v": value}
+    except yaml.YAMLError:
+        return False
+
+
+def validate_broker_external_id(value: str) -> None:
+    """An ExternalId that goes into broker files: IAM's rule, and it must stay a string in YAML.
+
+    Snyk's Helm chart writes CR_EXTERNAL_ID into the broker's Deployment unquoted
+    (`value: {{ .Values.crExternalId }}`): Kubernetes refuses an env value YAML reads as a number
+    or boolean, and quoting it in the values file does not help.
+    """
+    validate_external_id(value)
+    if not reads_as_yaml_string(value):
+        raise ValidationError(
+            "%(value)s reads as a number, boolean, date or null in YAML (or breaks it), and Snyk's "
+            "Helm chart writes the ExternalId into Kubernetes unquoted: use another one, e.g. a "
+            "generated UUID.",
+            code="external_id_yaml",
+            params={"value": value},
+        )
 
 
 def validate_role_arn(value: str) -> None:

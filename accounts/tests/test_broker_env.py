@@ -35,6 +35,28 @@ def test_helm_and_docker_formats(account):
     assert "docker run" in run(account.account_id, "--format", "docker")
 
 
+def test_a_host_script_records_a_download_for_every_broker_it_holds(make_account):
+    """Rotation reads these entries: each broker of the host took a file holding its ExternalId."""
+    first = make_account("222222222222", broker_client_url="http://broker-a:8000")
+    make_account("333333333333", regions=("eu-west-1",), broker_client_url="http://broker-b:8001")
+    make_account("555555555555", broker_client_url="http://broker-c:8000", cr_agent_url="http://cra-2:8081")
+    script = run(first.account_id, "--format", "docker")
+    assert "--name broker-a" in script and "--name broker-b" in script and "broker-c" not in script
+    entries = AuditEntry.objects.filter(action="broker.download").order_by("account_id")
+    assert [(e.account_id, e.details["region"], e.details["external_id"]) for e in entries] == [
+        ("222222222222", "us-east-1", "ext-222222222222"),
+        ("333333333333", "eu-west-1", "ext-333333333333"),
+    ]
+    assert {e.details["filename"] for e in entries} == {"cra-cra.internal-8081-docker-run.sh"}
+    assert TOKEN not in str([e.details for e in entries])
+
+
+def test_a_helm_file_for_a_stored_numeric_external_id_exits_2(account):
+    account.external_ids.update(value="12345678")  # saved before the rule; the chart writes it unquoted
+    assert "rotate the account's ExternalId" in _fails(account.account_id, "--format", "helm")
+    assert "CR_EXTERNAL_ID=12345678\n" in run(account.account_id)
+
+
 def test_region_chooses_among_several_brokers(make_account):
     account = make_account(regions=("us-east-1", "eu-west-1"))
     assert "CR_REGION=eu-west-1\n" in run(account.account_id, "--region", "eu-west-1")

@@ -275,3 +275,21 @@ def test_an_agent_serving_accounts_cannot_be_offboarded_from_its_page(
     assert response["Location"] == run.get_absolute_url() and run.agent_id == role_agent.pk
     assert run_inline(run).status == RunStatus.SUCCEEDED
     assert AgentIdentity.objects.get(pk=role_agent.pk).status == Lifecycle.REMOVED
+
+
+@pytest.mark.parametrize("value", ["12345678", "1e5"])
+def test_rotation_refuses_an_external_id_yaml_reads_as_a_number(client, operator, active, aws, value):
+    """Snyk's Helm chart writes the id into Kubernetes unquoted: the page and the command refuse it."""
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    client.force_login(operator)
+    rotate = reverse("accounts:external_id_rotate", args=[active.account_id])
+    body = html.unescape(client.get(rotate, {"external_id": value}).content.decode())
+    assert "reads as a number, boolean, date or null in YAML" in body
+    client.post(rotate, {"external_id": value, "plan_digest": "0" * 64})
+    with pytest.raises(CommandError, match="reads as a number") as exc:
+        call_command("external_id_rotate", active.account_id, "--external-id", value, stdout=io.StringIO())
+    assert exc.value.returncode == 2
+    assert not ExternalId.objects.filter(value=value).exists()
+    assert not Run.objects.filter(kind=RunKind.ROTATE).exists()

@@ -365,10 +365,16 @@ def test_operator_downloads_the_env_and_it_is_audited(as_user, operator, broker)
     assert entry.details["filename"] == "broker-222222222222-us-east-1.env"
 
 
-@pytest.mark.parametrize("fmt, filename", [("helm", "-values.yaml"), ("docker", "-docker-run.sh")])
+@pytest.mark.parametrize(
+    "fmt, filename",
+    [
+        ("helm", "broker-222222222222-us-east-1-values.yaml"),
+        ("docker", "cra-cra.internal-8081-docker-run.sh"),
+    ],
+)
 def test_other_formats(as_user, operator, broker, fmt, filename):
     response = as_user(operator).get(reverse("accounts:broker_download", args=[broker.pk, fmt]))
-    assert response["Content-Disposition"].endswith(f'us-east-1{filename}"')
+    assert response["Content-Disposition"] == f'attachment; filename="{filename}"'
     assert TOKEN in response.content.decode()
 
 

@@ -5,7 +5,9 @@ from provisioning import cli
 
 
 class Command(BaseCommand):
-    help = "Print a broker client's .env, Helm values or docker run commands (the download is audited)."
+    help = (
+        "Print a broker client's .env, Helm values or its host's docker run script (the download is audited)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("account_id")
