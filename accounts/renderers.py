@@ -10,6 +10,7 @@ missing; no placeholder is ever rendered into a file someone will deploy.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,7 +60,7 @@ def current_external_id(account: EcrAccount) -> str:
     return newest.value
 
 
-def _check(name: str, value: str, *validators) -> str:
+def _check(name: str, value: str, *validators: Callable[[str], None]) -> str:
     if not value:
         raise BrokerFileError(f"{name} is not set for this broker: set it before deploying the broker.")
     try:

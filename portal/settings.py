@@ -30,7 +30,7 @@ def _secret(name: str, default: str = "") -> str:
 # A well-known development key. The portal.E001 check refuses it whenever DEBUG is off.
 DEFAULT_SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 SECRET_KEY = _secret("SECRET_KEY", default=DEFAULT_SECRET_KEY)
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG: bool = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -131,28 +131,30 @@ X_FRAME_OPTIONS = "DENY"
 # --- Celery --------------------------------------------------------------------------------
 # Default broker: a filesystem queue under var/ (portal.kombu_fs: atomic writes), so the embedded
 # run has a real worker process and no server. Production sets redis://.
-REDIS_URL = env.str("REDIS_URL", default="")
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "portalfs://")
+REDIS_URL: str = env.str("REDIS_URL", default="")
+CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default=REDIS_URL or "portalfs://")
 CELERY_QUEUE_DIR = Path(env.str("CELERY_QUEUE_DIR", default=str(VAR_DIR / "queue")))
-CELERY_TASK_HARD_TIME_LIMIT = env.int("CELERY_TASK_HARD_TIME_LIMIT", default=3600)
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=CELERY_TASK_HARD_TIME_LIMIT - 60)
+CELERY_TASK_HARD_TIME_LIMIT: int = env.int("CELERY_TASK_HARD_TIME_LIMIT", default=3600)
+CELERY_TASK_SOFT_TIME_LIMIT: int = env.int(
+    "CELERY_TASK_SOFT_TIME_LIMIT", default=CELERY_TASK_HARD_TIME_LIMIT - 60
+)
 # IAM eventual consistency: how long "Invalid principal" is retried before the run fails.
-IAM_PROPAGATION_TIMEOUT = env.float("IAM_PROPAGATION_TIMEOUT", default=120.0)
+IAM_PROPAGATION_TIMEOUT: float = env.float("IAM_PROPAGATION_TIMEOUT", default=120.0)
 # A run that shows no sign of life for this long is re-queued by the sweeper (worker died).
-RUN_STALE_AFTER = env.int("RUN_STALE_AFTER", default=600)
-RUN_MAX_ATTEMPTS = env.int("RUN_MAX_ATTEMPTS", default=3)
-RUN_SWEEP_INTERVAL = env.int("RUN_SWEEP_INTERVAL", default=60)
-AUDIT_INTERVAL = env.int("AUDIT_INTERVAL", default=3600)
-AUDIT_WEBHOOK_URL = env.str("AUDIT_WEBHOOK_URL", default="")
-AUDIT_CONCURRENCY = env.int("AUDIT_CONCURRENCY", default=16)
+RUN_STALE_AFTER: int = env.int("RUN_STALE_AFTER", default=600)
+RUN_MAX_ATTEMPTS: int = env.int("RUN_MAX_ATTEMPTS", default=3)
+RUN_SWEEP_INTERVAL: int = env.int("RUN_SWEEP_INTERVAL", default=60)
+AUDIT_INTERVAL: int = env.int("AUDIT_INTERVAL", default=3600)
+AUDIT_WEBHOOK_URL: str = env.str("AUDIT_WEBHOOK_URL", default="")
+AUDIT_CONCURRENCY: int = env.int("AUDIT_CONCURRENCY", default=16)
 # Accounts a reconcile, rotation or offboarding run works on at once (threads in one worker).
-RECONCILE_CONCURRENCY = env.int("RECONCILE_CONCURRENCY", default=8)
-EXTERNAL_ID_GRACE_DAYS = env.int("EXTERNAL_ID_GRACE_DAYS", default=14)
+RECONCILE_CONCURRENCY: int = env.int("RECONCILE_CONCURRENCY", default=8)
+EXTERNAL_ID_GRACE_DAYS: int = env.int("EXTERNAL_ID_GRACE_DAYS", default=14)
 
 # --- AWS -----------------------------------------------------------------------------------
 # boto3 reads AWS_ENDPOINT_URL itself; it is mirrored here so pages and checks can show it.
-AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="")
-AWS_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="us-east-1")
+AWS_ENDPOINT_URL: str = env.str("AWS_ENDPOINT_URL", default="")
+AWS_DEFAULT_REGION: str = env.str("AWS_DEFAULT_REGION", default="us-east-1")
 
 LOGGING = {
     "version": 1,
