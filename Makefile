@@ -15,11 +15,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)  ## the portal with embedded defaults: SQLite, filesystem broker, moto server, worker, web
 	$(PY) manage.py run_embedded
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (lint + format) and mypy (settings in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
-test: $(STAMP) lint  ## ruff, Django checks, migrations up to date, the whole pytest suite
+test: $(STAMP) lint  ## ruff, mypy, Django checks, migrations up to date, the whole pytest suite
 	DEBUG=true $(PY) manage.py check
 	DEBUG=true $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -38,14 +38,14 @@ class ExactTextForm(forms.Form):
 
     free_text = ("alias",)  # labels for people: trimming them changes nothing that matters
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name, field in self.fields.items():
             if isinstance(field, forms.CharField) and name not in self.free_text:
                 field.strip = False
 
     def _post_clean(self) -> None:  # Django's hook after clean(): the rule's own message comes first
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]  # BaseForm has it; the stubs leave the private hook out
         for name, field in self.fields.items():
             if getattr(field, "strip", True) is False and v.has_surrounding_whitespace(self.data.get(name)):
                 self.add_error(name, v.SURROUNDING_WHITESPACE)
@@ -67,7 +67,8 @@ class AgentForm(ExactTextForm):
     management_external_id = forms.CharField(max_length=1224, required=False)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns (its stubs allow None)
         if "kind" not in data:
             return data
         try:
@@ -132,7 +133,7 @@ class OnboardForm(ExactTextForm):
         help_text="Snyk's regional broker server for your Snyk organisation.",
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in ("account_id", "management_role_arn", "external_id", "broker_client_url", "cr_agent_url"):
             self.fields[name].widget.attrs.setdefault("autocomplete", "off")
@@ -142,7 +143,8 @@ class OnboardForm(ExactTextForm):
         self.fields["cr_agent_url"].widget.attrs["placeholder"] = "http://cra:8081"
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns (its stubs allow None)
         if "agent" not in data:
             return data
         try:

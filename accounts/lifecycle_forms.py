@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
 
 from accounts.choices import Lifecycle
 from provisioning import bulkfile, lifecycle
@@ -55,7 +56,7 @@ class BulkUploadForm(_BulkOptions):
         f"At most {bulkfile.MAX_ROWS} rows."
     )
 
-    def clean_file(self):
+    def clean_file(self) -> UploadedFile:
         upload = self.cleaned_data["file"]
         if upload.size > bulkfile.MAX_BYTES:
             raise ValidationError(

@@ -8,14 +8,17 @@ plan's digest; when AWS or the inventory changed in between, the new plan is sho
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from portal.middleware import PortalRequest
 from portal.roles import CAN_MANAGE_AGENTS, CAN_OFFBOARD, CAN_ONBOARD, permission_required
 from provisioning import aws, bulkfile, lifecycle, policies, services
 from provisioning import selectors as run_selectors
@@ -33,7 +36,7 @@ CHANGED = "AWS or the inventory changed since this plan was shown: review the ne
 
 
 @permission_required(CAN_ONBOARD)
-def external_id_rotate(request, account_id):
+def external_id_rotate(request: PortalRequest, account_id: str) -> HttpResponse:
     """GET: preview adding a new id (the trust lists both). POST: confirm that exact plan."""
     account = selectors.account_get(account_id)
     source = request.POST if request.method == "POST" else request.GET
@@ -63,7 +66,7 @@ def external_id_rotate(request, account_id):
 
 
 @permission_required(CAN_ONBOARD)
-def external_id_retire(request, account_id, external_id_pk):
+def external_id_retire(request: PortalRequest, account_id: str, external_id_pk: int) -> HttpResponse:
     """GET: preview removing an id from the trust, with every warning. POST: confirm."""
     account = selectors.account_get(account_id)
     ext = get_object_or_404(ExternalId, pk=external_id_pk, account=account)
@@ -96,7 +99,7 @@ def external_id_retire(request, account_id, external_id_pk):
 
 @permission_required(CAN_ONBOARD)
 @require_POST
-def broker_redeployed_confirm(request, pk):
+def broker_redeployed_confirm(request: PortalRequest, pk: int) -> HttpResponseRedirect:
     broker = selectors.broker_get(pk)
     try:
         entry = lifecycle.broker_mark_redeployed(broker=broker, user=request.user)
@@ -114,7 +117,7 @@ def broker_redeployed_confirm(request, pk):
 
 
 @permission_required(CAN_OFFBOARD)
-def account_offboard(request, account_id):
+def account_offboard(request: PortalRequest, account_id: str) -> HttpResponse:
     """GET: preview (the agent's statement first, then the role and policy). POST: confirm."""
     account = selectors.account_get(account_id)
     form = OffboardForm(request.POST if request.method == "POST" else request.GET)
@@ -148,7 +151,7 @@ def account_offboard(request, account_id):
 
 
 @permission_required(CAN_MANAGE_AGENTS)
-def agent_offboard(request, pk):
+def agent_offboard(request: PortalRequest, pk: int) -> HttpResponse:
     """Refused while the agent serves accounts; otherwise preview, then confirm."""
     agent = selectors.agent_get(pk)
     if request.method == "POST":
@@ -172,13 +175,13 @@ def agent_offboard(request, pk):
 
 
 @permission_required(CAN_ONBOARD)
-def account_onboard_file(request):
+def account_onboard_file(request: PortalRequest) -> HttpResponse:
     """Upload → every row validated (one report) → one plan for all → confirm → one bulk run."""
     template = "accounts/ecraccount_bulk.html"
     if request.method == "POST" and "records" in request.POST:
         return _bulk_confirm(request, template)
     form = BulkUploadForm(request.POST or None, request.FILES or None)
-    context = {"form": form}
+    context: dict[str, Any] = {"form": form}
     if request.method != "POST" or not form.is_valid():
         return render(request, template, context)
     upload = form.cleaned_data["file"]
@@ -194,7 +197,13 @@ def account_onboard_file(request):
     return _bulk_preview(request, template, context, report, options)
 
 
-def _bulk_preview(request, template, context, report, options):
+def _bulk_preview(
+    request: PortalRequest,
+    template: str,
+    context: dict[str, Any],
+    report: bulkfile.BulkReport,
+    options: dict[str, int | None],  # failure_tolerance: None, no limit
+) -> HttpResponse:
     try:
         plan = lifecycle.plan_bulk(report)
     except PLAN_ERRORS as exc:
@@ -215,7 +224,7 @@ def _bulk_preview(request, template, context, report, options):
     return render(request, template, context)
 
 
-def _bulk_confirm(request, template):
+def _bulk_confirm(request: PortalRequest, template: str) -> HttpResponse:
     form = BulkConfirmForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The confirmation was incomplete: upload the file again.")
@@ -246,7 +255,9 @@ def _bulk_confirm(request, template):
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _preview(request, template: str, context: dict, make_plan: Callable[[], Plan]):
+def _preview(
+    request: PortalRequest, template: str, context: dict[str, Any], make_plan: Callable[[], Plan]
+) -> HttpResponse:
     """Render a plan preview; a refusal or an AWS error is shown on the page, never a 500."""
     try:
         plan = make_plan()
@@ -259,7 +270,7 @@ def _preview(request, template: str, context: dict, make_plan: Callable[[], Plan
     return render(request, template, context)
 
 
-def _confirmed(request, make_plan: Callable[[], Plan]) -> Plan | None:
+def _confirmed(request: PortalRequest, make_plan: Callable[[], Plan]) -> Plan | None:
     """The plan again, if it is still the one the user confirmed (its digest); None otherwise."""
     try:
         plan = make_plan()
@@ -275,7 +286,7 @@ def _confirmed(request, make_plan: Callable[[], Plan]) -> Plan | None:
     return plan
 
 
-def _run_fields(request, plan: Plan, digest: str | None = None) -> dict:
+def _run_fields(request: PortalRequest, plan: Plan, digest: str | None = None) -> dict[str, Any]:
     previewed = digest if digest is not None else request.POST.get("plan_digest", "")
     options = {"previewed_plan": previewed, "previewed_changes": len(plan.changes)}
     return {"user": request.user, "request_id": request.request_id, "options": options}

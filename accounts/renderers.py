@@ -13,7 +13,7 @@ import functools
 import json
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -65,7 +65,7 @@ def current_external_id(account: EcrAccount) -> str:
     return newest.value
 
 
-def _check(name: str, value: str, *validators) -> str:
+def _check(name: str, value: str, *validators: Callable[[str], None]) -> str:
     if not value:
         raise BrokerFileError(f"{name} is not set for this broker: set it before deploying the broker.")
     try:
@@ -199,7 +199,7 @@ class _ValuesDumper(yaml.SafeDumper):
     """Every string value double-quoted, keys plain: Go's YAML, which Helm uses, reads 12345678,
     1e5 or 0o17 unquoted as numbers, and PyYAML would leave the last two unquoted."""
 
-    def represent_mapping(self, tag, mapping, flow_style=None):
+    def represent_mapping(self, tag: str, mapping: Any, flow_style: bool | None = None) -> yaml.MappingNode:
         node = super().represent_mapping(tag, mapping, flow_style)
         for key, _ in node.value:
             key.style = None
@@ -487,6 +487,7 @@ def render(
 ) -> BrokerFile:
     """The file, and the brokers whose settings it holds (a docker script holds its host's)."""
     if fmt == "env":
+        brokers: tuple[BrokerInstance, ...]
         content, brokers = render_env(broker, masked=masked), (broker,)
     elif fmt == "helm":
         content, brokers = render_helm_values(broker, masked=masked), (broker,)

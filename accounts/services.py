@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from portal import audit
+from portal.audit import Actor
 
 from . import renderers
 from .choices import (
@@ -55,7 +56,7 @@ def agent_build(
     return agent
 
 
-def agent_create(*, user=None, **fields: Any) -> AgentIdentity:
+def agent_create(*, user: Actor = None, **fields: Any) -> AgentIdentity:
     agent = agent_build(**fields)
     agent.save()
     audit.record(user=user, action="agent.create", obj=agent, arn=agent.arn)
@@ -120,7 +121,7 @@ def account_build(
 
 
 @transaction.atomic
-def account_create(*, user=None, **fields: Any) -> EcrAccount:
+def account_create(*, user: Actor = None, **fields: Any) -> EcrAccount:
     """Save a draft account with its ExternalId and brokers (nothing sent to AWS)."""
     account, ext, brokers = account_build(**fields)
     account.save()
@@ -167,7 +168,7 @@ def host_brokers(broker: BrokerInstance) -> list[BrokerInstance]:
     )
 
 
-def broker_file_download(*, broker: BrokerInstance, fmt: str, user=None) -> renderers.BrokerFile:
+def broker_file_download(*, broker: BrokerInstance, fmt: str, user: Actor = None) -> renderers.BrokerFile:
     """Render a token-holding broker file and record who took it, once per broker it holds.
 
     Raises renderers.BrokerFileError (nothing recorded) when the file cannot be made.

@@ -6,16 +6,18 @@ permission server-side; templates only hide buttons for convenience.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from portal.middleware import PortalRequest
 from portal.roles import CAN_DOWNLOAD, CAN_MANAGE_AGENTS, CAN_ONBOARD, permission_required
 from provisioning import aws, policies, services
 from provisioning import selectors as run_selectors
@@ -25,27 +27,30 @@ from . import renderers, selectors
 from . import services as account_services
 from .choices import AgentKind
 from .forms import AgentForm, OnboardForm
+from .models import AgentIdentity, EcrAccount
 
 CAN_VIEW = "accounts.view_ecraccount"
 CAN_VIEW_AGENTS = "accounts.view_agentidentity"
 PLAN_ERRORS = (aws.AwsError, policies.LayoutError)
+# What a plan preview is of: an account (onboarding, reconcile) or an agent (its setup).
+_Target = TypeVar("_Target", EcrAccount, AgentIdentity)
 
 
 # --- agents ----------------------------------------------------------------------------------
 
 
 @permission_required(CAN_VIEW_AGENTS)
-def agent_list(request):
+def agent_list(request: PortalRequest) -> HttpResponse:
     return render(request, "accounts/agentidentity_list.html", {"agents": selectors.agent_list()})
 
 
 @permission_required(CAN_VIEW_AGENTS)
-def agent_detail(request, pk):
+def agent_detail(request: PortalRequest, pk: int) -> HttpResponse:
     return render(request, "accounts/agentidentity_detail.html", selectors.agent_detail(pk))
 
 
 @permission_required(CAN_MANAGE_AGENTS)
-def agent_add(request):
+def agent_add(request: PortalRequest) -> HttpResponse:
     form = AgentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -60,7 +65,7 @@ def agent_add(request):
 
 @permission_required(CAN_MANAGE_AGENTS)
 @require_GET
-def agent_plan(request, pk):
+def agent_plan(request: PortalRequest, pk: int) -> HttpResponse:
     agent = selectors.agent_get(pk)
     return _render_plan(
         request, "accounts/agentidentity_plan.html", {"agent": agent}, services.plan_agent, agent
@@ -69,7 +74,7 @@ def agent_plan(request, pk):
 
 @permission_required(CAN_MANAGE_AGENTS)
 @require_POST
-def agent_setup(request, pk):
+def agent_setup(request: PortalRequest, pk: int) -> HttpResponseRedirect:
     agent = selectors.agent_get(pk)
     plan = _confirmed_plan(request, services.plan_agent, agent)
     if plan is None:
@@ -83,7 +88,7 @@ def agent_setup(request, pk):
 @never_cache
 @permission_required(CAN_MANAGE_AGENTS)
 @require_POST
-def agent_access_key(request, pk):
+def agent_access_key(request: PortalRequest, pk: int) -> HttpResponse:
     """Create an access key for a user agent and show it once: the response is the only copy."""
     agent = selectors.agent_get(pk)
     if agent.kind != AgentKind.USER:
@@ -115,7 +120,7 @@ def agent_access_key(request, pk):
 
 
 @permission_required(CAN_VIEW)
-def account_list(request):
+def account_list(request: PortalRequest) -> HttpResponse:
     filters = selectors.AccountFilters.from_query(request.GET)
     context = {
         "page": selectors.account_page(filters, request.GET.get("page")),
@@ -127,13 +132,13 @@ def account_list(request):
 
 
 @permission_required(CAN_VIEW)
-def account_detail(request, account_id):
+def account_detail(request: PortalRequest, account_id: str) -> HttpResponse:
     return render(request, "accounts/ecraccount_detail.html", selectors.account_detail(account_id))
 
 
 @permission_required(CAN_VIEW)
 @require_GET
-def account_live_trust(request, account_id):
+def account_live_trust(request: PortalRequest, account_id: str) -> HttpResponse:
     """htmx partial: the live trust read from IAM now, diffed against the desired one."""
     account = selectors.account_get(account_id)
     return render(
@@ -147,7 +152,7 @@ def account_live_trust(request, account_id):
 
 
 @permission_required(CAN_ONBOARD)
-def account_onboard(request):
+def account_onboard(request: PortalRequest) -> HttpResponse:
     """Step 1: inputs. A valid form saves a draft (nothing sent to AWS) and opens its plan."""
     form = OnboardForm(request.POST or None, initial={"regions": [aws_default_region()]})
     if request.method == "POST" and form.is_valid():
@@ -160,13 +165,14 @@ def account_onboard(request):
     return render(
         request,
         "accounts/ecraccount_form.html",
-        {"form": form, "has_agents": form.fields["agent"].queryset.exists()},
+        # The agent field is a ModelChoiceField (with a queryset); form.fields types it as a Field.
+        {"form": form, "has_agents": form.fields["agent"].queryset.exists()},  # type: ignore[attr-defined]
     )
 
 
 @permission_required(CAN_ONBOARD)
 @require_POST
-def account_onboard_validate(request):
+def account_onboard_validate(request: PortalRequest) -> HttpResponse:
     """htmx: validate the whole form, return one field's partial with its errors (inline validation)."""
     form = OnboardForm(request.POST)
     name = request.POST.get("_field", "")
@@ -183,7 +189,7 @@ def account_onboard_validate(request):
 
 @permission_required(CAN_ONBOARD)
 @require_GET
-def account_plan(request, account_id):
+def account_plan(request: PortalRequest, account_id: str) -> HttpResponse:
     """Step 2: the plan preview — every document, its diff against live, every AWS call."""
     account = selectors.account_get(account_id)
     context = {
@@ -196,7 +202,7 @@ def account_plan(request, account_id):
 
 @permission_required(CAN_ONBOARD)
 @require_POST
-def account_apply(request, account_id):
+def account_apply(request: PortalRequest, account_id: str) -> HttpResponseRedirect:
     """Step 3: confirm. Starts the run only if the plan is still the one the user saw."""
     account = selectors.account_get(account_id)
     active = services.active_run_for(account)
@@ -206,7 +212,7 @@ def account_apply(request, account_id):
     plan = _confirmed_plan(request, selectors.account_plan, account)
     if plan is None:
         return redirect("accounts:account_plan", account_id=account.account_id)
-    fields = {
+    fields: dict[str, Any] = {
         "user": request.user,
         "request_id": request.request_id,
         "options": _preview_options(request, plan),
@@ -223,7 +229,7 @@ def account_apply(request, account_id):
 
 @permission_required(CAN_DOWNLOAD)
 @require_GET
-def broker_download(request, pk, fmt):
+def broker_download(request: PortalRequest, pk: int, fmt: str) -> HttpResponse:
     broker = selectors.broker_get(pk)
     if fmt not in renderers.FORMATS:
         return HttpResponse(status=404)
@@ -247,7 +253,13 @@ def aws_default_region() -> str:
     return settings.AWS_DEFAULT_REGION
 
 
-def _render_plan(request, template, context, plan_function, target):
+def _render_plan(
+    request: PortalRequest,
+    template: str,
+    context: dict[str, Any],
+    plan_function: Callable[[_Target], Plan],
+    target: _Target,
+) -> HttpResponse:
     """Render a plan preview; AWS or quota errors become a readable message, not a 500."""
     try:
         plan = plan_function(target)
@@ -258,7 +270,9 @@ def _render_plan(request, template, context, plan_function, target):
     return render(request, template, context)
 
 
-def _confirmed_plan(request, plan_function, target) -> Plan | None:
+def _confirmed_plan(
+    request: PortalRequest, plan_function: Callable[[_Target], Plan], target: _Target
+) -> Plan | None:
     """Re-plan and compare with the digest of the preview the user confirmed; None: not confirmed."""
     try:
         plan = plan_function(target)
@@ -274,7 +288,7 @@ def _confirmed_plan(request, plan_function, target) -> Plan | None:
     return plan
 
 
-def _preview_options(request, plan: Plan) -> dict[str, Any]:
+def _preview_options(request: PortalRequest, plan: Plan) -> dict[str, Any]:
     return {"previewed_plan": request.POST.get("plan_digest", ""), "previewed_changes": len(plan.changes)}
 
 

@@ -1,17 +1,31 @@
 """record(): the one way services write an AuditEntry (explicit calls, no signals)."""
 
+from __future__ import annotations
+
 from typing import Any
+
+from django.contrib.auth.models import AnonymousUser, User
 
 from .middleware import current_request_id
 from .models import AuditEntry
 from .redact import redact
 
+# Who did something: a signed-in user, an anonymous request, or the command line / a worker (None).
+Actor = User | AnonymousUser | None
 
-def record(*, user, action: str, account_id: str = "", obj: Any = None, **details: Any) -> AuditEntry:
-    authenticated = user is not None and getattr(user, "is_authenticated", False)
+
+def record(
+    *,
+    user: User | AnonymousUser | None,
+    action: str,
+    account_id: str = "",
+    obj: Any = None,
+    **details: Any,
+) -> AuditEntry:
+    signed_in = user if user is not None and user.is_authenticated else None
     return AuditEntry.objects.create(
-        user=user if authenticated else None,
-        user_name=user.get_username() if authenticated else "system",
+        user=signed_in,
+        user_name=signed_in.get_username() if signed_in is not None else "system",
         request_id=current_request_id() if current_request_id() != "-" else "",
         action=action,
         account_id=account_id,

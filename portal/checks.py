@@ -1,8 +1,12 @@
 """System checks: refuse to run in production with a development secret key."""
 
+from collections.abc import Sequence
+from typing import Any
+
 from cryptography.fernet import Fernet
+from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -26,7 +30,7 @@ def _weak(key: str) -> bool:
 
 
 @register()
-def secret_key_check(app_configs, **kwargs):
+def secret_key_check(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if settings.DEBUG:
         return []
     if _weak(_secret_key()):
@@ -42,8 +46,8 @@ def secret_key_check(app_configs, **kwargs):
 
 
 @register()
-def encryption_key_check(app_configs, **kwargs):
-    errors = []
+def encryption_key_check(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     for position, key in enumerate(settings.ENCRYPTION_KEYS, start=1):
         try:
             Fernet(key.strip().encode())

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,13 @@ def start(host: str = LOOPBACK, port: int = 0, *, timeout: float = 60.0, env: di
         env=env,
         cwd=str(Path(__file__).resolve().parent.parent),
     )
-    assert process.stdout is not None
+    stdout = process.stdout
+    assert stdout is not None
     lines: list[bytes] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
-    process.stdout.close()  # the child sends nothing else there
+    stdout.close()  # the child sends nothing else there
     line = lines[0].decode().strip() if lines else ""
     if not line.startswith(_URL_PREFIX):
         if process.poll() is None:
@@ -157,7 +159,7 @@ def is_loopback_url(url: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-def aws_environ(url: str, var_dir: Path | str, environ: dict[str, str] | None = None) -> dict[str, str]:
+def aws_environ(url: str, var_dir: Path | str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Variables that pin boto3 to the emulator at `url`, overriding any AWS settings in `environ`.
 
     Values are set explicitly (never removed): settings.py loads `.env` with setdefault, so a

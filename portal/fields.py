@@ -2,11 +2,14 @@
 
 import base64
 import hashlib
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.expressions import Expression
 
 
 def _fernet() -> MultiFernet:
@@ -38,10 +41,12 @@ def decrypt(token: str) -> str:
 
 
 class EncryptedTextField(models.TextField):
-    def from_db_value(self, value, expression, connection):
+    def from_db_value(
+        self, value: str | None, expression: Expression, connection: BaseDatabaseWrapper
+    ) -> str | None:
         # "" stays "" (not None): the column is NOT NULL, so a blank row must save back unchanged.
         return value if value in (None, "") else decrypt(value)
 
-    def get_prep_value(self, value):
+    def get_prep_value(self, value: Any) -> Any:
         value = super().get_prep_value(value)
         return value if value in (None, "") else encrypt(value)

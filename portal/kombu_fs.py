@@ -22,9 +22,10 @@ import uuid
 from pathlib import Path
 from queue import Empty
 from time import monotonic
+from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import filesystem
+from kombu.transport import filesystem, virtual
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
@@ -32,7 +33,7 @@ TMP, CLAIMED, CONTROL = ".tmp", ".claimed", ".control"
 
 
 class Channel(filesystem.Channel):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for folder in (
             self.data_folder_in,
@@ -48,8 +49,8 @@ class Channel(filesystem.Channel):
         given = self.transport_options.get("control_folder")
         return Path(given) if given else Path(self.data_folder_out) / CONTROL
 
-    def _queue_bind(self, exchange, routing_key, pattern, queue):
-        table = self._exchange_file(exchange)
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None, queue: str) -> None:
+        table: Path = self._exchange_file(exchange)  # type: ignore[attr-defined]  # upstream's, not in the stubs
         if not table.exists():
             staging = table.parent / f"{TMP}-{uuid.uuid4()}-{table.name}"
             staging.write_bytes(str_to_bytes(dumps([])))
@@ -61,7 +62,9 @@ class Channel(filesystem.Channel):
                 staging.unlink()
         super()._queue_bind(exchange, routing_key, pattern, queue)
 
-    def _put(self, queue, payload, **kwargs):
+    # _put and _get keep upstream's filesystem signatures, which differ from the abstract channel's
+    # (kombu's stubs mark upstream's methods with the same ignore).
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         out = self.data_folder_out
         # Zero-padded so that sorting the names sorts by time (upstream's names are not padded).
         name = f"{int(round(monotonic() * 1000)):015d}_{uuid.uuid4()}.{queue}.msg"
@@ -75,7 +78,7 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot add message {name!r} to the queue folder") from exc
 
-    def _get(self, queue):
+    def _get(self, queue: str) -> dict[str, Any]:  # type: ignore[override]
         folder = self.data_folder_in
         claimed_dir = os.path.join(folder, CLAIMED)
         wanted = f"{queue}.msg"
@@ -98,9 +101,9 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
-    global_state = filesystem.virtual.BrokerState()
+    global_state = virtual.BrokerState()
     driver_type = "portalfs"
 
     @property
-    def default_connection_params(self):
+    def default_connection_params(self) -> dict[str, Any]:
         return {}  # no host to connect to (upstream's "localhost" only earns a warning per connection)

@@ -1,14 +1,18 @@
 """AuditEntry: who did what in the portal. The user name is copied so the row outlives the user."""
 
+from typing import Any, NoReturn, TypeVar
+
 from django.conf import settings
 from django.db import models
 
+_M = TypeVar("_M", bound=models.Model)
 
-class AppendOnlyQuerySet(models.QuerySet):
-    def update(self, **kwargs):
+
+class AppendOnlyQuerySet(models.QuerySet[_M]):
+    def update(self, **kwargs: Any) -> NoReturn:
         raise ValueError(f"{self.model.__name__} rows are append-only.")
 
-    def delete(self):
+    def delete(self) -> NoReturn:
         raise ValueError(f"{self.model.__name__} rows are append-only.")
 
 
@@ -23,7 +27,7 @@ class AppendOnly(models.Model):
     class Meta:
         abstract = True
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not kwargs.get("force_insert"):
             raise ValueError(f"{type(self).__name__} rows are append-only.")
         super().save(*args, **kwargs)

@@ -1,8 +1,20 @@
 """User roles. Groups are created by portal/migrations/0002_roles.py with these permissions."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
 from functools import wraps
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseBase
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
+
+_Request = TypeVar("_Request", bound=HttpRequest)
+_Response = TypeVar("_Response", bound=HttpResponseBase)
+_Params = ParamSpec("_Params")
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 
@@ -44,7 +56,7 @@ CAN_MANAGE_AGENTS = "accounts.manage_agentidentity"
 CAN_OFFBOARD = "accounts.offboard_ecraccount"
 
 
-def role_of(user) -> str:
+def role_of(user: User | AnonymousUser) -> str:
     if not user.is_authenticated:
         return ""
     if user.is_superuser:
@@ -56,12 +68,18 @@ def role_of(user) -> str:
     return ""
 
 
-def permission_required(perm: str):
+def permission_required(
+    perm: str,
+) -> Callable[
+    [Callable[Concatenate[_Request, _Params], _Response]], Callable[Concatenate[_Request, _Params], _Response]
+]:
     """Like Django's, but always 403 (never a login redirect loop for a logged-in user)."""
 
-    def decorator(view):
+    def decorator(
+        view: Callable[Concatenate[_Request, _Params], _Response],
+    ) -> Callable[Concatenate[_Request, _Params], _Response]:
         @wraps(view)
-        def wrapped(request, *args, **kwargs):
+        def wrapped(request: _Request, *args: _Params.args, **kwargs: _Params.kwargs) -> _Response:
             if not request.user.has_perm(perm):
                 raise PermissionDenied(f"Your role may not do this ({perm}).")
             return view(request, *args, **kwargs)
@@ -71,7 +89,7 @@ def permission_required(perm: str):
     return decorator
 
 
-def context_processor(request):
+def context_processor(request: HttpRequest) -> dict[str, str | bool]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}

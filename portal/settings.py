@@ -236,8 +236,8 @@ EXTERNAL_ID_GRACE_DAYS = _int("EXTERNAL_ID_GRACE_DAYS", default=14, minimum=0)
 
 # --- AWS -----------------------------------------------------------------------------------
 # boto3 reads AWS_ENDPOINT_URL itself; it is mirrored here so pages and checks can show it.
-AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="")
-AWS_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="us-east-1")
+AWS_ENDPOINT_URL: str = env.str("AWS_ENDPOINT_URL", default="")
+AWS_DEFAULT_REGION: str = env.str("AWS_DEFAULT_REGION", default="us-east-1")
 
 LOGGING = {
     "version": 1,

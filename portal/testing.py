@@ -14,9 +14,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 import requests
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(settings.BASE_DIR)
+_T = TypeVar("_T")
 
 
 def free_port() -> int:
@@ -70,7 +72,8 @@ def purge_broker() -> None:
         shutil.rmtree(settings.CELERY_QUEUE_DIR, ignore_errors=True)
     else:
         with app.connection_for_write() as conn:
-            conn.default_channel.queue_purge("celery")
+            # Every transport's channel can purge; the stubs' StdChannel does not declare it.
+            conn.default_channel.queue_purge("celery")  # type: ignore[attr-defined]
 
 
 def worker_env(**extra: str) -> dict[str, str]:
@@ -132,7 +135,9 @@ def _wait_ready(log_dir: Path, count: int, timeout: float = 60) -> None:
     raise RuntimeError(f"workers did not start within {timeout}s:\n{logs}")
 
 
-def wait_for(predicate, timeout: float = 120, interval: float = 0.2, message: str = "condition"):
+def wait_for(
+    predicate: Callable[[], _T], timeout: float = 120, interval: float = 0.2, message: str = "condition"
+) -> _T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
 
 from .models import Operation, Run, RunLogEntry
 
@@ -6,19 +8,20 @@ from .models import Operation, Run, RunLogEntry
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Runs and operations are records: visible in the admin, never edited there."""
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
 class OperationInline(admin.TabularInline):
     model = Operation
-    fields = ["sequence", "action", "resource_arn", "status", "error_code", "duration_ms"]
+    # A tuple: the stubs type `fields` as a list of field groups, and a list[str] is not one.
+    fields = ("sequence", "action", "resource_arn", "status", "error_code", "duration_ms")
     readonly_fields = fields
     extra = 0
     can_delete = False

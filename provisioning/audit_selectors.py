@@ -153,7 +153,9 @@ class Relationship:
 def _relationships(accounts: list[EcrAccount]) -> list[Relationship]:
     rows = []
     for account in accounts:
-        snapshot = account.latest_snapshots[0] if account.latest_snapshots else None
+        # latest_snapshots: set by the Prefetch(to_attr=...) of relationship_queryset
+        latest = account.latest_snapshots  # type: ignore[attr-defined]
+        snapshot = latest[0] if latest else None
         if snapshot is not None:
             snapshot.ecr_account = account  # the report reads the alias: no query per row
         rows.append(Relationship(account, snapshot))
@@ -162,7 +164,7 @@ def _relationships(accounts: list[EcrAccount]) -> list[Relationship]:
 
 def relationship_page(filters: AuditFilters, page_number: Any) -> Page:
     page = Paginator(relationship_queryset(filters), PAGE_SIZE).get_page(page_number)
-    page.object_list = _relationships(list(page.object_list))
+    page.object_list = _relationships(list(page.object_list))  # type: ignore[assignment]  # rows, not accounts
     return page
 
 
@@ -275,7 +277,7 @@ def audit_detail(account_id: str) -> dict[str, Any]:
     last = last_audit()
     agent = next((a for a in agent_rows(last) if a["name"] == account.agent.name), None)
     for snapshot in history:
-        snapshot.badge = STATUS_BADGE.get(snapshot.status, "")
+        snapshot.badge = STATUS_BADGE.get(snapshot.status, "")  # type: ignore[attr-defined]  # for the template
     for finding in relationship.findings:
         finding["badge"] = SEVERITY_BADGE[finding["severity"]]
     return {

@@ -8,11 +8,12 @@ where nothing changes until the operator confirms the plan shown.
 import json
 
 from django.contrib import messages
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from portal.middleware import PortalRequest
 from portal.roles import CAN_AUDIT, permission_required
 
 from . import audit_selectors
@@ -23,7 +24,7 @@ CAN_VIEW = "accounts.view_ecraccount"
 
 @permission_required(CAN_VIEW)
 @require_GET
-def audit_list(request):
+def audit_list(request: PortalRequest) -> HttpResponse:
     filters = audit_selectors.AuditFilters.from_query(request.GET)
     context = audit_selectors.audit_page(filters, request.GET.get("page"))
     return render(request, "provisioning/audit_list.html", context)
@@ -31,13 +32,13 @@ def audit_list(request):
 
 @permission_required(CAN_VIEW)
 @require_GET
-def audit_detail(request, account_id):
+def audit_detail(request: PortalRequest, account_id: str) -> HttpResponse:
     return render(request, "provisioning/audit_detail.html", audit_selectors.audit_detail(account_id))
 
 
 @permission_required(CAN_AUDIT)
 @require_POST
-def audit_refresh(request):
+def audit_refresh(request: PortalRequest) -> HttpResponseRedirect:
     run = audit_request(user=request.user, request_id=request.request_id)
     messages.info(
         request,
@@ -52,7 +53,7 @@ def _stamp() -> str:
 
 @permission_required(CAN_VIEW)
 @require_GET
-def audit_csv(request):
+def audit_csv(request: PortalRequest) -> HttpResponse:
     filters = audit_selectors.AuditFilters.from_query(request.GET)
     response = HttpResponse(audit_selectors.export_csv(filters), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="audit-{_stamp()}.csv"'
@@ -61,7 +62,7 @@ def audit_csv(request):
 
 @permission_required(CAN_VIEW)
 @require_GET
-def audit_json(request):
+def audit_json(request: PortalRequest) -> HttpResponse:
     filters = audit_selectors.AuditFilters.from_query(request.GET)
     body = json.dumps(audit_selectors.export_json(filters), indent=2)
     response = HttpResponse(body, content_type="application/json")

@@ -12,12 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
 
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 8},
@@ -28,11 +32,25 @@ SESSION_SECONDS = 3600  # a 900 s session would be re-assumed on nearly every ca
 SESSION_REFRESH_MARGIN = 300
 SESSION_NAME = "ecr-broker-portal"
 
+# The services the portal calls (a typo in a name fails the type check, not a run).
+Service = Literal["iam", "sts", "ecr"]
+
+
+class Credentials(TypedDict, total=False):
+    """Client keyword arguments of an assumed role; empty for the base credentials."""
+
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_session_token: str
+
+
 # Every API call made through this module, by "service:Operation" (tests and benchmarks read it).
 calls: Counter[str] = Counter()
 _calls_lock = threading.Lock()
 
 READ_PREFIXES = ("Get", "List", "Describe")
+
+_T = TypeVar("_T")
 
 
 class AwsError(Exception):
@@ -64,7 +82,7 @@ class Access:
     external_id: str = ""
 
 
-def _count(event_name: str, **_: Any) -> None:
+def _count(event_name: str, **_kwargs: Any) -> None:
     # event_name: "before-call.iam.CreateRole"
     _, service, operation = event_name.split(".", 2)
     with _calls_lock:
@@ -100,7 +118,7 @@ class _Sessions:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._assumed: dict[tuple[str, str], tuple[dict[str, str], float, str]] = {}
+        self._assumed: dict[tuple[str, str], tuple[Credentials, float, str]] = {}
         self._clients: dict[tuple[str, str], Any] = {}
         self._base: boto3.Session | None = None
         self._verified: set[tuple[str, str, str]] = set()
@@ -118,17 +136,17 @@ class _Sessions:
                 self._base = boto3.session.Session()
             return self._base
 
-    def client_for(self, access: Access, service: str) -> Any:
+    def client_for(self, access: Access, service: Service) -> Any:
         """A client acting in `access.account_id`, verified to land there."""
         credentials, landed = self._credentials(access)
         self._verify(access, landed, credentials)
         return self._client(credentials, service)
 
-    def client(self, session: boto3.Session, service: str) -> Any:
+    def client(self, session: boto3.Session, service: Service) -> Any:
         """A client of the base credentials (kept for callers that hold the base session)."""
         return self._client({}, service)
 
-    def _verify(self, access: Access, landed: str, credentials: dict[str, str]) -> None:
+    def _verify(self, access: Access, landed: str, credentials: Credentials) -> None:
         """Refuse to act when the credentials land in another account than the one intended.
 
         An assumed role's account is in the ARN STS answered with; only the base credentials need
@@ -149,7 +167,7 @@ class _Sessions:
         with self._lock:
             self._verified.add(key)
 
-    def _credentials(self, access: Access) -> tuple[dict[str, str], str]:
+    def _credentials(self, access: Access) -> tuple[Credentials, str]:
         """(client credentials, the account they land in); ({}, "") for the base credentials."""
         if not access.role_arn:
             return {}, ""
@@ -167,7 +185,7 @@ class _Sessions:
             params["ExternalId"] = access.external_id
         answer = _call(self._client({}, "sts"), "assume_role", **params)
         creds = answer["Credentials"]
-        credentials = {
+        credentials: Credentials = {
             "aws_access_key_id": creds["AccessKeyId"],
             "aws_secret_access_key": creds["SecretAccessKey"],
             "aws_session_token": creds["SessionToken"],
@@ -177,7 +195,7 @@ class _Sessions:
             self._assumed[key] = (credentials, creds["Expiration"].timestamp(), landed)
         return credentials, landed
 
-    def _client(self, credentials: dict[str, str], service: str) -> Any:
+    def _client(self, credentials: Credentials, service: Service) -> Any:
         key = (credentials.get("aws_access_key_id", "base"), service)
         base = self.base()
         with self._lock:
@@ -218,7 +236,7 @@ class Iam:
 
     def __init__(self, access: Access):
         self.access = access
-        self.client = sessions.client_for(access, "iam")
+        self.client: IAMClient = sessions.client_for(access, "iam")
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         return _call(self.client, method, **params)
@@ -284,7 +302,7 @@ class Iam:
         return request_id(self.call(method, **params))
 
 
-def _pages(pages: Any) -> Any:
+def _pages(pages: Iterable[_T]) -> Iterator[_T]:
     try:
         yield from pages
     except ClientError as exc:
@@ -292,6 +310,6 @@ def _pages(pages: Any) -> Any:
         raise AwsError(error.get("Code", "Unknown"), error.get("Message", str(exc))) from None
 
 
-def call(access: Access, service: str, method: str, **params: Any) -> dict[str, Any]:
+def call(access: Access, service: Service, method: str, **params: Any) -> dict[str, Any]:
     """Any API call in one account (used by the emulator's demo seeding and by audits)."""
     return _call(sessions.client_for(access, service), method, **params)

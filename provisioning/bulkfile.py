@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +118,7 @@ class _Refused(Exception):
 class _StrictLoader(yaml.SafeLoader):
     """Safe YAML without aliases (no "billion laughs") and without duplicate keys."""
 
-    def compose_node(self, parent, index):  # type: ignore[override]
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(
@@ -125,7 +126,7 @@ class _StrictLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -346,9 +347,8 @@ def _validate_row(
     flagged = {p.field for p in found}
     built = None
     try:
-        built = inventory.account_build(
-            agent=agent, **{**values, "regions": split_regions(values["regions"])}
-        )
+        fields: dict[str, Any] = {**values, "regions": split_regions(values["regions"])}
+        built = inventory.account_build(agent=agent, **fields)
     except ValidationError as exc:
         for column, errors in exc.error_dict.items():
             if column in flagged:

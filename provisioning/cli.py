@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser, OutputWrapper
 
 from accounts.models import EcrAccount
 
@@ -33,14 +33,14 @@ def invalid(error: ValidationError | str) -> CommandError:
     return CommandError(text, returncode=EXIT_INVALID)
 
 
-def add_run_arguments(parser, *, plan: bool = True) -> None:
+def add_run_arguments(parser: CommandParser, *, plan: bool = True) -> None:
     if plan:
         parser.add_argument("--plan", action="store_true", help="Print what would change; change nothing.")
     parser.add_argument("--inline", action="store_true", help="Execute in this process instead of a worker.")
     parser.add_argument("--timeout", type=float, default=3600, help="Seconds to wait for a worker.")
 
 
-def print_plan(stdout, plan: Plan) -> None:
+def print_plan(stdout: OutputWrapper, plan: Plan) -> None:
     for arn in revokes_outside_inventory(plan):
         stdout.write(f"warning: the agent loses sts:AssumeRole on {arn}, which the portal does not manage")
     for note in plan.notes:
@@ -59,7 +59,7 @@ def print_plan(stdout, plan: Plan) -> None:
                 stdout.write(f"     {label}: {body}")
 
 
-def execute(stdout, run: Run, *, inline: bool, timeout: float) -> None:
+def execute(stdout: OutputWrapper, run: Run, *, inline: bool, timeout: float) -> None:
     """Run it (in process, or wait for a worker), print operations as they land, exit by outcome."""
     if inline:
         if not run.claim():
@@ -99,7 +99,7 @@ def wait_until_stopped(run: Run, *, timeout: float, each: Callable[[Run], None] 
         time.sleep(0.2)
 
 
-def _print_operations(stdout, run: Run, after: int) -> int:
+def _print_operations(stdout: OutputWrapper, run: Run, after: int) -> int:
     for op in run.operations.filter(sequence__gt=after).order_by("sequence"):
         line = f"  [{op.status}] {op.action} {op.resource_arn}"
         if op.error_code:

@@ -29,6 +29,7 @@ from accounts import services as inventory
 from accounts.choices import BrokerStatus, ExternalIdState, Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 from portal import audit
+from portal.audit import Actor
 from portal.models import AuditEntry
 
 from . import bulkfile, flows, policies, services
@@ -128,7 +129,7 @@ def rotation_status(account: EcrAccount) -> RotationStatus:
     ).order_by("created_at")
     by_region = {b.broker.region: b for b in status.brokers}
     for entry in entries:
-        readiness = by_region.get((entry.details or {}).get("region"))
+        readiness = by_region.get(str((entry.details or {}).get("region", "")))
         if readiness is None or (entry.details or {}).get("external_id") != current.value:
             continue
         if entry.action == DOWNLOAD_ACTION:
@@ -220,7 +221,7 @@ def plan_rotation(account: EcrAccount, value: str) -> Plan:
 
 
 def external_id_rotate(
-    *, account: EcrAccount, value: str = "", user=None, enqueue: bool = True, **run_fields: Any
+    *, account: EcrAccount, value: str = "", user: Actor = None, enqueue: bool = True, **run_fields: Any
 ) -> Run:
     """Add a new ExternalId: the old ones start retiring, broker files switch, a run widens the trust."""
     _check_rotatable(account)
@@ -270,7 +271,7 @@ def plan_retirement(account: EcrAccount, value: str) -> Plan:
 
 
 def external_id_retire(
-    *, account: EcrAccount, value: str, user=None, enqueue: bool = True, **run_fields: Any
+    *, account: EcrAccount, value: str, user: Actor = None, enqueue: bool = True, **run_fields: Any
 ) -> tuple[Run, list[str]]:
     """Remove an ExternalId from the trust. Returns the run and the warnings it was requested with."""
     ext = _retirable(account, value)
@@ -296,7 +297,7 @@ def external_id_retire(
     return run, warnings
 
 
-def broker_mark_redeployed(*, broker: BrokerInstance, user=None) -> AuditEntry:
+def broker_mark_redeployed(*, broker: BrokerInstance, user: Actor = None) -> AuditEntry:
     """The operator says the broker now runs the file holding the current ExternalId."""
     if broker.status != BrokerStatus.ACTIVE:
         raise _refuse("broker", f"The broker in {broker.region} is retired.")
@@ -330,7 +331,7 @@ def account_offboard(
     *,
     account: EcrAccount,
     confirm_adopted: bool = False,
-    user=None,
+    user: Actor = None,
     enqueue: bool = True,
     options: dict[str, Any] | None = None,
     **run_fields: Any,
@@ -387,7 +388,9 @@ def plan_agent_offboarding(agent: AgentIdentity) -> Plan:
     return flows.OFFBOARD.preview(Scope(agent=agent, agent_leaving=True))
 
 
-def agent_offboard(*, agent: AgentIdentity, user=None, enqueue: bool = True, **run_fields: Any) -> Run:
+def agent_offboard(
+    *, agent: AgentIdentity, user: Actor = None, enqueue: bool = True, **run_fields: Any
+) -> Run:
     """Offboard an agent that serves no account: it is marked removed and loses every assume permission."""
     refusal = agent_offboard_refusal(agent)
     if refusal:
@@ -448,7 +451,7 @@ def bulk_options(*, max_concurrency: int | None, failure_tolerance: int | None, 
 def accounts_bulk_onboard(
     *,
     report: bulkfile.BulkReport,
-    user=None,
+    user: Actor = None,
     max_concurrency: int | None = None,
     failure_tolerance: int | None = None,
     enqueue: bool = True,
@@ -471,7 +474,12 @@ def accounts_bulk_onboard(
             account.status = Lifecycle.PENDING
         agent.bump_policy_generation()
         audit.record(
-            user=user, action="account.bulk_onboard", obj=agent, accounts=len(accounts), **preferences
+            user=user,
+            action="account.bulk_onboard",
+            obj=agent,
+            accounts=len(accounts),
+            max_concurrency=preferences["max_concurrency"],
+            failure_tolerance=preferences["failure_tolerance"],
         )
         return services.run_request(
             kind=RunKind.BULK,

@@ -1,6 +1,7 @@
 """Runs (one unit of engine work, claimed by one worker) and their append-only Operations."""
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -89,7 +90,7 @@ class Run(models.Model):
             self.refresh_from_db()
         return bool(updated)
 
-    def beat(self, **progress) -> bool:
+    def beat(self, **progress: Any) -> bool:
         """Record a sign of life (and progress); False once another worker has re-claimed the run."""
         return bool(
             Run.objects.filter(pk=self.pk, claim_token=self.claim_token).update(
@@ -97,8 +98,15 @@ class Run(models.Model):
             )
         )
 
-    def finish(self, status: str, *, explanation: str = "", error: str = "", result=None) -> None:
-        fields = {"status": status, "finished_at": timezone.now(), "explanation": explanation, "error": error}
+    def finish(
+        self, status: str, *, explanation: str = "", error: str = "", result: dict[str, Any] | None = None
+    ) -> None:
+        fields: dict[str, Any] = {
+            "status": status,
+            "finished_at": timezone.now(),
+            "explanation": explanation,
+            "error": error,
+        }
         if result is not None:
             fields["result"] = result
         Run.objects.filter(pk=self.pk, claim_token=self.claim_token).update(**fields)

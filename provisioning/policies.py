@@ -41,7 +41,7 @@ class LayoutError(ValueError):
     """The desired documents cannot fit IAM's quotas."""
 
 
-def policy_size(document: dict[str, Any]) -> int:
+def policy_size(document: dict[str, Any] | list[Any]) -> int:
     """Characters IAM counts against a quota: the JSON with all whitespace removed."""
     return len(re.sub(r"\s+", "", json.dumps(document, separators=(",", ":"))))
 

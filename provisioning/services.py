@@ -19,6 +19,7 @@ from accounts import services as inventory
 from accounts.choices import AgentKind, Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 from portal import audit
+from portal.audit import Actor
 from portal.celery import app
 
 from . import aws, compare, flows
@@ -59,7 +60,7 @@ def plan_agent(agent: AgentIdentity) -> Plan:
 def run_request(
     *,
     kind: str,
-    user=None,
+    user: Actor = None,
     agent: AgentIdentity | None = None,
     accounts: Iterable[EcrAccount] = (),
     options: dict[str, Any] | None = None,
@@ -99,7 +100,9 @@ def _send(run: Run) -> None:
     app.signature(EXECUTE_RUN_TASK, args=[run.pk]).apply_async(task_id=run.task_id)
 
 
-def account_onboard(*, account: EcrAccount, user=None, enqueue: bool = True, **run_fields: Any) -> Run:
+def account_onboard(
+    *, account: EcrAccount, user: Actor = None, enqueue: bool = True, **run_fields: Any
+) -> Run:
     """Confirm a draft (or retry a failed) account: it joins the agent's permissions; a run applies it."""
     with transaction.atomic():
         if account.status in (Lifecycle.DRAFT, Lifecycle.REMOVED):
@@ -110,12 +113,12 @@ def account_onboard(*, account: EcrAccount, user=None, enqueue: bool = True, **r
 
 
 def account_reconcile(
-    *, accounts: list[EcrAccount], user=None, enqueue: bool = True, **run_fields: Any
+    *, accounts: list[EcrAccount], user: Actor = None, enqueue: bool = True, **run_fields: Any
 ) -> Run:
     return run_request(kind=RunKind.RECONCILE, user=user, accounts=accounts, enqueue=enqueue, **run_fields)
 
 
-def agent_setup(*, agent: AgentIdentity, user=None, enqueue: bool = True, **run_fields: Any) -> Run:
+def agent_setup(*, agent: AgentIdentity, user: Actor = None, enqueue: bool = True, **run_fields: Any) -> Run:
     return run_request(kind=RunKind.AGENT, user=user, agent=agent, enqueue=enqueue, **run_fields)
 
 
@@ -123,7 +126,7 @@ def active_run_for(account: EcrAccount) -> Run | None:
     return account.runs.filter(status__in=ACTIVE_RUN_STATUSES).first()
 
 
-def agent_create_access_key(*, agent: AgentIdentity, user=None) -> dict[str, str]:
+def agent_create_access_key(*, agent: AgentIdentity, user: Actor = None) -> dict[str, str]:
     """Create an access key for a user agent and return it once. It is never stored or logged."""
     if agent.kind != AgentKind.USER:
         raise ValidationError({"kind": "Access keys exist only for user agents."})
@@ -137,7 +140,7 @@ def agent_create_access_key(*, agent: AgentIdentity, user=None) -> dict[str, str
     return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
 
 
-def run_cancel(*, run: Run, user=None) -> Run:
+def run_cancel(*, run: Run, user: Actor = None) -> Run:
     """Stop a run: a queued one never starts; a running one stops before its next account (an audit
     before its next read, storing nothing).
 

@@ -52,7 +52,7 @@ def sweep_stale_runs() -> int:
         if Run.objects.filter(pk=run.pk, status=run.status, claim_token=run.claim_token).update(
             status=RunStatus.QUEUED, claim_token="", heartbeat_at=now, attempts=F("attempts")
         ):
-            execute_run.apply_async(args=[run.pk])
+            execute_run.apply_async(args=(run.pk,))
             requeued += 1
             log.warning("re-queued stale run %s (attempt %s)", run.pk, run.attempts + 1)
     return requeued

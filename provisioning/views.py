@@ -3,9 +3,11 @@ the paginated list of a run's operations."""
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from portal.middleware import PortalRequest
 from portal.roles import CAN_ONBOARD, permission_required
 
 from . import selectors, services
@@ -16,7 +18,7 @@ CAN_VIEW_RUNS = "provisioning.view_run"
 
 @permission_required(CAN_VIEW_RUNS)
 @require_GET
-def run_list(request):
+def run_list(request: PortalRequest) -> HttpResponse:
     filters = selectors.RunFilters.from_query(request.GET)
     context = {
         "page": selectors.run_page(filters, request.GET.get("page")),
@@ -30,14 +32,14 @@ def run_list(request):
 
 @permission_required(CAN_VIEW_RUNS)
 @require_GET
-def run_detail(request, pk):
+def run_detail(request: PortalRequest, pk: int) -> HttpResponse:
     run = selectors.run_get(pk)
     return render(request, "provisioning/run_detail.html", selectors.run_detail(run))
 
 
 @permission_required(CAN_VIEW_RUNS)
 @require_GET
-def run_progress(request, pk):
+def run_progress(request: PortalRequest, pk: int) -> HttpResponse:
     """htmx polls this every second while the run is active; the terminal render stops the polling."""
     run = selectors.run_get(pk)
     return render(request, "provisioning/_run_progress.html", selectors.run_progress(run))
@@ -45,7 +47,7 @@ def run_progress(request, pk):
 
 @permission_required(CAN_VIEW_RUNS)
 @require_GET
-def run_operations(request, pk):
+def run_operations(request: PortalRequest, pk: int) -> HttpResponse:
     """Every operation of a run, paginated and filtered; the run page shows only the latest ones."""
     run = selectors.run_get(pk)
     filters = selectors.OperationFilters.from_query(request.GET)
@@ -55,7 +57,7 @@ def run_operations(request, pk):
 
 @permission_required(CAN_ONBOARD)
 @require_POST
-def run_cancel(request, pk):
+def run_cancel(request: PortalRequest, pk: int) -> HttpResponseRedirect:
     run = selectors.run_get(pk)
     try:
         run = services.run_cancel(run=run, user=request.user)

@@ -1,14 +1,19 @@
 """The lifecycle panel of the account page (rotation state, retire/redeploy/offboard buttons)."""
 
-from django import template
+from typing import Any
 
+from django import template
+from django.template.context import Context
+
+from accounts.models import EcrAccount
 from provisioning import lifecycle
+from provisioning.models import Run
 
 register = template.Library()
 
 
 @register.inclusion_tag("accounts/_lifecycle.html", takes_context=True)
-def lifecycle_panel(context, account):
+def lifecycle_panel(context: Context, account: EcrAccount) -> dict[str, Any]:
     """Reads the account's prefetched ExternalIds and brokers; one audit query while rotating."""
     return {
         "account": account,
@@ -20,7 +25,7 @@ def lifecycle_panel(context, account):
 
 
 @register.inclusion_tag("accounts/_bulk_progress.html")
-def bulk_progress(run):
+def bulk_progress(run: Run) -> dict[str, Any]:
     """Per-account progress of a bulk run, from `run.result` (the engine updates it as each account
     finishes): no query. Renders nothing for other kinds of run."""
     if run.kind != "bulk":

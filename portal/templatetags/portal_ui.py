@@ -44,7 +44,9 @@ def diff_lines(before: Any, after: Any) -> list[tuple[str, str]]:
 
 
 @register.inclusion_tag("portal/_diff.html")
-def document_diff(before: Any, after: Any, before_label: str = "live", after_label: str = "desired"):
+def document_diff(
+    before: Any, after: Any, before_label: str = "live", after_label: str = "desired"
+) -> dict[str, Any]:
     return {
         "lines": diff_lines(before, after),
         "before_label": before_label,

@@ -224,12 +224,13 @@ def agent_findings(read: AgentRead, account_statuses: dict[str, str]) -> list[Fi
         if grant.resource in members:
             continue
         match = ROLE_ARN.match(grant.resource)
-        status = account_statuses.get(match[1]) if match else None
+        account_id = match[1] if match else ""
+        status = account_statuses.get(account_id) if match else None
         if status == Lifecycle.REMOVED:
             findings.append(
                 Finding(
                     "agent-removed-account",
-                    f"{where} still allows sts:AssumeRole on {grant.resource}, but account {match[1]} was "
+                    f"{where} still allows sts:AssumeRole on {grant.resource}, but account {account_id} was "
                     "removed from the portal.",
                     name,
                     grant.resource,
@@ -237,7 +238,7 @@ def agent_findings(read: AgentRead, account_statuses: dict[str, str]) -> list[Fi
             )
         else:
             why = (
-                f"account {match[1]} is only a draft in the portal"
+                f"account {account_id} is only a draft in the portal"
                 if status == Lifecycle.DRAFT
                 else "it is not the service role of an account the portal manages"
             )

@@ -38,13 +38,13 @@ log = logging.getLogger(__name__)
 
 def audit_scope(run: Run) -> tuple[list[EcrAccount], list[AgentIdentity]]:
     """Accounts (every non-draft one, or the run's targets) and the agents they name."""
-    accounts = EcrAccount.objects.exclude(status=Lifecycle.DRAFT).select_related("agent")
+    scope = EcrAccount.objects.exclude(status=Lifecycle.DRAFT).select_related("agent")
     account_ids = run.options.get("account_ids")
     if account_ids is not None:
-        accounts = accounts.filter(account_id__in=account_ids)
+        scope = scope.filter(account_id__in=account_ids)
     # Only the brokers' state: the audit never needs (or decrypts) a broker token.
     brokers = Prefetch("brokers", queryset=BrokerInstance.objects.only("pk", "account_id", "status"))
-    accounts = list(accounts.prefetch_related("external_ids", brokers).order_by("account_id"))
+    accounts = list(scope.prefetch_related("external_ids", brokers).order_by("account_id"))
     agents = {a.agent_id: a.agent for a in accounts}
     if account_ids is None:
         agents.update({a.pk: a for a in AgentIdentity.objects.exclude(status=Lifecycle.DRAFT)})

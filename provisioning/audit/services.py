@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from django.db import transaction
 
 from accounts.models import EcrAccount
+from portal.audit import Actor
 
 from .. import services
 from ..choices import ACTIVE_RUN_STATUSES, RunKind
@@ -15,7 +16,7 @@ from ..models import Run
 
 def audit_request(
     *,
-    user=None,
+    user: Actor = None,
     accounts: Iterable[EcrAccount] | None = None,
     enqueue: bool = True,
     request_id: str = "",

@@ -88,9 +88,9 @@ def store_results(
         created.append(_snapshot(run, outcome, prev, digest, now))
     for agent in agents:
         old_keys = previous_agent_keys.get(agent.agent.name, set())
-        for finding in agent.findings:
-            if finding.rank >= HIGH_RANK and finding.key not in old_keys:
-                new_high.append({**finding.to_dict(), "agent": agent.agent.name})
+        for agent_finding in agent.findings:
+            if agent_finding.rank >= HIGH_RANK and agent_finding.key not in old_keys:
+                new_high.append({**agent_finding.to_dict(), "agent": agent.agent.name})
 
     accounts = []
     for outcome in outcomes:

@@ -4,6 +4,7 @@ applies that very plan; what the inventory records afterwards is in `done` (no A
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.db import close_old_connections
@@ -176,7 +177,7 @@ class ForEachAccount(AccountFanOut):
 
     def __init__(
         self,
-        steps: list[AccountStep],
+        steps: Sequence[AccountStep],
         *,
         concurrency: int,
         tolerance: int | None = None,

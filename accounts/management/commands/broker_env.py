@@ -1,4 +1,6 @@
-from django.core.management.base import BaseCommand
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import renderers, services
 from provisioning import cli
@@ -9,12 +11,12 @@ class Command(BaseCommand):
         "Print a broker client's .env, Helm values or its host's docker run script (the download is audited)."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("account_id")
         parser.add_argument("--region", default="", help="Needed when the account has brokers in several.")
         parser.add_argument("--format", choices=renderers.FORMATS, default="env", dest="fmt")
 
-    def handle(self, *args, account_id, region, fmt, **opts):
+    def handle(self, *args: Any, account_id: str, region: str, fmt: str, **opts: Any) -> None:
         account = cli.account_or_invalid(account_id)
         brokers = {b.region: b for b in account.brokers.all()}
         if not brokers:

@@ -25,10 +25,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from portal import emulator
 
@@ -122,7 +124,7 @@ class Command(BaseCommand):
     # The checks run in the web server's process, with the embedded environment (DEBUG on).
     requires_system_checks = []
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--port",
             type=int,
@@ -151,7 +153,7 @@ class Command(BaseCommand):
 
     # --- entry ---------------------------------------------------------------------------------
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         self._refuse_shared_services()
         self.options = options
         self.children: list[Child] = []
@@ -173,10 +175,10 @@ class Command(BaseCommand):
                 signal.signal(sig, handler)
         self.stdout.write("Stopped.")
 
-    def _on_signal(self, signum, frame):
+    def _on_signal(self, signum: int, frame: FrameType | None) -> NoReturn:
         raise _Stop()
 
-    def _on_signal_while_stopping(self, signum, frame):
+    def _on_signal_while_stopping(self, signum: int, frame: FrameType | None) -> None:
         self.hurry = True  # a second Ctrl-C: stop waiting for a clean shutdown
 
     def _refuse_shared_services(self) -> None:

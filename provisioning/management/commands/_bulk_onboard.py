@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import AgentIdentity
 from provisioning import bulkfile, cli, lifecycle
@@ -24,7 +25,7 @@ SINGLE_ACCOUNT_OPTIONS = (
 )
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: CommandParser) -> None:
     parser.add_argument(
         "--from-file",
         default="",
@@ -43,7 +44,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def handle(command, opts) -> None:
+def handle(command: BaseCommand, opts: dict[str, Any]) -> None:
     given = [name for name in SINGLE_ACCOUNT_OPTIONS if opts.get(name)]
     if given:
         raise cli.invalid(
@@ -57,7 +58,7 @@ def handle(command, opts) -> None:
         raise cli.invalid(f"cannot read {path}: {exc.strerror}") from None
     agent = AgentIdentity.objects.filter(name=opts["agent"]).first()
     report = lifecycle.bulk_validate(agent=agent, content=content, filename=path.name)
-    if not report.ok:
+    if not report.ok or agent is None:  # a missing agent is one of the report's problems
         raise CommandError("invalid input: " + report.as_text(), returncode=cli.EXIT_INVALID)
     try:
         options = lifecycle.bulk_options(
@@ -72,7 +73,12 @@ def handle(command, opts) -> None:
         cli.print_plan(command.stdout, cli.plan_or_fail(lambda: lifecycle.plan_bulk(report)))
         return
     try:
-        run = lifecycle.accounts_bulk_onboard(report=report, enqueue=not opts["inline"], **options)
+        run = lifecycle.accounts_bulk_onboard(
+            report=report,
+            enqueue=not opts["inline"],
+            max_concurrency=options["max_concurrency"],
+            failure_tolerance=options["failure_tolerance"],
+        )
     except ValidationError as exc:
         raise cli.invalid(exc) from None
     command.stdout.write(

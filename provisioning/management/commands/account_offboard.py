@@ -1,5 +1,7 @@
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from provisioning import cli, lifecycle
 
@@ -10,7 +12,7 @@ class Command(BaseCommand):
         "read-only policy (all versions) are deleted, only those the portal created; its brokers retire."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("account_id", metavar="ACCOUNT_ID")
         parser.add_argument(
             "--confirm-adopted",
@@ -20,7 +22,7 @@ class Command(BaseCommand):
         )
         cli.add_run_arguments(parser)
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         account = cli.account_or_invalid(opts["account_id"])
         confirm = opts["confirm_adopted"]
         plan = cli.plan_or_fail(lambda: lifecycle.plan_offboarding(account, confirm_adopted=confirm))

@@ -1,5 +1,7 @@
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import services as inventory
 from accounts.models import AgentIdentity, EcrAccount
@@ -14,7 +16,7 @@ class Command(BaseCommand):
         "With --from-file FILE (CSV or YAML, one account per row), onboard many in one bulk run."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("account_id", nargs="?", default="")
         parser.add_argument("--agent", required=True, help="Agent name (see agent_add).")
         parser.add_argument("--region", action="append", default=[], dest="regions")
@@ -29,7 +31,7 @@ class Command(BaseCommand):
         bulk.add_arguments(parser)
         cli.add_run_arguments(parser)
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         if opts["from_file"]:
             return bulk.handle(self, opts)
         if not opts["account_id"] or not opts["regions"]:

@@ -1,5 +1,7 @@
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import services as inventory
 from provisioning import cli, services
@@ -8,7 +10,7 @@ from provisioning import cli, services
 class Command(BaseCommand):
     help = "Add an agent identity (the IAM role or user the Container Registry Agent runs as) and set it up."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("--kind", choices=["role", "user"], required=True)
         parser.add_argument("--account-id", required=True)
@@ -18,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--management-external-id", default="")
         cli.add_run_arguments(parser)
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         fields = {
             "name": opts["name"],
             "kind": opts["kind"],

@@ -1,5 +1,7 @@
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.models import AgentIdentity
 from provisioning import cli, lifecycle
@@ -11,11 +13,11 @@ class Command(BaseCommand):
         "sts:AssumeRole permissions are deleted (its IAM role or user is left for you to delete)."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", metavar="NAME")
         cli.add_run_arguments(parser)
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         agent = AgentIdentity.objects.filter(name=opts["name"]).first()
         if agent is None:
             raise cli.invalid(ValidationError({"agent": f"No agent named {opts['name']!r}."}))

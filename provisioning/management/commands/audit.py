@@ -6,9 +6,10 @@ Exit status: 0 everything in sync and no finding; 3 findings or drift; 1 the aud
 
 import json
 import time
+from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.choices import Lifecycle
 from accounts.models import EcrAccount
@@ -16,6 +17,7 @@ from provisioning import cli, runner
 from provisioning.audit.report import has_findings_or_drift, run_report
 from provisioning.audit.services import audit_request
 from provisioning.choices import RunStatus
+from provisioning.models import Run
 
 EXIT_FINDINGS = 3
 COMPLETED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL)  # partial: some account unreachable (a finding)
@@ -24,7 +26,7 @@ COMPLETED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL)  # partial: some account un
 class Command(BaseCommand):
     help = "Audit every account's trust, policies and the agents' permissions; change nothing."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--account",
             action="append",
@@ -38,8 +40,8 @@ class Command(BaseCommand):
         )
         parser.add_argument("--timeout", type=float, default=3600, help="Seconds to wait for a worker.")
 
-    def handle(self, *args, **opts):
-        accounts = None
+    def handle(self, *args: Any, **opts: Any) -> None:
+        accounts: list[EcrAccount] | None = None
         if opts["account"]:
             wanted = sorted(set(opts["account"]))
             accounts = list(EcrAccount.objects.filter(account_id__in=wanted).exclude(status=Lifecycle.DRAFT))
@@ -72,7 +74,7 @@ class Command(BaseCommand):
                 f"{out_of_sync} account(s) not in sync, {findings} finding(s)", returncode=EXIT_FINDINGS
             )
 
-    def _wait(self, run, timeout: float):
+    def _wait(self, run: Run, timeout: float) -> Run:
         deadline = time.monotonic() + timeout
         while True:
             run.refresh_from_db()
@@ -85,7 +87,7 @@ class Command(BaseCommand):
                 )
             time.sleep(0.2)
 
-    def _print(self, run, document) -> None:
+    def _print(self, run: Run, document: dict[str, Any]) -> None:
         write = self.stdout.write
         write(f"Audit run {run.pk} {run.status} at {document['generated_at']}")
         for agent in document["agents"]:

@@ -1,5 +1,7 @@
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from provisioning import cli, lifecycle
 
@@ -10,13 +12,13 @@ class Command(BaseCommand):
         "(during a rotation, before the old id is retired)."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("account_id", metavar="ACCOUNT_ID")
         parser.add_argument(
             "--region", action="append", dest="regions", default=[], help="Only this broker (repeatable)."
         )
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         account = cli.account_or_invalid(opts["account_id"])
         brokers = [b for b in account.brokers.all() if not opts["regions"] or b.region in opts["regions"]]
         missing = set(opts["regions"]) - {b.region for b in brokers}

@@ -1,5 +1,7 @@
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from provisioning import cli, lifecycle
 
@@ -10,12 +12,12 @@ class Command(BaseCommand):
         "Refuses the last id; warns about brokers not yet redeployed with the new one."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("account_id", metavar="ACCOUNT_ID")
         parser.add_argument("external_id", metavar="EXTERNAL_ID")
         cli.add_run_arguments(parser)
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         account = cli.account_or_invalid(opts["account_id"])
         value = opts["external_id"]
         plan = cli.plan_or_fail(lambda: lifecycle.plan_retirement(account, value))

@@ -1,5 +1,7 @@
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.models import ExternalId
 from provisioning import cli, lifecycle
@@ -12,12 +14,12 @@ class Command(BaseCommand):
         "then retire the old id (external_id_retire)."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("account_id", metavar="ACCOUNT_ID")
         parser.add_argument("--external-id", default="", help="The new id (default: a generated UUID4).")
         cli.add_run_arguments(parser)
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         account = cli.account_or_invalid(opts["account_id"])
         value = opts["external_id"].strip() or ExternalId.generate()
         plan = cli.plan_or_fail(lambda: lifecycle.plan_rotation(account, value))

@@ -1,5 +1,7 @@
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from provisioning import cli, services
 from provisioning.choices import RunStatus
@@ -12,12 +14,12 @@ class Command(BaseCommand):
         "(an audit: before its next read, storing nothing). Operations already made stay recorded."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("run_id", metavar="RUN_ID", type=int)
         parser.add_argument("--wait", action="store_true", help="Wait until the run has stopped.")
         parser.add_argument("--timeout", type=float, default=600, help="Seconds to wait with --wait.")
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         run = Run.objects.filter(pk=opts["run_id"]).first()
         if run is None:
             raise cli.invalid(ValidationError({"run": f"no run {opts['run_id']} in the portal."}))
