@@ -48,9 +48,8 @@ def _runs_in_one_thread_inside_a_test_transaction(request, settings):
 def _role_groups_survive_flushes(request, django_db_blocker):
     """Transactional tests end with a flush, which drops the groups the roles migration made."""
     yield
-    if (
-        {"transactional_db", "live_server"} & set(request.fixturenames)
-        or request.node.get_closest_marker("django_db")
+    if {"transactional_db", "live_server"} & set(request.fixturenames) or (
+        request.node.get_closest_marker("django_db")
         and request.node.get_closest_marker("django_db").kwargs.get("transaction")
     ):
         from portal.roles import ensure_role_groups

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
@@ -46,7 +47,6 @@ class AccountFilters:
         )
 
     def as_query(self) -> str:
-        from urllib.parse import urlencode
 
         values = {k: v for k, v in vars(self).items() if v}
         if self.drift:

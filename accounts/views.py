@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse, HttpResponseRedirect
@@ -248,7 +249,6 @@ def broker_download(request: PortalRequest, pk: int, fmt: str) -> HttpResponse:
 
 
 def aws_default_region() -> str:
-    from django.conf import settings
 
     return settings.AWS_DEFAULT_REGION
 

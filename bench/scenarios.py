@@ -336,7 +336,7 @@ def pages(stack: Stack, *, accounts: int, repeats: int) -> dict:
             "status": response.status_code,
             "queries": len(queries),
             "p50_ms": round(statistics.median(times), 1),
-            "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 1),
+            "p95_ms": round(times[min(len(times) - 1, round(0.95 * (len(times) - 1)))], 1),
             "bytes": len(response.content),
         }
     return {

@@ -14,7 +14,7 @@ app = Celery("portal")
 
 
 def _configure() -> None:
-    from django.conf import settings
+    from django.conf import settings  # noqa: PLC0415  read when Celery configures, after Django is set up
 
     queue_dir = str(settings.CELERY_QUEUE_DIR)
     hard = settings.CELERY_TASK_HARD_TIME_LIMIT

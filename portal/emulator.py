@@ -44,8 +44,8 @@ MANAGEMENT_ROLE_NAME = "PortalManagement"  # the name `manage.py iam_policy` ass
 # creates in every member account; moto lets the base identity assume any role ARN to switch account.
 BOOTSTRAP_ROLE_NAME = "OrganizationAccountAccessRole"
 FAKE_ACCESS_KEY_ID = "AKIAEMBEDDEDEMULATOR"
-FAKE_SECRET_ACCESS_KEY = "embedded-emulator-secret-not-a-real-key"  # noqa: S105 (a fake, by design)
-FAKE_SESSION_TOKEN = "embedded-emulator-session"  # noqa: S105
+FAKE_SECRET_ACCESS_KEY = "embedded-emulator-secret-not-a-real-key"
+FAKE_SESSION_TOKEN = "embedded-emulator-session"
 EMBEDDED_PROFILE = "portal-embedded"
 _URL_PREFIX = "moto-server-url="
 
@@ -122,7 +122,7 @@ def start(host: str = LOOPBACK, port: int = 0, *, timeout: float = 60.0, env: di
 
 def start_thread(host: str = LOOPBACK, port: int = 0) -> Emulator:
     """Start moto server on a thread of this process (lighter; shares this process's GIL)."""
-    from moto.server import ThreadedMotoServer
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
 
     _quiet_request_log()
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
@@ -253,7 +253,7 @@ def management_role_arn(account_id: str) -> str:
 def management_policy() -> dict[str, Any]:
     """The engine's least privilege in a managed account (`manage.py iam_policy --role management`),
     plus creating the demo repositories (demo only: the portal itself never writes to ECR)."""
-    from provisioning import permissions
+    from provisioning import permissions  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
 
     document = permissions.management_policy()
     document["Statement"].append(
@@ -278,7 +278,7 @@ def _require_emulator() -> None:
 
 def base_account() -> str:
     """The account of the base credentials (provisioning.aws verifies accounts; this discovers one)."""
-    from provisioning import aws
+    from provisioning import aws  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
 
     sts = aws.sessions.client(aws.sessions.base(), "sts")
     return sts.get_caller_identity()["Account"]
@@ -296,7 +296,7 @@ def prepare_account(
     Idempotent: an existing role gets its trust and policy rewritten, existing repositories stay.
     Returns the management role ARN.
     """
-    from provisioning import aws
+    from provisioning import aws  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
 
     _require_emulator()
     bootstrap = aws.Access(account_id, f"arn:aws:iam::{account_id}:role/{BOOTSTRAP_ROLE_NAME}")
@@ -368,8 +368,8 @@ class SeededInventory:
 
 def seed_inventory(spec: DemoSpec = DEMO) -> SeededInventory:
     """The demo agent (role kind) and the ECR accounts as drafts, unless they already exist."""
-    from accounts import services as inventory
-    from accounts.models import AgentIdentity, EcrAccount
+    from accounts import services as inventory  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
+    from accounts.models import AgentIdentity, EcrAccount  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
 
     agent = AgentIdentity.objects.filter(name=spec.agent_name).first()
     created = agent is None

@@ -67,7 +67,7 @@ class Channel(filesystem.Channel):
     def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         out = self.data_folder_out
         # Zero-padded so that sorting the names sorts by time (upstream's names are not padded).
-        name = f"{int(round(monotonic() * 1000)):015d}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{round(monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
         staging = os.path.join(out, TMP, name)
         try:
             with open(staging, "wb") as f:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
 
@@ -105,7 +106,6 @@ def context_processor(request: HttpRequest) -> dict[str, str | bool]:
 
 def ensure_role_groups() -> None:
     """Create the role groups if missing (a database flush in tests removes what migrations made)."""
-    from django.contrib.auth.models import Group, Permission
 
     for role, perms in ROLE_PERMISSIONS.items():
         group, created = Group.objects.get_or_create(name=role)

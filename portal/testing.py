@@ -37,7 +37,7 @@ def free_port() -> int:
 @contextmanager
 def moto_server() -> Iterator[str]:
     """An in-process threaded moto server on loopback; yields its URL."""
-    from moto.server import ThreadedMotoServer
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415  moto loads only when a test starts a server
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -66,7 +66,7 @@ def database_url() -> str:
 
 def purge_broker() -> None:
     """Drop messages left over from earlier tests (they name runs of another test database)."""
-    from portal.celery import app
+    from portal.celery import app  # noqa: PLC0415  Celery configures from Django settings, set up after import
 
     if settings.CELERY_BROKER_URL.startswith("portalfs"):
         shutil.rmtree(settings.CELERY_QUEUE_DIR, ignore_errors=True)

@@ -88,7 +88,7 @@ def read_policy_deviations(live: Any) -> list[str]:
 # --- the service role's trust ----------------------------------------------------------------------
 
 
-def trust_deviations(live: Any, agent_arn: str, external_ids: list[str]) -> list[str]:
+def trust_deviations(live: Any, agent_arn: str, external_ids: list[str]) -> list[str]:  # noqa: C901  split next (issue 10)
     """What a live SnykEcrServiceRole trust does differently from: only the agent, only with the ids."""
     found: list[str] = []
     agent_account = agent_arn.split(":")[4] if agent_arn.count(":") >= 5 else ""

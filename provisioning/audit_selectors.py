@@ -21,6 +21,7 @@ from .audit import catalogue
 from .audit.report import report
 from .choices import ACTIVE_RUN_STATUSES, SEVERITY_RANK, AuditStatus, RunKind, RunStatus, Severity
 from .models import AuditSnapshot, Run
+from .policies import same_document
 
 PAGE_SIZE = 50
 HISTORY_LIMIT = 50
@@ -241,7 +242,6 @@ class DocumentPair:
 
     @property
     def same(self) -> bool:
-        from .policies import same_document
 
         if self.live in (None, [], {}) and self.desired in (None, [], {}):
             return True

@@ -298,7 +298,7 @@ def validate(agent: AgentIdentity | None, raw_rows: list[tuple[int, dict[str, An
     return report
 
 
-def _validate_row(
+def _validate_row(  # noqa: C901  split next (issue 10)
     agent: AgentIdentity,
     number: int,
     raw: dict[str, Any],

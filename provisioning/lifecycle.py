@@ -194,7 +194,7 @@ def _new_external_id(account: EcrAccount, value: str) -> ExternalId:
         ext.full_clean()
     except ValidationError as exc:
         raise ValidationError({"external_id": exc.messages}) from None
-    ids = inventory.desired_external_ids(account) + [ext.value]
+    ids = [*inventory.desired_external_ids(account), ext.value]
     try:
         policies.service_role_trust_policy(account.agent.arn, ids)
     except policies.LayoutError as exc:
@@ -217,7 +217,7 @@ def plan_rotation(account: EcrAccount, value: str) -> Plan:
     """Preview of adding `value`: the trust lists the current ids and it (nothing saved)."""
     _check_rotatable(account)
     ext = _new_external_id(account, value)
-    return _plan_with_ids(account, inventory.desired_external_ids(account) + [ext.value])
+    return _plan_with_ids(account, [*inventory.desired_external_ids(account), ext.value])
 
 
 def external_id_rotate(

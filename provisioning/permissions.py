@@ -15,6 +15,7 @@ from accounts.choices import (
     DEFAULT_SERVICE_ROLE_NAME,
     DEFAULT_USER_AGENT_NAME,
 )
+from accounts.models import AgentIdentity, EcrAccount
 
 from .policies import VERSION
 
@@ -77,7 +78,6 @@ ENGINE_ACTIONS = frozenset(
 
 def managed_names() -> dict[str, set[str]]:
     """Names the portal manages: the guide's defaults plus every custom name in the inventory."""
-    from accounts.models import AgentIdentity, EcrAccount
 
     names = {
         "roles": {DEFAULT_SERVICE_ROLE_NAME, DEFAULT_ROLE_AGENT_NAME},

@@ -213,7 +213,7 @@ def _chunk_arns(arns: list[str]) -> list[list[str]]:
     chunks: list[list[str]] = []
     current: list[str] = []
     for arn in arns:
-        candidate = current + [arn]
+        candidate = [*current, arn]
         if current and policy_size(agent_assume_policy_combined(candidate)) > MANAGED_POLICY_QUOTA:
             chunks.append(current)
             current = [arn]

@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404
 from accounts.models import EcrAccount
 from accounts.selectors import broker_views
 from accounts.validators import account_id_validator
+from portal.redact import redact
 
 from . import adoption
 from .changes import Plan
@@ -92,7 +93,6 @@ class PreviewChange:
 
 def _display_params(params: dict[str, Any]) -> dict[str, str]:
     """Call parameters as the page shows them: documents appear in full below, secrets never."""
-    from portal.redact import redact
 
     shown = redact({k: v for k, v in params.items() if k not in DOCUMENT_PARAMS})
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in shown.items()}

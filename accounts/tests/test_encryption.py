@@ -19,7 +19,7 @@ def raw_row(pk) -> dict:
     """The broker's row as the database holds it, bypassing the model field."""
     table = BrokerInstance._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT * FROM {table} WHERE id = %s", [pk])  # noqa: S608 (table name from Django)
+        cursor.execute(f"SELECT * FROM {table} WHERE id = %s", [pk])
         names = [column[0] for column in cursor.description]
         return dict(zip(names, cursor.fetchone(), strict=True))
 
@@ -141,7 +141,7 @@ def test_a_row_with_a_blank_token_loads_and_saves_back(broker):
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {BrokerInstance._meta.db_table} SET broker_token = '' WHERE id = %s", [broker.pk]
-        )  # noqa: S608
+        )
     reloaded = BrokerInstance.objects.get(pk=broker.pk)
     assert reloaded.broker_token == ""
     assert reloaded.masked_token == ""

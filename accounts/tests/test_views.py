@@ -465,7 +465,7 @@ def test_access_key_is_shown_once_with_a_cra_env_and_never_stored(aws, as_user, 
 
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names():
-            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608
+            cursor.execute(f'SELECT * FROM "{table}"')
             assert secret not in repr(cursor.fetchall()), table
     assert AuditEntry.objects.filter(action="agent.access_key.create").exists()
 

@@ -43,7 +43,7 @@ def production(settings):
 def test_weak_secret_key_is_an_error_when_debug_is_off(production, key):
     production.SECRET_KEY = key
     assert ids(checks.secret_key_check(None)) == {"portal.E001"}
-    with pytest.raises(SystemCheckError, match="portal.E001"):
+    with pytest.raises(SystemCheckError, match=r"portal\.E001"):
         call_command("check")
 
 
@@ -85,7 +85,7 @@ def test_malformed_encryption_key_is_an_error_naming_its_position(production):
     assert error.id == "portal.E003"
     assert "entry 2" in error.msg
     assert "not-a-fernet-key" not in f"{error.msg} {error.hint}"
-    with pytest.raises(SystemCheckError, match="portal.E003"):
+    with pytest.raises(SystemCheckError, match=r"portal\.E003"):
         call_command("check")
 
 

@@ -94,8 +94,18 @@ def test_a_boolean_that_is_not_one_is_refused_with_its_name_value_and_the_accept
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("true", True), ("TRUE", True), ("yes", True), ("on", True), ("1", True)]
-    + [("false", False), ("False", False), ("no", False), ("off", False), ("0", False)],
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("on", True),
+        ("1", True),
+        ("false", False),
+        ("False", False),
+        ("no", False),
+        ("off", False),
+        ("0", False),
+    ],
 )
 def test_booleans_read_the_usual_words_in_any_case(site, value, expected):
     assert _settings(site, DEBUG=value, SECURE_HSTS_PRELOAD=value)["SECURE_HSTS_PRELOAD"] is expected

@@ -77,9 +77,9 @@ def iter_patterns(
     for entry in resolver.url_patterns:
         if isinstance(entry, URLResolver):
             inner = namespaces + ((entry.namespace,) if entry.namespace else ())
-            yield from iter_patterns(entry, prefix + (entry.pattern,), inner)
+            yield from iter_patterns(entry, (*prefix, entry.pattern), inner)
         else:
-            yield prefix + (entry.pattern,), entry, namespaces
+            yield (*prefix, entry.pattern), entry, namespaces
 
 
 def _model_for(name: str, route: str, inventory: Inventory, param: str) -> str:

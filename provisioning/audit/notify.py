@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import requests
 from django.conf import settings
 
 from portal.celery import app
@@ -61,7 +62,6 @@ def notify_new_findings(run: Run, new_high: list[dict[str, Any]]) -> None:
 
 def post_webhook(payload: dict[str, Any]) -> int:
     """POST one finding as JSON; an error status raises WebhookError so the task retries."""
-    import requests
 
     response = requests.post(
         settings.AUDIT_WEBHOOK_URL,

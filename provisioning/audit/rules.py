@@ -80,7 +80,7 @@ def _size_finding(subject: str, what: str, size: int, quota: int) -> Finding | N
     )
 
 
-def account_findings(read: AccountRead, now: datetime) -> list[Finding]:
+def account_findings(read: AccountRead, now: datetime) -> list[Finding]:  # noqa: C901  split next (issue 10)
     """Everything about one account that does not need the agent's permissions."""
     account = read.facts.account
     acct = account.account_id
@@ -206,7 +206,7 @@ def agent_findings(read: AgentRead, account_statuses: dict[str, str]) -> list[Fi
     if read.plan_error:
         findings.append(Finding("inventory-invalid", read.plan_error, name))
     if read.identity is None:
-        return findings + [Finding("agent-missing", f"The agent {agent.arn} does not exist.", name)]
+        return [*findings, Finding("agent-missing", f"The agent {agent.arn} does not exist.", name)]
     members = set(read.members.values())
     for grant in grants_in(read.live_documents()):
         where = f"{grant.policy}" + (f" (statement {grant.sid})" if grant.sid else "")

@@ -53,7 +53,7 @@ def _previous_agent_keys(run: Run) -> dict[str, set[str]]:
     return {a["name"]: {f.get("key", "") for f in a.get("findings", [])} for a in agents}
 
 
-def store_results(
+def store_results(  # noqa: C901  split next (issue 10)
     run: Run, outcomes: list[AccountOutcome], agents: list[AgentRead], *, now: datetime, peak: int
 ) -> list[dict[str, Any]]:
     """Snapshots (a new row only when something changed), account flags, the run's result.

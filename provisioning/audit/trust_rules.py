@@ -26,7 +26,7 @@ def _short(value: str, keep: int = 8) -> str:
     return value if len(value) <= keep + 2 else value[:keep] + "…"
 
 
-def trust_findings(read: AccountRead, now: datetime) -> list[Finding]:
+def trust_findings(read: AccountRead, now: datetime) -> list[Finding]:  # noqa: C901  split next (issue 10)
     """Who the live trust lets assume the role, and with which ExternalIds."""
     facts, acct = read.facts, read.facts.account.account_id
     agent_arn = facts.account.agent.arn

@@ -204,7 +204,7 @@ class ForEachAccount(AccountFanOut):
             plan.extend(account_plan)
         return plan
 
-    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:  # noqa: C901  split next (issue 10)
         waiting = list(self.account_steps)
         writes_before = outcomes.writes
         flushed = time.monotonic()

@@ -313,7 +313,7 @@ def test_an_account_in_sync_has_no_finding(onboarded, aws):
 
 def test_status_and_details_of_typical_findings(onboarded, aws):
     """The right status per account, the principals and ids the reviewer sees, the unreachable error."""
-    agent, accounts = onboarded
+    _agent, accounts = onboarded
     set_principal({"AWS": "*"})
     unreachable = accounts[1]
     EcrAccount.objects.filter(pk=unreachable.pk).update(
@@ -348,7 +348,7 @@ def test_role_missing_is_status_missing_and_marks_the_account_drifted(onboarded,
 
 def test_the_agent_is_read_in_the_managed_layout_too(onboarded, aws):
     """Past the inline quota the engine writes <policy>-N managed policies: the audit reads those."""
-    agent, accounts = onboarded
+    _agent, accounts = onboarded
     managed = {
         "Version": "2012-10-17",
         "Statement": [assume([a.service_role_arn for a in accounts] + ["*"])],

@@ -37,7 +37,7 @@ def onboarded(inventory):
 
 
 def test_history_shows_when_drift_began_and_ended(onboarded, aws):
-    agent, accounts = onboarded
+    _agent, accounts = onboarded
     account = accounts[0]
 
     first = audit_now()
@@ -75,7 +75,7 @@ def test_history_shows_when_drift_began_and_ended(onboarded, aws):
 
 
 def test_history_outlives_the_account_row(onboarded, aws):
-    agent, accounts = onboarded
+    _agent, _accounts = onboarded
     audit_now()
     EcrAccount.objects.filter(account_id=ACCT).delete()
     snapshot = AuditSnapshot.objects.get(account_id=ACCT)

@@ -233,7 +233,7 @@ def test_invalid_principal_is_retried_until_iam_catches_up(inventory, monkeypatc
 
 def test_invalid_principal_gives_up_after_the_propagation_window(inventory, monkeypatch, settings):
     settings.IAM_PROPAGATION_TIMEOUT = 0.5
-    agent, accounts = inventory
+    _agent, accounts = inventory
     from provisioning import aws
 
     real_write = aws.Iam.write

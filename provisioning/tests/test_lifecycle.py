@@ -54,7 +54,7 @@ def onboarded(inventory):
 
 
 def test_rotation_widens_then_narrows_the_trust_and_switches_broker_files(onboarded):
-    agent, (account, _) = onboarded
+    _agent, (account, _) = onboarded
     broker = account.brokers.get()
     old = f"ext-{account.account_id}"
     assert trusted_ids(account) == old  # one id: a string, as the guide writes it
@@ -113,7 +113,7 @@ def test_a_download_before_the_switch_does_not_count(onboarded):
     (warning,) = lifecycle.retirement_warnings(account, old)
     assert "no broker file holding the new ExternalId" in warning
     # The retirement goes ahead (the operator was warned) and says so in the audit log.
-    run, warnings = lifecycle.external_id_retire(account=account, value=old.value, enqueue=False)
+    _run, warnings = lifecycle.external_id_retire(account=account, value=old.value, enqueue=False)
     assert warnings == [warning]
     assert AuditEntry.objects.get(action="external_id.retire").details["warnings"] == [warning]
 

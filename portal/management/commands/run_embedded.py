@@ -29,10 +29,15 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts import services as inventory
+from accounts.choices import Lifecycle
+from accounts.models import AgentIdentity, EcrAccount
 from portal import emulator
+from provisioning import aws, services
 
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 
@@ -207,7 +212,6 @@ class Command(BaseCommand):
         pinned = emulator.aws_environ(self.emulator.url, var_dir)
         os.environ.update(pinned)  # this process seeds through provisioning.aws
         settings.AWS_ENDPOINT_URL = self.emulator.url
-        from provisioning import aws
 
         aws.sessions.clear()
         base = emulator.base_account()  # fake credentials only work on the emulator
@@ -305,7 +309,6 @@ class Command(BaseCommand):
                 ) from None
 
     def _ensure_admin(self) -> str:
-        from django.contrib.auth import get_user_model
 
         User = get_user_model()  # noqa: N806
         given = os.environ.get("PORTAL_ADMIN_PASSWORD", "")
@@ -325,7 +328,6 @@ class Command(BaseCommand):
 
     def _seed(self) -> str:
         """Demo accounts in the fresh emulator, then the matching rows in the database."""
-        from accounts.models import EcrAccount
 
         emulator.seed_aws()
         seeded = emulator.seed_inventory()
@@ -343,10 +345,6 @@ class Command(BaseCommand):
         The emulator starts empty every time; the database persists in var/. Every agent that was
         set up (and the demo agent) gets a setup run, and the onboarded accounts a reconcile run.
         """
-        from accounts import services as inventory
-        from accounts.choices import Lifecycle
-        from accounts.models import AgentIdentity
-        from provisioning import services
 
         agents = AgentIdentity.objects.exclude(status__in=(Lifecycle.DRAFT, Lifecycle.REMOVED))
         if self.demo_agent is not None:

@@ -208,7 +208,7 @@ class _SlowAws(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward  # noqa: N815  http.server names handlers do_<METHOD>
 
 
 @pytest.fixture
