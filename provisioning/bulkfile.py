@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,7 +298,7 @@ def validate(agent: AgentIdentity | None, raw_rows: list[tuple[int, dict[str, An
     return report
 
 
-def _validate_row(  # noqa: C901  split next (issue 10)
+def _validate_row(
     agent: AgentIdentity,
     number: int,
     raw: dict[str, Any],
@@ -306,6 +306,7 @@ def _validate_row(  # noqa: C901  split next (issue 10)
     first_row: dict[str, int],
     problems: list[Problem],
 ) -> BulkRow | None:
+    """One row checked like the wizard checks its form: every problem found, or the rows it builds."""
     found: list[Problem] = []
     account_id = str(raw.get("account_id") or "").strip()[:20]
 
@@ -316,6 +317,21 @@ def _validate_row(  # noqa: C901  split next (issue 10)
         problem("row", str(raw["__cells__"]))
         problems.extend(found)
         return None
+    values, padded = _cells(raw, problem)
+    _check_account_id(values["account_id"], number, existing, first_row, {p.field for p in found}, problem)
+    built = _build(agent, values, {p.field for p in found}, problem)
+    for column in padded:
+        problem(column, v.SURROUNDING_WHITESPACE)
+    if found or built is None:
+        problems.extend(found)
+        return None
+    account, external_id, brokers = built
+    values["external_id"] = external_id.value
+    return BulkRow(number, values, account, external_id, brokers)
+
+
+def _cells(raw: dict[str, Any], problem: Callable[[str, str], None]) -> tuple[dict[str, str], list[str]]:
+    """Every column's text, and the columns padded with spaces (refused with the hint, as the forms)."""
     values: dict[str, str] = {}
     padded: list[str] = []
     for column in COLUMNS:
@@ -331,24 +347,38 @@ def _validate_row(  # noqa: C901  split next (issue 10)
                 column, f"starts with {text[:1]!r}: cells that look like spreadsheet formulas are refused"
             )
         values[column] = text
-    flagged = {p.field for p in found}
-    if not values["account_id"] and "account_id" not in flagged:
+    return values, padded
+
+
+def _check_account_id(
+    account_id: str,
+    number: int,
+    existing: dict[str, str],
+    first_row: dict[str, int],
+    flagged: set[str],
+    problem: Callable[[str, str], None],
+) -> None:
+    """Required, not in the portal yet, and not twice in the file."""
+    if not account_id and "account_id" not in flagged:
         problem("account_id", "This field is required.")
-    elif values["account_id"] in existing:
+    elif account_id in existing:
         problem(
             "account_id",
-            f"already in the portal (status {existing[values['account_id']]}): "
-            "use reconcile, or offboard it first",
+            f"already in the portal (status {existing[account_id]}): use reconcile, or offboard it first",
         )
-    elif values["account_id"] in first_row:
-        problem("account_id", f"duplicate of row {first_row[values['account_id']]}")
+    elif account_id in first_row:
+        problem("account_id", f"duplicate of row {first_row[account_id]}")
     else:
-        first_row.setdefault(values["account_id"], number)
-    flagged = {p.field for p in found}
-    built = None
+        first_row.setdefault(account_id, number)
+
+
+def _build(
+    agent: AgentIdentity, values: dict[str, str], flagged: set[str], problem: Callable[[str, str], None]
+) -> tuple[EcrAccount, ExternalId, list[BrokerInstance]] | None:
+    """The rows the services would save, built and validated as the wizard does (nothing saved)."""
     try:
         fields: dict[str, Any] = {**values, "regions": split_regions(values["regions"])}
-        built = inventory.account_build(agent=agent, **fields)
+        return inventory.account_build(agent=agent, **fields)
     except ValidationError as exc:
         for column, errors in exc.error_dict.items():
             if column in flagged:
@@ -356,15 +386,7 @@ def _validate_row(  # noqa: C901  split next (issue 10)
             for error in errors:
                 for message in error.messages:
                     problem(column if column != "__all__" else "row", message)
-    for column in padded:
-        problem(column, v.SURROUNDING_WHITESPACE)
-    if found:
-        problems.extend(found)
         return None
-    assert built is not None
-    account, external_id, brokers = built
-    values["external_id"] = external_id.value
-    return BulkRow(number, values, account, external_id, brokers)
 
 
 def load(agent: AgentIdentity | None, content: bytes, filename: str = "") -> BulkReport:

@@ -204,62 +204,24 @@ class ForEachAccount(AccountFanOut):
             plan.extend(account_plan)
         return plan
 
-    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:  # noqa: C901  split next (issue 10)
-        waiting = list(self.account_steps)
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
         writes_before = outcomes.writes
-        flushed = time.monotonic()
-
-        def may_start(running: int) -> bool:
-            failures = sum(1 for s in self.account_steps if outcomes.failed(s.target.account_id))
-            if self.tolerance is None:
-                return running < self.concurrency
-            return failures <= self.tolerance and running < min(
-                self.concurrency, self.tolerance + 1 - failures
-            )
-
-        def finished(step: AccountStep) -> None:
-            nonlocal flushed
-            if self.log_each:
-                done = len(self.account_steps) - len(waiting) - len(running)
-                run.log(
-                    f"account {step.target.account_id}: {outcomes.status[step.target.account_id]} "
-                    f"({done} of {len(self.account_steps)} done)"
-                )
-            if time.monotonic() - flushed >= RESULT_FLUSH_SECONDS:
-                Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
-                flushed = time.monotonic()
-
-        running: dict[Future[None], AccountStep] = {}
+        fanout = _FanOut(self, run, scope, outcomes)
         if self.concurrency == 1:  # in this thread: in-process callers and tests see a plain loop
-            while waiting and not self._stopped(run) and may_start(0):
-                step = waiting.pop(0)
-                self._one(run, scope, outcomes, step)
-                finished(step)
+            fanout.run_here()
         else:
-            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"run{run.pk}") as pool:
-                while True:
-                    while waiting and may_start(len(running)) and not self._stopped(run):
-                        step = waiting.pop(0)
-                        running[pool.submit(self._threaded, run, scope, outcomes, step)] = step
-                    if not running:
-                        break
-                    done_now, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done_now:
-                        step = running.pop(future)
-                        future.result()  # an unexpected error ends the run as errored
-                        finished(step)
-        for step in waiting:
-            outcomes.not_started(
-                step.target.account_id, CANCELLED_BEFORE_START if self.cancelled else OVER_TOLERANCE
-            )
+            fanout.run_pooled()
+        for step in fanout.waiting:
+            reason = CANCELLED_BEFORE_START if self.cancelled else OVER_TOLERANCE
+            outcomes.not_started(step.target.account_id, reason)
         Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
         return outcomes.writes - writes_before
 
-    def _stopped(self, run: Run) -> bool:
+    def stopped(self, run: Run) -> bool:
         self.cancelled = self.cancelled or Run.objects.filter(pk=run.pk, cancel_requested=True).exists()
         return self.cancelled
 
-    def _one(self, run: Run, scope: Scope, outcomes: Outcomes, step: AccountStep) -> None:
+    def run_one(self, run: Run, scope: Scope, outcomes: Outcomes, step: AccountStep) -> None:
         account_id = step.target.account_id
         try:
             outcomes.record(account_id, step.execute(run, scope, outcomes))
@@ -267,12 +229,64 @@ class ForEachAccount(AccountFanOut):
             outcomes.fail(account_id, exc)
             run.log(f"account {account_id} failed: {exc}", level="ERROR")
 
-    def _threaded(self, run: Run, scope: Scope, outcomes: Outcomes, step: AccountStep) -> None:
+    def run_threaded(self, run: Run, scope: Scope, outcomes: Outcomes, step: AccountStep) -> None:
         close_old_connections()
         try:
-            self._one(run, scope, outcomes, step)
+            self.run_one(run, scope, outcomes, step)
         finally:
             close_old_connections()
+
+
+class _FanOut:
+    """One ForEachAccount in a run: which accounts wait, which run, when the next may start."""
+
+    def __init__(self, each: ForEachAccount, run: Run, scope: Scope, outcomes: Outcomes):
+        self.each, self.run, self.scope, self.outcomes = each, run, scope, outcomes
+        self.waiting = list(each.account_steps)
+        self.running: dict[Future[None], AccountStep] = {}
+        self.flushed = time.monotonic()
+
+    def may_start(self) -> bool:
+        each, in_flight = self.each, len(self.running)
+        if not self.waiting or each.stopped(self.run):
+            return False
+        if each.tolerance is None:
+            return in_flight < each.concurrency
+        failures = sum(1 for s in each.account_steps if self.outcomes.failed(s.target.account_id))
+        return failures <= each.tolerance and in_flight < min(each.concurrency, each.tolerance + 1 - failures)
+
+    def run_here(self) -> None:
+        while self.may_start():
+            step = self.waiting.pop(0)
+            self.each.run_one(self.run, self.scope, self.outcomes, step)
+            self.finished(step)
+
+    def run_pooled(self) -> None:
+        each = self.each
+        with ThreadPoolExecutor(max_workers=each.concurrency, thread_name_prefix=f"run{self.run.pk}") as pool:
+            while True:
+                while self.may_start():
+                    step = self.waiting.pop(0)
+                    future = pool.submit(each.run_threaded, self.run, self.scope, self.outcomes, step)
+                    self.running[future] = step
+                if not self.running:
+                    return
+                done_now, _ = wait(self.running, return_when=FIRST_COMPLETED)
+                for future in done_now:
+                    step = self.running.pop(future)
+                    future.result()  # an unexpected error ends the run as errored
+                    self.finished(step)
+
+    def finished(self, step: AccountStep) -> None:
+        """Log the account's outcome (bulk runs) and keep `run.result` fresh for the run page."""
+        total = len(self.each.account_steps)
+        if self.each.log_each:
+            done = total - len(self.waiting) - len(self.running)
+            status = self.outcomes.status[step.target.account_id]
+            self.run.log(f"account {step.target.account_id}: {status} ({done} of {total} done)")
+        if time.monotonic() - self.flushed >= RESULT_FLUSH_SECONDS:
+            Run.objects.filter(pk=self.run.pk).update(result=self.outcomes.as_result())
+            self.flushed = time.monotonic()
 
 
 class AccountStatuses(Step):

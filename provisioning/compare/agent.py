@@ -1,0 +1,250 @@
+"""The agent compared: its identity (role with EC2 trust and instance profile, or user) and the
+permissions that let it assume exactly its accounts' service roles."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import adoption, policies
+from ..changes import MANAGED_TAG, Plan
+from .common import ChangeList, managed_arn, managed_policy_pattern, tagged
+
+if TYPE_CHECKING:
+    from accounts.models import AgentIdentity
+
+    from ..live import LiveAgent, LivePolicy
+
+
+def agent_identity_changes(agent: AgentIdentity, live: LiveAgent) -> Plan:
+    """Role + EC2 trust + instance profile, or user; the permissions are compared separately."""
+    plan = Plan()
+    add = ChangeList(plan, agent)
+    name = agent.iam_name
+    if agent.kind != "role":
+        if live.identity is None:
+            add.add(
+                "create",
+                "iam:CreateUser",
+                agent.arn,
+                f"Create agent user {name}",
+                UserName=name,
+                Tags=[MANAGED_TAG],
+            )
+        return plan
+    trust = policies.agent_role_trust_policy()
+    if live.identity is None:
+        add.add(
+            "create",
+            "iam:CreateRole",
+            agent.arn,
+            f"Create agent role {name} (EC2 trust)",
+            after=trust,
+            RoleName=name,
+            AssumeRolePolicyDocument=trust,
+            Tags=[MANAGED_TAG],
+        )
+    elif not policies.same_document(live.identity.get("AssumeRolePolicyDocument"), trust):
+        add.add(
+            "update",
+            "iam:UpdateAssumeRolePolicy",
+            agent.arn,
+            f"Set the EC2 trust of {name}",
+            before=live.identity.get("AssumeRolePolicyDocument"),
+            after=trust,
+            RoleName=name,
+            PolicyDocument=trust,
+        )
+    profile_arn = f"arn:aws:iam::{agent.account_id}:instance-profile/{name}"
+    profile = live.instance_profile
+    if profile is None:
+        add.add(
+            "create",
+            "iam:CreateInstanceProfile",
+            profile_arn,
+            f"Create instance profile {name}",
+            InstanceProfileName=name,
+        )
+    if profile is None or name not in {r["RoleName"] for r in profile.get("Roles", [])}:
+        add.add(
+            "attach",
+            "iam:AddRoleToInstanceProfile",
+            profile_arn,
+            f"Add role {name} to its instance profile",
+            InstanceProfileName=name,
+            RoleName=name,
+        )
+    return plan
+
+
+# --- the agent's permissions ----------------------------------------------------------------------
+
+
+def managed_needs_versions(arn: str, desired: Any, live: LivePolicy, planning: bool) -> bool:
+    """A desired managed policy whose content changes (IAM's 5-version limit), or a stale one to delete."""
+    if not planning:
+        return False
+    if desired is not None:
+        return not policies.same_document(live.document, desired)
+    return tagged(live.policy)
+
+
+def grants_everything(document: Any) -> bool:
+    for st in adoption.statements(document):
+        resources = st.get("Resource", [])
+        if (resources == "*" or "*" in resources) and st.get("Effect") == "Allow":
+            return True
+    return False
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def agent_permission_changes(
+    agent: AgentIdentity, role_arns: dict[str, str], desired: policies.AgentPermissions, live: LiveAgent
+) -> Plan:
+    """The agent's sts:AssumeRole permissions for exactly these service roles, in the layout that fits.
+
+    Managed policies first, so permissions never shrink mid-switch; stale ones are detached last.
+    Every change is `shared`: the documents list all the agent's accounts (see Change.shared).
+    """
+    plan = Plan(layout=desired.layout)
+    if desired.note:
+        plan.notes.append(desired.note)
+    _permission_notes(plan, agent, role_arns, desired, live)
+    cap = "Role" if agent.kind == "role" else "User"
+    ident = {f"{cap}Name": agent.iam_name}
+    add = ChangeList(plan, agent)
+    _managed_policies(add, agent, desired, live, cap, ident)
+    _inline_policy(add, agent, len(role_arns), desired, live, cap, ident)
+    _stale_managed(plan, add, agent, desired, live, cap, ident)
+    for change in plan.changes:
+        change.shared = True
+    return plan
+
+
+def _managed_policies(
+    add: ChangeList,
+    agent: AgentIdentity,
+    desired: policies.AgentPermissions,
+    live: LiveAgent,
+    cap: str,
+    ident: dict[str, str],
+) -> None:
+    """Each managed policy of the layout exists with its document and is attached."""
+    for name, document in desired.managed.items():
+        arn = managed_arn(agent, name)
+        managed = live.managed.get(arn)
+        if managed is None:
+            add.add(
+                "create",
+                "iam:CreatePolicy",
+                arn,
+                f"Create policy {name}",
+                after=document,
+                PolicyName=name,
+                PolicyDocument=document,
+                Tags=[MANAGED_TAG],
+            )
+        elif not policies.same_document(managed.document, document):
+            add.new_version(arn, managed.versions or [], managed.document, document)
+        if arn not in live.attached:
+            add.add(
+                "attach",
+                f"iam:Attach{cap}Policy",
+                agent.arn,
+                f"Attach {name} to {agent.iam_name}",
+                PolicyArn=arn,
+                **ident,
+            )
+
+
+def _inline_policy(
+    add: ChangeList,
+    agent: AgentIdentity,
+    accounts: int,
+    desired: policies.AgentPermissions,
+    live: LiveAgent,
+    cap: str,
+    ident: dict[str, str],
+) -> None:
+    """The inline policy holds the layout's document, or is removed when the layout has none."""
+    if desired.inline is not None and not policies.same_document(live.inline, desired.inline):
+        add.add(
+            "update" if live.inline else "create",
+            f"iam:Put{cap}Policy",
+            agent.arn,
+            f"Write {agent.policy_name} on {agent.iam_name} ({_count(accounts, 'account')})",
+            before=live.inline,
+            after=desired.inline,
+            PolicyName=agent.policy_name,
+            PolicyDocument=desired.inline,
+            **ident,
+        )
+    elif desired.inline is None and live.inline is not None:
+        add.add(
+            "delete",
+            f"iam:Delete{cap}Policy",
+            agent.arn,
+            f"Remove inline {agent.policy_name} from {agent.iam_name}",
+            before=live.inline,
+            PolicyName=agent.policy_name,
+            **ident,
+        )
+
+
+def _permission_notes(
+    plan: Plan,
+    agent: AgentIdentity,
+    role_arns: dict[str, str],
+    desired: policies.AgentPermissions,
+    live: LiveAgent,
+) -> None:
+    if live.inline is not None and grants_everything(live.inline):
+        outcome = (
+            "narrowed to the service roles below" if role_arns else "removed: the agent serves no account"
+        )
+        plan.notes.append(
+            f'The agent\'s {agent.policy_name} allows sts:AssumeRole on "*" (as the guide first writes '
+            f"it): it is {outcome}."
+        )
+    if live.inline is not None and not policies.same_document(live.inline, desired.inline):
+        plan.notes.extend(
+            f"The agent's {agent.policy_name} {deviation}."
+            for deviation in adoption.agent_policy_deviations(live.inline, list(role_arns.values()))
+        )
+
+
+def _stale_managed(
+    plan: Plan,
+    add: ChangeList,
+    agent: AgentIdentity,
+    desired: policies.AgentPermissions,
+    live: LiveAgent,
+    cap: str,
+    ident: dict[str, str],
+) -> None:
+    """Managed policies named like the portal's that the layout no longer uses: detached, and deleted
+    when the portal made them."""
+    pattern = managed_policy_pattern(agent)
+    desired_arns = {managed_arn(agent, name) for name in desired.managed}
+    for arn in live.attached:
+        if not pattern.match(arn) or arn in desired_arns:
+            continue
+        short = arn.rsplit("/", 1)[-1]
+        add.add(
+            "detach",
+            f"iam:Detach{cap}Policy",
+            agent.arn,
+            f"Detach {short} from {agent.iam_name}",
+            PolicyArn=arn,
+            **ident,
+        )
+        managed = live.managed.get(arn)
+        if managed is None or not tagged(managed.policy):
+            # Named like ours but not made by the portal: it loses its attachment, nothing more.
+            plan.notes.append(
+                f"{arn} was not created by the portal: it is detached from the agent, not deleted."
+            )
+            continue
+        add.delete_policy(arn, managed.versions or [], f"Delete {short}", "")
