@@ -15,10 +15,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)  ## the portal with embedded defaults: SQLite, filesystem broker, moto server, worker, web
 	$(PY) manage.py run_embedded
 
-lint: $(STAMP)  ## ruff (lint + format) and mypy (settings in pyproject.toml)
+lint: $(STAMP)  ## ruff (lint + format), mypy and the import layers (settings in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) lint  ## ruff, mypy, Django checks, migrations up to date, the whole pytest suite
 	DEBUG=true $(PY) manage.py check
