@@ -98,7 +98,11 @@ def apply_change(run: Run, change: Change) -> Operation:
     while True:
         attempts += 1
         try:
-            request_id = iam.write(change.method, **_wire_params(change.params))
+            if change.keeps_answer:
+                change.answer = iam.call(change.method, **_wire_params(change.params))
+                request_id = aws.request_id(change.answer)
+            else:
+                request_id = iam.write(change.method, **_wire_params(change.params))
             error = None
             break
         except aws.AwsError as exc:

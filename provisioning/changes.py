@@ -29,6 +29,9 @@ class Change:
     # The agent's permission documents list every account of the agent, so other people's runs change
     # them between a preview and its confirmation; the engine rebuilds them from the inventory anyway.
     shared: bool = False
+    # A write whose answer the step needs (a new access key): kept in memory, never stored or shown.
+    keeps_answer: bool = False
+    answer: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -9,6 +9,7 @@ class RunKind(models.TextChoices):
     OFFBOARD = "offboard", "Offboard"
     AUDIT = "audit", "Audit"
     BULK = "bulk", "Bulk onboarding"
+    ACCESS_KEY = "access_key", "Agent access key"
 
 
 class RunStatus(models.TextChoices):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser, OutputWrapper
@@ -38,6 +39,11 @@ def add_run_arguments(parser: CommandParser, *, plan: bool = True) -> None:
         parser.add_argument("--plan", action="store_true", help="Print what would change; change nothing.")
     parser.add_argument("--inline", action="store_true", help="Execute in this process instead of a worker.")
     parser.add_argument("--timeout", type=float, default=3600, help="Seconds to wait for a worker.")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="Print the run's outcome as JSON on stdout (status, explanation, each account's outcome).",
+    )
 
 
 def print_plan(stdout: OutputWrapper, plan: Plan) -> None:
@@ -59,27 +65,57 @@ def print_plan(stdout: OutputWrapper, plan: Plan) -> None:
                 stdout.write(f"     {label}: {body}")
 
 
-def execute(stdout: OutputWrapper, run: Run, *, inline: bool, timeout: float) -> None:
-    """Run it (in process, or wait for a worker), print operations as they land, exit by outcome."""
+def execute(
+    stdout: OutputWrapper,
+    run: Run,
+    *,
+    inline: bool,
+    timeout: float,
+    as_json: bool = False,
+    stderr: Any = None,
+) -> None:
+    """Run it (in process, or wait for a worker), print operations as they land, exit by outcome.
+
+    With `as_json` the progress goes to stderr and stdout holds only the outcome document.
+    """
+    progress = stderr if as_json and stderr is not None else stdout
     if inline:
         if not run.claim():
             raise CommandError(f"Run {run.pk} is already claimed.", returncode=EXIT_FAILED)
         runner.execute(run)
-        _print_operations(stdout, run, 0)
+        _print_operations(progress, run, 0)
     else:
-        stdout.write(f"Run {run.pk} queued; waiting for a worker…")
+        progress.write(f"Run {run.pk} queued; waiting for a worker…")
         printed = 0
 
         def print_new(current: Run) -> None:
             nonlocal printed
-            printed = _print_operations(stdout, current, printed)
+            printed = _print_operations(progress, current, printed)
 
         wait_until_stopped(run, timeout=timeout, each=print_new)
-    stdout.write(f"Run {run.pk} {run.status}: {run.explanation}")
+    if as_json:
+        stdout.write(json.dumps(run_outcome(run), indent=2, sort_keys=True))
+    else:
+        stdout.write(f"Run {run.pk} {run.status}: {run.explanation}")
     if run.status == RunStatus.ERRORED:
         raise CommandError(f"run {run.pk} errored: its traceback is on the run page", returncode=EXIT_FAILED)
     if run.status != RunStatus.SUCCEEDED:
         raise CommandError(f"run {run.pk} {run.status}", returncode=EXIT_FAILED)
+
+
+def run_outcome(run: Run) -> dict[str, Any]:
+    """A run's outcome for scripts: status, explanation and each account's outcome (with its error)."""
+    result = run.result or {}
+    return {
+        "run": run.pk,
+        "kind": run.kind,
+        "status": run.status,
+        "explanation": run.explanation,
+        "accounts": result.get("accounts", {}),
+        "errors": result.get("errors", {}),
+        "operations": run.operations.count(),
+        "url": run.get_absolute_url(),
+    }
 
 
 def wait_until_stopped(run: Run, *, timeout: float, each: Callable[[Run], None] | None = None) -> Run:

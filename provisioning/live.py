@@ -88,6 +88,11 @@ def read_agent_identity(agent: AgentIdentity) -> LiveAgent:
     return LiveAgent(identity=iam.get_user(agent.iam_name))
 
 
+def read_access_keys(agent: AgentIdentity) -> list[dict[str, Any]]:
+    """The user agent's access keys (ids and states; IAM never answers a secret twice)."""
+    return aws.Iam(compare.access_of(agent)).list_access_keys(agent.iam_name)
+
+
 def read_instance_profile(agent: AgentIdentity) -> dict[str, Any] | None:
     return aws.Iam(compare.access_of(agent)).get_instance_profile(agent.iam_name)
 

@@ -28,6 +28,10 @@ def plan_agent_identity(agent: AgentIdentity) -> Plan:
     return compare.agent_identity_changes(agent, live.read_agent_identity(agent))
 
 
+def plan_access_key(agent: AgentIdentity) -> Plan:
+    return compare.access_key_changes(agent, live.read_access_keys(agent))
+
+
 def plan_agent_permissions(agent: AgentIdentity, role_arns: dict[str, str]) -> Plan:
     """The agent's sts:AssumeRole permissions for exactly these service roles."""
     desired = policies.agent_permissions(agent.kind, agent.policy_name, role_arns)

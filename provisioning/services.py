@@ -22,7 +22,7 @@ from portal import audit
 from portal.audit import Actor
 from portal.celery import app
 
-from . import aws, compare, flows
+from . import flows, policies, runner
 from .changes import Plan
 from .choices import ACTIVE_RUN_STATUSES, RunKind, RunStatus
 from .compare import AccountWanted
@@ -126,18 +126,32 @@ def active_run_for(account: EcrAccount) -> Run | None:
     return account.runs.filter(status__in=ACTIVE_RUN_STATUSES).first()
 
 
-def agent_create_access_key(*, agent: AgentIdentity, user: Actor = None) -> dict[str, str]:
-    """Create an access key for a user agent and return it once. It is never stored or logged."""
+def plan_access_key(agent: AgentIdentity) -> Plan:
+    """Preview of a user agent's new access key (refused for role agents and at IAM's two keys)."""
     if agent.kind != AgentKind.USER:
         raise ValidationError({"kind": "Access keys exist only for user agents."})
-    iam = aws.Iam(compare.access_of(agent))
-    if len(iam.list_access_keys(agent.iam_name)) >= 2:
-        raise ValidationError(
-            {"agent": "IAM allows 2 access keys per user and this user has 2: delete one in IAM first."}
-        )
-    key = iam.call("create_access_key", UserName=agent.iam_name)["AccessKey"]
+    try:
+        return flows.ACCESS_KEY.preview(Scope(agent=agent))
+    except policies.LayoutError as exc:
+        raise ValidationError({"agent": str(exc)}) from None
+
+
+def agent_create_access_key(*, agent: AgentIdentity, user: Actor = None) -> dict[str, str]:
+    """Create an access key for a user agent and return it once. It is never stored or logged.
+
+    The write is a run like every other (its Operation recorded), run here in the request: the
+    secret must come back to the person who asked, and never travels through the queue.
+    """
+    plan_access_key(agent)  # refuses before anything is saved or sent
+    run = run_request(kind=RunKind.ACCESS_KEY, user=user, agent=agent, enqueue=False)
+    if not run.claim():
+        raise ValidationError({"run": f"Run {run.pk} was taken by another process."})
+    runner.execute(run)
+    key: dict[str, str] | None = getattr(run, "new_access_key", None)
+    if run.status != RunStatus.SUCCEEDED or key is None:
+        raise ValidationError({"agent": run.explanation or f"Run {run.pk} {run.status}."})
     audit.record(user=user, action="agent.access_key.create", obj=agent, key_suffix=key["AccessKeyId"][-4:])
-    return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
+    return key
 
 
 def run_cancel(*, run: Run, user: Actor = None) -> Run:

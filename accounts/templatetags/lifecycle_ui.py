@@ -26,24 +26,33 @@ def lifecycle_panel(context: Context, account: EcrAccount) -> dict[str, Any]:
 
 @register.inclusion_tag("accounts/_bulk_progress.html")
 def bulk_progress(run: Run) -> dict[str, Any]:
-    """Per-account progress of a bulk run, from `run.result` (the engine updates it as each account
-    finishes): no query. Renders nothing for other kinds of run."""
-    if run.kind != "bulk":
+    """Each account's outcome in a run over accounts, from `run.result` (the run updates it as
+    accounts finish): no query. Renders nothing for agent setups and audits."""
+    if not run.targets or run.kind in ("agent", "audit"):
         return {"show": False}
-    outcome = (run.result or {}).get("accounts", {})
-    counts = {"succeeded": 0, "failed": 0, "not started": 0}
+    result = run.result or {}
+    outcome: dict[str, str] = result.get("accounts", {})
+    errors: dict[str, str] = result.get("errors", {})
+    counts = {"succeeded": 0, "unchanged": 0, "failed": 0, "not started": 0}
     for status in outcome.values():
         counts[status] = counts.get(status, 0) + 1
     total = len(run.targets or [])
-    failed = sorted(account for account, status in outcome.items() if status == "failed")
+    troubled = [
+        (account, status, errors.get(account, ""))
+        for account, status in sorted(outcome.items())
+        if status in ("failed", "not started")
+    ]
     return {
         "show": True,
+        "bulk": run.kind == "bulk",
         "run": run,
         "total": total,
-        "succeeded": counts["succeeded"],
+        "succeeded": counts["succeeded"] + counts["unchanged"],
+        "unchanged": counts["unchanged"],
         "failed_count": counts["failed"],
         "not_started": counts["not started"],
         "working": max(0, total - len(outcome)) if run.is_active else 0,
-        "failed": failed,
+        "failed": [account for account, status, _ in troubled if status == "failed"],
+        "troubled": troubled,
         "options": run.options or {},
     }

@@ -10,11 +10,18 @@ The predicates `*_needs_*` tell the readers which extra documents a comparison l
 """
 
 from .account import account_changes, account_needs_inline_names, account_needs_versions
-from .agent import agent_identity_changes, agent_permission_changes, grants_everything, managed_needs_versions
+from .agent import (
+    access_key_changes,
+    agent_identity_changes,
+    agent_permission_changes,
+    grants_everything,
+    managed_needs_versions,
+)
 from .common import AccountWanted, access_of, managed_arn, managed_policy_pattern, tagged
 
 __all__ = [
     "AccountWanted",
+    "access_key_changes",
     "access_of",
     "account_changes",
     "account_needs_inline_names",

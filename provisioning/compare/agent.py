@@ -79,6 +79,28 @@ def agent_identity_changes(agent: AgentIdentity, live: LiveAgent) -> Plan:
 # --- the agent's permissions ----------------------------------------------------------------------
 
 
+MAX_ACCESS_KEYS = 2  # IAM's quota per user
+
+
+def access_key_changes(agent: AgentIdentity, keys: list[dict[str, Any]]) -> Plan:
+    """One new access key for a user agent, if IAM's two-key quota leaves room."""
+    if len(keys) >= MAX_ACCESS_KEYS:
+        raise policies.LayoutError(
+            f"IAM allows {MAX_ACCESS_KEYS} access keys per user and this user has {len(keys)}: "
+            "delete one in IAM first."
+        )
+    plan = Plan()
+    ChangeList(plan, agent).add(
+        "create",
+        "iam:CreateAccessKey",
+        agent.arn,
+        f"Create an access key for {agent.iam_name}",
+        UserName=agent.iam_name,
+    )
+    plan.changes[-1].keeps_answer = True
+    return plan
+
+
 def managed_needs_versions(arn: str, desired: Any, live: LivePolicy, planning: bool) -> bool:
     """A desired managed policy whose content changes (IAM's 5-version limit), or a stale one to delete."""
     if not planning:

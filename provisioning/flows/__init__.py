@@ -8,9 +8,10 @@
 """
 
 from .base import AccountTarget, Flow, RunFailed, Scope
-from .kinds import AGENT_SETUP, AUDIT, BULK, FLOWS, OFFBOARD, ONBOARD, RECONCILE
+from .kinds import ACCESS_KEY, AGENT_SETUP, AUDIT, BULK, FLOWS, OFFBOARD, ONBOARD, RECONCILE
 
 __all__ = [
+    "ACCESS_KEY",
     "AGENT_SETUP",
     "AUDIT",
     "BULK",

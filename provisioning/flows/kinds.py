@@ -32,6 +32,7 @@ from .base import (
     agents_of,
 )
 from .steps import (
+    AccessKeyStep,
     AccountStatuses,
     AgentIdentityStep,
     AgentPermissionsStep,
@@ -262,6 +263,25 @@ class BulkFlow(Flow):
         return RunStatus.SUCCEEDED, summary + "."
 
 
+class AccessKeyFlow(Flow):
+    """A user agent's new access key: one write, recorded like every other; shown once to its asker."""
+
+    kinds = (RunKind.ACCESS_KEY,)
+
+    def scope_of(self, run: Run) -> Scope:
+        if run.agent is None:
+            raise RunFailed("The agent of this run no longer exists.")
+        return Scope(agent=run.agent)
+
+    def steps(self, scope: Scope) -> list[Step]:
+        assert scope.agent is not None
+        return [AccessKeyStep(scope.agent)]
+
+    def summarize(self, run: Run, scope: Scope, outcomes: Outcomes) -> tuple[str, str]:
+        key_id = getattr(run, "new_access_key", {}).get("AccessKeyId", "")
+        return RunStatus.SUCCEEDED, f"Access key …{key_id[-4:]} created; its secret was shown once."
+
+
 class AuditFlow(Flow):
     """Read every account and agent, compare with the inventory, store the findings. It never writes:
     its preview is empty, and its one step is the audit itself (provisioning/audit/run.py)."""
@@ -287,7 +307,10 @@ RECONCILE = ReconcileFlow()
 OFFBOARD = OffboardFlow()
 BULK = BulkFlow()
 AUDIT = AuditFlow()
+ACCESS_KEY = AccessKeyFlow()
 
 FLOWS: dict[str, Flow] = {
-    kind: flow for flow in (AGENT_SETUP, ONBOARD, RECONCILE, OFFBOARD, BULK, AUDIT) for kind in flow.kinds
+    kind: flow
+    for flow in (AGENT_SETUP, ONBOARD, RECONCILE, OFFBOARD, BULK, AUDIT, ACCESS_KEY)
+    for kind in flow.kinds
 }

@@ -51,6 +51,25 @@ class AgentIdentityStep(Step):
             self.agent.status = Lifecycle.ACTIVE
 
 
+class AccessKeyStep(Step):
+    """A new access key for a user agent. The key travels back on the in-memory run object only
+    (`run.new_access_key`), to be shown once: never in a row, a log line or a task argument."""
+
+    def __init__(self, agent: AgentIdentity):
+        self.agent = agent
+        self.label = f"agent {agent.name} access key"
+
+    def plan(self, scope: Scope) -> Plan:
+        return planner.plan_access_key(self.agent)
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        plan = self.plan(scope)
+        writes = apply_step(run, plan, self.label)
+        key = (plan.changes[0].answer or {})["AccessKey"]
+        run.new_access_key = {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}  # type: ignore[attr-defined]  # in memory only
+        return writes
+
+
 class AgentPermissionsStep(Step):
     """The agent may assume exactly its accounts' service roles, written whole from the inventory.
 

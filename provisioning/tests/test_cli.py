@@ -215,3 +215,53 @@ def test_run_cancel_waits_for_a_running_run_to_stop(db, aws, roles):
     assert caught.value.returncode == 1 and "still running" in str(caught.value)
     assert "cancel requested" in out.getvalue()
     assert Run.objects.get(pk=run.pk).cancel_requested
+
+
+def test_json_output_gives_each_accounts_outcome_and_the_exit_status_says_partial(
+    db, aws, roles, monkeypatch, admin_user
+):
+    import json
+
+    from provisioning import aws as aws_module
+
+    cli("agent_add", "cra", "--kind", "role", "--account-id", AGENT_ACCOUNT,
+        "--management-role-arn", mgmt(AGENT_ACCOUNT), "--inline")  # fmt: skip
+    for account_id in ECR_ACCOUNTS:
+        cli("account_onboard", account_id, "--agent", "cra", "--region", "us-east-1",
+            "--management-role-arn", mgmt(account_id), "--inline")  # fmt: skip
+    drifted, broken = ECR_ACCOUNTS
+    by_hand = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]})  # fmt: skip
+    for account_id in ECR_ACCOUNTS:  # both trusts changed by hand; one account then refuses every write
+        iam_in(account_id).write(
+            "update_assume_role_policy", RoleName="SnykEcrServiceRole", PolicyDocument=by_hand
+        )
+    real_write = aws_module.Iam.write
+
+    def write(self, method, **params):  # fault injection: AWS refuses writes in one account
+        if self.access.account_id == broken:
+            raise aws_module.AwsError("AccessDenied", "not allowed here")
+        return real_write(self, method, **params)
+
+    monkeypatch.setattr(aws_module.Iam, "write", write)
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("reconcile", "--inline", "--json", stdout=out, stderr=err)
+    assert caught.value.returncode == 1
+    outcome = json.loads(out.getvalue())  # stdout holds the document alone; progress went to stderr
+    assert outcome["kind"] == "reconcile" and outcome["status"] == "partial"
+    assert outcome["accounts"] == {drifted: "succeeded", broken: "failed"}
+    assert "AccessDenied" in outcome["errors"][broken] and drifted not in outcome["errors"]
+    assert "iam:UpdateAssumeRolePolicy" in err.getvalue()
+    # The run page says it per account too, the error beside the account that failed.
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client()
+    client.force_login(admin_user)
+    body = client.get(
+        reverse("provisioning:run_progress", args=[outcome["run"]]), secure=True
+    ).content.decode()
+    assert "<b>1</b> of 2 accounts done, <b>1</b> failed." in body
+    row = body[body.index('id="account-outcomes"') :]
+    assert broken in row and "AccessDenied" in row and drifted not in row.split("</table>")[0]

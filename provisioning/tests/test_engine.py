@@ -324,8 +324,17 @@ def test_agent_identity_kinds(db, aws, kind, iam_name):
         with pytest.raises(ValidationError, match="2 access keys"):
             services.agent_create_access_key(agent=agent)
         from portal.models import AuditEntry
+        from provisioning.models import Operation, Run, RunLogEntry
 
-        assert key["SecretAccessKey"] not in str(list(AuditEntry.objects.values()))
+        # Each key is a run with its Operation, like every AWS write; the secret is in no row.
+        runs = Run.objects.filter(kind="access_key", agent=agent, status="succeeded")
+        assert runs.count() == 2
+        assert (
+            list(Operation.objects.filter(run__in=runs).values_list("action", flat=True))
+            == ["iam:CreateAccessKey"] * 2
+        )
+        everything = str([list(m.objects.values()) for m in (AuditEntry, Run, Operation, RunLogEntry)])
+        assert key["SecretAccessKey"] not in everything and key["AccessKeyId"][-4:] in everything
     else:
         assert iam.get_role(iam_name)["Arn"] == agent.arn
         assert iam.get_instance_profile(iam_name)["Roles"][0]["RoleName"] == iam_name

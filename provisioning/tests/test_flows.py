@@ -24,7 +24,7 @@ from accounts.models import AgentIdentity, EcrAccount
 from provisioning import flows, lifecycle, services
 from provisioning.audit.services import audit_request
 from provisioning.changes import Plan
-from provisioning.choices import RunStatus
+from provisioning.choices import RunKind, RunStatus
 from provisioning.models import Run
 
 from .conftest import AGENT_ACCOUNT, iam_in, make_management_role
@@ -257,6 +257,15 @@ def bulk_with_an_active_user_agent_adopting_one() -> Case:
     )
 
 
+def create_an_access_key_for_a_user_agent() -> Case:
+    agent = _user_agent()
+    _active(agent)
+    return Case(
+        lambda: services.plan_access_key(agent),
+        lambda: services.run_request(kind=RunKind.ACCESS_KEY, agent=agent, enqueue=False),
+    )
+
+
 def audit_everything() -> Case:
     agent = _role_agent()
     _active(agent, _account(agent, "222222222222"))
@@ -278,6 +287,7 @@ CASES = [
     offboard_an_agent_holding_the_guides_star_policy,
     bulk_with_a_draft_role_agent,
     bulk_with_an_active_user_agent_adopting_one,
+    create_an_access_key_for_a_user_agent,
     audit_everything,
 ]
 
@@ -296,8 +306,6 @@ def test_a_run_writes_exactly_what_its_preview_showed_in_order(db, writes, monke
 
 def test_every_run_kind_has_a_flow_and_a_case_here():
     """A new run kind cannot land without its flow, nor without a case in the test above."""
-    from provisioning.choices import RunKind
-
     assert set(flows.FLOWS) == set(RunKind.values)
-    kinds_tested = {"agent", "onboard", "reconcile", "rotate", "offboard", "bulk", "audit"}
+    kinds_tested = {"agent", "onboard", "reconcile", "rotate", "offboard", "bulk", "audit", "access_key"}
     assert kinds_tested == set(RunKind.values)

@@ -40,4 +40,11 @@ class Command(BaseCommand):
         agent = inventory.agent_create(**fields)
         self.stdout.write(f"Agent {agent.name}: {agent.arn}")
         run = services.agent_setup(agent=agent, enqueue=not opts["inline"])
-        cli.execute(self.stdout, run, inline=opts["inline"], timeout=opts["timeout"])
+        cli.execute(
+            self.stdout,
+            run,
+            inline=opts["inline"],
+            timeout=opts["timeout"],
+            as_json=opts["json"],
+            stderr=self.stderr,
+        )

@@ -35,4 +35,11 @@ class Command(BaseCommand):
             raise cli.invalid(exc) from None
         for warning in warnings:
             self.stderr.write(f"warning: {warning}")
-        cli.execute(self.stdout, run, inline=opts["inline"], timeout=opts["timeout"])
+        cli.execute(
+            self.stdout,
+            run,
+            inline=opts["inline"],
+            timeout=opts["timeout"],
+            as_json=opts["json"],
+            stderr=self.stderr,
+        )
