@@ -218,10 +218,14 @@ def account_apply(request: PortalRequest, account_id: str) -> HttpResponseRedire
         "request_id": request.request_id,
         "options": _preview_options(request, plan),
     }
-    if selectors.account_is_onboarding(account):
-        run = services.account_onboard(account=account, **fields)
-    else:
-        run = services.account_reconcile(accounts=[account], **fields)
+    try:
+        if selectors.account_is_onboarding(account):
+            run = services.account_onboard(account=account, **fields)
+        else:
+            run = services.account_reconcile(accounts=[account], **fields)
+    except services.RunInProgress as busy:  # a second confirmation of the same preview lost the race
+        messages.info(request, f"Run #{busy.run.pk} is already working on this account.")
+        return redirect(busy.run.get_absolute_url())
     return redirect(run.get_absolute_url())
 
 

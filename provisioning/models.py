@@ -109,11 +109,28 @@ class Run(models.Model):
         }
         if result is not None:
             fields["result"] = result
-        Run.objects.filter(pk=self.pk, claim_token=self.claim_token).update(**fields)
+        if Run.objects.filter(pk=self.pk, claim_token=self.claim_token).update(**fields):
+            RunLock.objects.filter(run_id=self.pk).delete()
         self.refresh_from_db()
 
     def log(self, message: str, level: str = "INFO") -> None:
         RunLogEntry.objects.create(run=self, level=level, message=message[:4000])
+
+
+class RunLock(models.Model):
+    """One active run per account (and per agent for agent runs), enforced by the database.
+
+    run_request inserts a row per key in the transaction that creates the run: a second run for the
+    same account fails on the unique key instead of on a check made before the insert (two
+    confirmations of one preview used to start two runs). Rows go when the run ends.
+    """
+
+    key = models.CharField(max_length=48, unique=True, help_text='"account:<pk>" or "agent:<pk>".')
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="locks")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.key} held by run {self.run_id}"
 
 
 class RunLogEntry(models.Model):

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import services as inventory
@@ -27,7 +27,7 @@ from .changes import Plan
 from .choices import ACTIVE_RUN_STATUSES, RunKind, RunStatus
 from .compare import AccountWanted
 from .flows import AccountTarget, Scope
-from .models import Run
+from .models import Run, RunLock
 
 EXECUTE_RUN_TASK = "provisioning.tasks.execute_run"
 
@@ -82,6 +82,7 @@ def run_request(
         )
         if accounts:
             run.accounts.set(accounts)
+        _lock_targets(run, accounts, agent)
         audit.record(
             user=user,
             action=f"run.request.{kind}",
@@ -93,6 +94,41 @@ def run_request(
         if enqueue:
             transaction.on_commit(lambda: _send(run))
     return run
+
+
+class RunInProgress(ValidationError):
+    """Another run already works on this account (or agent): the request made no run."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        what = (
+            f"account {run.targets[0]}"
+            if len(run.targets) == 1
+            else (f"agent {run.agent.name}" if run.agent and not run.targets else "these accounts")
+        )
+        super().__init__({"run": f"Run #{run.pk} is still {run.status} for {what}: wait for it."})
+
+
+def _lock_targets(run: Run, accounts: list[EcrAccount], agent: AgentIdentity | None) -> None:
+    """Take the run's keys, or raise RunInProgress naming the run that holds one (see RunLock)."""
+    if run.kind == RunKind.AUDIT:
+        return  # an audit only reads: it never stops another run
+    keys = [f"account:{a.pk}" for a in accounts] or ([f"agent:{agent.pk}"] if agent is not None else [])
+    for attempt in range(2):
+        try:
+            with transaction.atomic():  # a savepoint: the caller's transaction stays usable
+                RunLock.objects.bulk_create([RunLock(key=key, run=run) for key in keys])
+            return
+        except IntegrityError:
+            held = RunLock.objects.select_related("run__agent").filter(key__in=keys)
+            stale = [lock.pk for lock in held if not lock.run.is_active]
+            if stale and attempt == 0:  # its run ended without releasing (a crash): take it
+                RunLock.objects.filter(pk__in=stale).delete()
+                continue
+            holder = next((lock.run for lock in held if lock.run.is_active), None)
+            if holder is None:
+                raise
+            raise RunInProgress(holder) from None
 
 
 def _send(run: Run) -> None:
@@ -164,9 +200,10 @@ def run_cancel(*, run: Run, user: Actor = None) -> Run:
         raise ValidationError({"run": f"Run {run.pk} is {run.status}: there is nothing to cancel."})
     Run.objects.filter(pk=run.pk).update(cancel_requested=True)
     # Queued: nobody has claimed it, so it ends here (a later delivery finds it not queued).
-    Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+    if Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
         status=RunStatus.CANCELLED, finished_at=timezone.now(), explanation="Cancelled before it started."
-    )
+    ):
+        RunLock.objects.filter(run=run).delete()
     audit.record(user=user, action="run.cancel", obj=run, run_id=run.pk)
     run.refresh_from_db()
     return run

@@ -11,8 +11,8 @@ from django.utils import timezone
 from . import runner
 from .audit.notify import post_webhook
 from .audit.services import audit_request
-from .choices import RunStatus
-from .models import Run
+from .choices import ACTIVE_RUN_STATUSES, RunStatus
+from .models import Run, RunLock
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def sweep_stale_runs() -> int:
                 finished_at=now,
                 explanation=f"Gave up after {run.attempts} attempt(s): the worker stopped each time.",
             )
+            RunLock.objects.filter(run=run).exclude(run__status__in=ACTIVE_RUN_STATUSES).delete()
             continue
         # Conditional: only if nobody touched it since we read it.
         if Run.objects.filter(pk=run.pk, status=run.status, claim_token=run.claim_token).update(
