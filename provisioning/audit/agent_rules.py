@@ -52,9 +52,10 @@ def _grant_finding(grant: Grant, account_statuses: dict[str, str], subject: str)
     """What is wrong with a grant that is not one of the agent's service roles."""
     where = f"{grant.policy}" + (f" (statement {grant.sid})" if grant.sid else "")
     if "*" in grant.resource or "?" in grant.resource:
+        roles = "any role" if grant.resource == "*" else "any role matching it"
         return Finding(
             "agent-resource-wildcard",
-            f'{where} allows sts:AssumeRole on "{grant.resource}": the agent may assume any role '
+            f'{where} allows sts:AssumeRole on "{grant.resource}": the agent may assume {roles} '
             "that trusts it, not only the service roles the portal manages.",
             subject,
             f"{grant.policy}:{grant.resource}",

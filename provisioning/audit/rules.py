@@ -115,7 +115,9 @@ def _removed_findings(read: AccountRead) -> list[Finding]:
     """A removed account: only whether its role or policy is still there."""
     if not read.plan or read.plan.is_empty:
         return []
-    left = ", ".join(what for what, live in (("role", read.role), ("read-only policy", read.policy)) if live)
+    left = " and ".join(
+        what for what, live in (("role", read.role), ("read-only policy", read.policy)) if live
+    )
     return [
         Finding(
             "removed-resources-remain",
