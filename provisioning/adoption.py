@@ -88,61 +88,18 @@ def read_policy_deviations(live: Any) -> list[str]:
 # --- the service role's trust ----------------------------------------------------------------------
 
 
-def trust_deviations(live: Any, agent_arn: str, external_ids: list[str]) -> list[str]:  # noqa: C901  split next (issue 10)
+def trust_deviations(live: Any, agent_arn: str, external_ids: list[str]) -> list[str]:
     """What a live SnykEcrServiceRole trust does differently from: only the agent, only with the ids."""
-    found: list[str] = []
-    agent_account = agent_arn.split(":")[4] if agent_arn.count(":") >= 5 else ""
-    trusts_agent = False
-    live_ids: list[str] = []
     sts = statements(live)
     if not sts:
         return ["no trust statement at all"]
+    found: list[str] = []
+    live_ids: list[str] = []
     for st in sts:
-        if st.get("Effect") != "Allow":
-            found.append(f"a {st.get('Effect', 'unknown')} statement")
-            continue
-        actions = [str(a) for a in _listed(st.get("Action"))]
-        others = [a for a in actions if a != "sts:AssumeRole"]
-        if others:
-            found.append(f"also allows {_names(others)}")
-        principal = st.get("Principal")
-        principals: list[str] = []
-        if principal == "*":
-            principals = ["*"]
-        elif isinstance(principal, dict):
-            for kind, values in principal.items():
-                principals.extend(str(v) if kind == "AWS" else f"{kind} {v}" for v in _listed(values))
-        for p in principals:
-            if p == agent_arn:
-                trusts_agent = True
-            elif p == "*":
-                found.append('trusts every AWS principal ("*")')
-            elif p in (f"arn:aws:iam::{agent_account}:root", agent_account):
-                found.append(
-                    f"trusts the whole agent account {agent_account} (root), not only the agent {agent_arn}"
-                )
-            elif p.startswith(("AROA", "AIDA")):
-                found.append(f"trusts {p}, the unique id of a deleted principal (trust is broken)")
-            else:
-                found.append(f"also trusts {p}")
-        condition = st.get("Condition") or {}
-        ids_here: list[str] = []
-        other_conditions: list[str] = []
-        for operator, keys in condition.items() if isinstance(condition, dict) else []:
-            for key, value in (keys or {}).items() if isinstance(keys, dict) else []:
-                if key.lower() == "sts:externalid" and operator == "StringEquals":
-                    ids_here.extend(str(v) for v in _listed(value))
-                else:
-                    other_conditions.append(f"{operator} {key}")
-        if other_conditions:
-            found.append(f"other conditions: {_names(other_conditions)}")
-        if principals and not ids_here:
-            found.append(
-                "no sts:ExternalId condition (anyone holding the agent's credentials may assume the "
-                "role, for any Snyk tenant: the confused-deputy guard is missing)"
-            )
-        live_ids.extend(ids_here)
-    if not trusts_agent:
+        deviations, ids = _statement_deviations(st, agent_arn)
+        found += deviations
+        live_ids += ids
+    if not any(agent_arn in _trust_principals(st) for st in sts if st.get("Effect") == "Allow"):
         found.append(f"does not trust the agent {agent_arn}")
     unknown = [i for i in dict.fromkeys(live_ids) if i not in external_ids]
     if unknown:
@@ -152,6 +109,69 @@ def trust_deviations(live: Any, agent_arn: str, external_ids: list[str]) -> list
             "onboard with that ExternalId and rotate it afterwards)"
         )
     return found
+
+
+def _statement_deviations(st: dict[str, Any], agent_arn: str) -> tuple[list[str], list[str]]:
+    """What one trust statement does differently, and the ExternalIds it requires."""
+    if st.get("Effect") != "Allow":
+        return [f"a {st.get('Effect', 'unknown')} statement"], []
+    found: list[str] = []
+    others = [a for a in map(str, _listed(st.get("Action"))) if a != "sts:AssumeRole"]
+    if others:
+        found.append(f"also allows {_names(others)}")
+    principals = _trust_principals(st)
+    found += [text for p in principals if (text := _principal_deviation(p, agent_arn))]
+    ids, other_conditions = _trust_conditions(st)
+    if other_conditions:
+        found.append(f"other conditions: {_names(other_conditions)}")
+    if principals and not ids:
+        found.append(
+            "no sts:ExternalId condition (anyone holding the agent's credentials may assume the "
+            "role, for any Snyk tenant: the confused-deputy guard is missing)"
+        )
+    return found, ids
+
+
+def _trust_principals(st: dict[str, Any]) -> list[str]:
+    """The trusted principals: "*", AWS ones as they are written, others as "<kind> <value>"."""
+    principal = st.get("Principal")
+    if principal == "*":
+        return ["*"]
+    if not isinstance(principal, dict):
+        return []
+    return [
+        str(v) if kind == "AWS" else f"{kind} {v}"
+        for kind, values in principal.items()
+        for v in _listed(values)
+    ]
+
+
+def _principal_deviation(principal: str, agent_arn: str) -> str:
+    """How trusting this principal differs from trusting only the agent ("" for the agent itself)."""
+    agent_account = agent_arn.split(":")[4] if agent_arn.count(":") >= 5 else ""
+    if principal == agent_arn:
+        return ""
+    if principal == "*":
+        return 'trusts every AWS principal ("*")'
+    if principal in (f"arn:aws:iam::{agent_account}:root", agent_account):
+        return f"trusts the whole agent account {agent_account} (root), not only the agent {agent_arn}"
+    if principal.startswith(("AROA", "AIDA")):
+        return f"trusts {principal}, the unique id of a deleted principal (trust is broken)"
+    return f"also trusts {principal}"
+
+
+def _trust_conditions(st: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The ExternalIds a statement requires (StringEquals), and its other conditions ("<operator> <key>")."""
+    condition = st.get("Condition") or {}
+    ids: list[str] = []
+    others: list[str] = []
+    for operator, keys in condition.items() if isinstance(condition, dict) else []:
+        for key, value in (keys or {}).items() if isinstance(keys, dict) else []:
+            if key.lower() == "sts:externalid" and operator == "StringEquals":
+                ids.extend(str(v) for v in _listed(value))
+            else:
+                others.append(f"{operator} {key}")
+    return ids, others
 
 
 def role_extras(attached: list[str], inline: list[str], read_policy_arn: str) -> list[str]:

@@ -21,8 +21,10 @@ What is where (import from the module, this package re-exports nothing):
 - reads: what is read: AccountFacts (database), AccountRead and AgentRead (AWS), GrantIndex,
   read_account and read_agent, and the pool's helpers (concurrency, gauge).
 - trust_rules: trust_findings, the findings on who a service role's trust lets in.
-- rules: every other finding (read_policy_findings, account_findings, agent_findings,
-  agent_grant_findings), account_status and account_documents.
+- rules: the account's other findings (read_policy_findings, account_findings, size_finding),
+  account_status and account_documents.
+- agent_rules: the agent's findings (agent_findings) and whether it may assume an account's role
+  (agent_grant_findings).
 - run: audit_scope and handle_audit_run (flows.AUDIT).
 - store: store_results, the snapshots and the run's result.
 - notify: the WARNING log and the webhook (notify_new_findings, post_webhook).

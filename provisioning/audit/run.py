@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Prefetch
 from django.utils import timezone
@@ -17,6 +19,7 @@ from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
 from .. import aws
 from ..choices import AuditStatus, RunStatus, Severity
 from ..models import Run
+from .agent_rules import agent_findings, agent_grant_findings
 from .catalogue import severity_counts
 from .documents import Grant
 from .notify import notify_new_findings
@@ -30,7 +33,7 @@ from .reads import (
     read_account,
     read_agent,
 )
-from .rules import account_documents, account_findings, account_status, agent_findings, agent_grant_findings
+from .rules import account_documents, account_findings, account_status
 from .store import AccountOutcome, store_results
 
 log = logging.getLogger(__name__)
@@ -63,49 +66,13 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
     run.log(f"auditing {len(accounts)} account(s) and {len(agents)} agent(s), {_concurrency()} at a time")
 
     writes_before = aws.write_calls()
-    gauge = _Gauge()
-    account_reads: list[AccountRead] = []
-    agent_reads: dict[int, AgentRead] = {}
-
-    def account_job(item: AccountFacts) -> AccountRead:
-        try:
-            with gauge:
-                return read_account(item)
-        except Exception as exc:  # one account's surprise never stops the others
-            log.exception("audit of account %s failed", item.account.account_id)
-            return AccountRead(item, error=f"{type(exc).__name__}: {exc}")
-        finally:
-            _close_thread_connections()
-
-    def agent_job(agent: AgentIdentity) -> AgentRead:
-        try:
-            return read_agent(agent, members[agent.pk])
-        except Exception as exc:
-            log.exception("audit of agent %s failed", agent.name)
-            return AgentRead(agent, members[agent.pk], error=f"{type(exc).__name__}: {exc}")
-        finally:
-            _close_thread_connections()
-
-    with ThreadPoolExecutor(max_workers=_concurrency(), thread_name_prefix="audit") as pool:
-        futures: list[Future] = [pool.submit(agent_job, a) for a in agents]
-        futures += [pool.submit(account_job, f) for f in facts]
-        for done, future in enumerate(as_completed(futures), start=1):
-            result = future.result()
-            if isinstance(result, AgentRead):
-                agent_reads[result.agent.pk] = result
-            else:
-                account_reads.append(result)
-            if not run.beat(progress_done=done):
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise RuntimeError("Another worker has taken over this audit run.")
-            if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
-                pool.shutdown(wait=False, cancel_futures=True)
-                # A partial audit would make the unread accounts look gone: keep the last whole one.
-                return RunStatus.CANCELLED, (
-                    f"Cancelled after reading {done} of {total}; no snapshot stored, "
-                    "so the last complete audit stays the current one."
-                )
-
+    reads = _read_concurrently(run, facts, agents, members)
+    if reads.cancelled_after is not None:
+        # A partial audit would make the unread accounts look gone: keep the last whole one.
+        return RunStatus.CANCELLED, (
+            f"Cancelled after reading {reads.cancelled_after} of {total}; no snapshot stored, "
+            "so the last complete audit stays the current one."
+        )
     # The audit only calls the planner and Iam reads. The counter is process-wide, so a write seen
     # here may be another thread's (a threaded worker): report it, never fail the audit on it.
     writes = aws.write_calls() - writes_before
@@ -114,35 +81,103 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
 
     agent_results = []
     for agent in agents:
-        read = agent_reads[agent.pk]
+        read = reads.agents[agent.pk]
         read.findings = agent_findings(read, statuses)
         agent_results.append(read)
-    outcomes = [_outcome(read, agent_reads.get(read.facts.account.agent_id), now) for read in account_reads]
+    outcomes = [_outcome(read, reads.agents.get(read.facts.account.agent_id), now) for read in reads.accounts]
     outcomes.sort(key=lambda o: o.facts.account.account_id)
-    new_high = store_results(run, outcomes, agent_results, now=now, peak=gauge.peak)
+    new_high = store_results(run, outcomes, agent_results, now=now, peak=reads.peak)
+    explanation = _explanation(outcomes, agent_results, new_high, peak=reads.peak, writes=writes)
+    notify_new_findings(run, new_high)
+    unreachable = sum(1 for o in outcomes if o.status == AuditStatus.UNREACHABLE) + sum(
+        1 for a in agent_results if a.error
+    )
+    status = RunStatus.PARTIAL if unreachable else RunStatus.SUCCEEDED
+    return status, explanation
 
+
+@dataclass
+class _Reads:
+    accounts: list[AccountRead] = field(default_factory=list)
+    agents: dict[int, AgentRead] = field(default_factory=dict)  # by agent pk
+    peak: int = 0  # the most accounts read at once
+    cancelled_after: int | None = None  # how many reads were done when a cancel was seen
+
+
+def _read_account(item: AccountFacts, gauge: _Gauge) -> AccountRead:
+    try:
+        with gauge:
+            return read_account(item)
+    except Exception as exc:  # one account's surprise never stops the others
+        log.exception("audit of account %s failed", item.account.account_id)
+        return AccountRead(item, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        _close_thread_connections()
+
+
+def _read_agent(agent: AgentIdentity, members: dict[str, str]) -> AgentRead:
+    try:
+        return read_agent(agent, members)
+    except Exception as exc:
+        log.exception("audit of agent %s failed", agent.name)
+        return AgentRead(agent, members, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        _close_thread_connections()
+
+
+def _read_concurrently(
+    run: Run, facts: list[AccountFacts], agents: list[AgentIdentity], members: dict[int, dict[str, str]]
+) -> _Reads:
+    """Every agent and account on the pool, beating the run's heartbeat and watching for a cancel."""
+    reads = _Reads()
+    gauge = _Gauge()
+    with ThreadPoolExecutor(max_workers=_concurrency(), thread_name_prefix="audit") as pool:
+        futures: list[Future] = [pool.submit(_read_agent, a, members[a.pk]) for a in agents]
+        futures += [pool.submit(_read_account, f, gauge) for f in facts]
+        for done, future in enumerate(as_completed(futures), start=1):
+            result = future.result()
+            if isinstance(result, AgentRead):
+                reads.agents[result.agent.pk] = result
+            else:
+                reads.accounts.append(result)
+            if not run.beat(progress_done=done):
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise RuntimeError("Another worker has taken over this audit run.")
+            if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                pool.shutdown(wait=False, cancel_futures=True)
+                reads.cancelled_after = done
+                return reads
+    reads.peak = gauge.peak
+    return reads
+
+
+def _explanation(
+    outcomes: list[AccountOutcome],
+    agents: list[AgentRead],
+    new_high: list[dict[str, Any]],
+    *,
+    peak: int,
+    writes: int,
+) -> str:
+    """The run's one-paragraph summary: statuses, findings by severity, reads at once, writes seen."""
     counts = Counter(o.status for o in outcomes)
     all_findings = [f for o in outcomes for f in o.findings] + [
-        f.to_dict() for a in agent_results for f in a.findings
+        f.to_dict() for a in agents for f in a.findings
     ]
     by_severity = severity_counts(all_findings)
-    unreachable = counts[AuditStatus.UNREACHABLE] + sum(1 for a in agent_results if a.error)
-    explanation = (
-        f"Audited {len(outcomes)} account(s) and {len(agent_results)} agent(s): "
+    return (
+        f"Audited {len(outcomes)} account(s) and {len(agents)} agent(s): "
         + ", ".join(f"{counts[s]} {label.lower()}" for s, label in AuditStatus.choices)
         + "; findings: "
         + ", ".join(f"{by_severity[s]} {s}" for s in Severity.values)
         + (f"; {len(new_high)} new high-severity finding(s)" if new_high else "")
-        + f". At most {gauge.peak} account(s) read at once; "
+        + f". At most {peak} account(s) read at once; "
         + (
             f"{writes} AWS write call(s) seen in this process meanwhile (the audit makes none)."
             if writes
             else "no AWS write made."
         )
     )
-    notify_new_findings(run, new_high)
-    status = RunStatus.PARTIAL if unreachable else RunStatus.SUCCEEDED
-    return status, explanation
 
 
 def _outcome(read: AccountRead, agent: AgentRead | None, now: datetime) -> AccountOutcome:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -53,60 +53,26 @@ def _previous_agent_keys(run: Run) -> dict[str, set[str]]:
     return {a["name"]: {f.get("key", "") for f in a.get("findings", [])} for a in agents}
 
 
-def store_results(  # noqa: C901  split next (issue 10)
+@dataclass
+class _SnapshotWrites:
+    """The snapshot rows to write: confirm the unchanged, supersede the changed, create their new rows."""
+
+    unchanged: list[int] = field(default_factory=list)
+    superseded: list[int] = field(default_factory=list)
+    created: list[AuditSnapshot] = field(default_factory=list)
+
+
+def store_results(
     run: Run, outcomes: list[AccountOutcome], agents: list[AgentRead], *, now: datetime, peak: int
 ) -> list[dict[str, Any]]:
     """Snapshots (a new row only when something changed), account flags, the run's result.
 
     Returns the high-severity findings that the previous audit did not have.
     """
-    ids = [o.facts.account.account_id for o in outcomes]
-    previous = {
-        s.account_id: s
-        for s in AuditSnapshot.objects.filter(is_latest=True, account_id__in=ids).defer(
-            "live", "desired", "plan"
-        )
-    }
-    previous_agent_keys = _previous_agent_keys(run)
-    new_high: list[dict[str, Any]] = []
-    unchanged: list[int] = []
-    superseded: list[int] = []
-    created: list[AuditSnapshot] = []
-    for outcome in outcomes:
-        account = outcome.facts.account
-        prev = previous.get(account.account_id)
-        old_keys = {f.get("key") for f in prev.findings} if prev else set()
-        for finding in outcome.findings:
-            if SEVERITY_RANK[finding["severity"]] >= HIGH_RANK and finding["key"] not in old_keys:
-                new_high.append({**finding, "account_id": account.account_id})
-        digest = _digest(outcome)
-        if prev is not None and prev.digest == digest:
-            unchanged.append(prev.pk)
-            continue
-        if prev is not None:
-            superseded.append(prev.pk)
-        created.append(_snapshot(run, outcome, prev, digest, now))
-    for agent in agents:
-        old_keys = previous_agent_keys.get(agent.agent.name, set())
-        for agent_finding in agent.findings:
-            if agent_finding.rank >= HIGH_RANK and agent_finding.key not in old_keys:
-                new_high.append({**agent_finding.to_dict(), "agent": agent.agent.name})
-
-    accounts = []
-    for outcome in outcomes:
-        account = outcome.facts.account
-        if outcome.status != AuditStatus.UNREACHABLE:
-            account.drifted = outcome.status in (AuditStatus.DRIFTED, AuditStatus.MISSING)
-        account.last_audit_at = now
-        top = worst(outcome.findings)
-        account.last_audit_summary = {
-            "run_id": run.pk,
-            "status": outcome.status,
-            "counts": severity_counts(outcome.findings),
-            "worst": public_finding(top) if top else None,
-        }
-        accounts.append(account)
-
+    previous = _latest_snapshots(outcomes)
+    new_high = _new_high_account_findings(outcomes, previous) + _new_high_agent_findings(run, agents)
+    writes = _snapshot_writes(run, outcomes, previous, now)
+    accounts = [_flag_account(run, outcome, now) for outcome in outcomes]
     result = {
         "observed_at": now.isoformat(),
         "concurrency": _concurrency(),
@@ -115,17 +81,81 @@ def store_results(  # noqa: C901  split next (issue 10)
         "agents": [_agent_result(a) for a in agents],
     }
     with transaction.atomic():
-        for chunk in _chunks(unchanged):
+        for chunk in _chunks(writes.unchanged):
             AuditSnapshot.objects.filter(pk__in=chunk).update(confirmed_at=now, run=run)
-        for chunk in _chunks(superseded):
+        for chunk in _chunks(writes.superseded):
             AuditSnapshot.objects.filter(pk__in=chunk).update(is_latest=False)
-        AuditSnapshot.objects.bulk_create(created, batch_size=200)
+        AuditSnapshot.objects.bulk_create(writes.created, batch_size=200)
         EcrAccount.objects.bulk_update(
             accounts, ["drifted", "last_audit_at", "last_audit_summary"], batch_size=200
         )
         Run.objects.filter(pk=run.pk).update(result=result)
     run.result = result
     return new_high
+
+
+def _latest_snapshots(outcomes: list[AccountOutcome]) -> dict[str, AuditSnapshot]:
+    """The current snapshot of each audited account, by account id (without its large documents)."""
+    ids = [o.facts.account.account_id for o in outcomes]
+    latest = AuditSnapshot.objects.filter(is_latest=True, account_id__in=ids).defer("live", "desired", "plan")
+    return {s.account_id: s for s in latest}
+
+
+def _new_high_account_findings(
+    outcomes: list[AccountOutcome], previous: dict[str, AuditSnapshot]
+) -> list[dict[str, Any]]:
+    new_high = []
+    for outcome in outcomes:
+        account_id = outcome.facts.account.account_id
+        prev = previous.get(account_id)
+        old_keys = {f.get("key") for f in prev.findings} if prev else set()
+        for finding in outcome.findings:
+            if SEVERITY_RANK[finding["severity"]] >= HIGH_RANK and finding["key"] not in old_keys:
+                new_high.append({**finding, "account_id": account_id})
+    return new_high
+
+
+def _new_high_agent_findings(run: Run, agents: list[AgentRead]) -> list[dict[str, Any]]:
+    previous_agent_keys = _previous_agent_keys(run)
+    new_high = []
+    for agent in agents:
+        old_keys = previous_agent_keys.get(agent.agent.name, set())
+        for finding in agent.findings:
+            if finding.rank >= HIGH_RANK and finding.key not in old_keys:
+                new_high.append({**finding.to_dict(), "agent": agent.agent.name})
+    return new_high
+
+
+def _snapshot_writes(
+    run: Run, outcomes: list[AccountOutcome], previous: dict[str, AuditSnapshot], now: datetime
+) -> _SnapshotWrites:
+    writes = _SnapshotWrites()
+    for outcome in outcomes:
+        prev = previous.get(outcome.facts.account.account_id)
+        digest = _digest(outcome)
+        if prev is not None and prev.digest == digest:
+            writes.unchanged.append(prev.pk)
+            continue
+        if prev is not None:
+            writes.superseded.append(prev.pk)
+        writes.created.append(_snapshot(run, outcome, prev, digest, now))
+    return writes
+
+
+def _flag_account(run: Run, outcome: AccountOutcome, now: datetime) -> EcrAccount:
+    """The account's drift flag and last audit summary (an unreachable account keeps its flag)."""
+    account = outcome.facts.account
+    if outcome.status != AuditStatus.UNREACHABLE:
+        account.drifted = outcome.status in (AuditStatus.DRIFTED, AuditStatus.MISSING)
+    account.last_audit_at = now
+    top = worst(outcome.findings)
+    account.last_audit_summary = {
+        "run_id": run.pk,
+        "status": outcome.status,
+        "counts": severity_counts(outcome.findings),
+        "worst": public_finding(top) if top else None,
+    }
+    return account
 
 
 def _chunks(items: list[int], size: int = 500) -> Iterable[list[int]]:
