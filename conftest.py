@@ -1,9 +1,11 @@
 """Shared fixtures: personas (healthchecks-style), in-process moto, worker-process helpers."""
 
 import os
-from pathlib import Path
+import shutil
 
 import pytest
+
+from portal.testing import isolate_session
 
 # Tests never reach a real AWS account: fake credentials, no endpoint unless a test sets one.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -13,7 +15,12 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 # Worker processes started by one test session consume only that session's messages.
-os.environ.setdefault("CELERY_QUEUE_DIR", str(Path(__file__).parent / "var" / f"queue-test-{os.getpid()}"))
+SESSION_DIR = isolate_session()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        shutil.rmtree(SESSION_DIR, ignore_errors=True)  # kept after a failure: it has the worker logs
 
 
 @pytest.fixture

@@ -1,0 +1,55 @@
+"""What lets test sessions run side by side (pytest-xdist workers, a second checkout, `make run`):
+each session has its own folder and broker."""
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+
+from portal import testing
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_session_keeps_its_queue_locks_and_logs_in_a_folder_of_its_own():
+    assert settings.VAR_DIR.name == f"test-session-{os.getpid()}"
+    assert settings.CELERY_QUEUE_DIR == settings.VAR_DIR / "queue"  # not `make run`'s var/queue
+    env = testing.worker_env()
+    assert env["PORTAL_VAR_DIR"] == str(settings.VAR_DIR)
+    assert env["CELERY_QUEUE_DIR"] == os.environ["CELERY_QUEUE_DIR"] == str(settings.CELERY_QUEUE_DIR)
+
+
+@pytest.mark.parametrize(
+    ("url", "index", "expected"),
+    [
+        ("redis://127.0.0.1:6379/0", 0, "redis://127.0.0.1:6379/0"),
+        ("redis://127.0.0.1:6379/8", 1, "redis://127.0.0.1:6379/9"),
+        ("redis://127.0.0.1:6379", 2, "redis://127.0.0.1:6379/2"),
+        ("rediss://:secret@redis.internal:6380/3?ssl_cert_reqs=none", 1, "rediss://:secret@redis.internal:6380/4?ssl_cert_reqs=none"),
+    ],
+)  # fmt: skip
+def test_each_xdist_worker_gets_the_redis_database_its_index_above(url, index, expected):
+    assert testing.redis_url_for_worker(url, index) == expected
+
+
+@pytest.mark.parametrize(("worker", "index"), [(None, 0), ("gw0", 0), ("gw1", 1), ("gw12", 12)])
+def test_xdist_worker_index(monkeypatch, worker, index):
+    if worker is None:
+        monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    assert testing.xdist_worker_index() == index
+
+
+def test_this_process_and_its_workers_use_the_sessions_redis_database():
+    """The Celery app reads the broker URL when first used, after conftest.py moved it."""
+    if not settings.CELERY_BROKER_URL.startswith("redis"):
+        pytest.skip("the filesystem broker: no Redis (REDIS_URL unset)")
+    from portal.celery import app
+
+    assert testing.worker_env()["CELERY_BROKER_URL"] == settings.CELERY_BROKER_URL
+    with app.connection_for_write() as conn:
+        database = conn.default_channel.client.connection_pool.connection_kwargs["db"]
+    assert f"/{database}" == urlsplit(settings.CELERY_BROKER_URL).path
