@@ -39,10 +39,10 @@ def moto_server() -> Iterator[str]:
     """An in-process threaded moto server on loopback; yields its URL."""
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # Port 0: the kernel picks a free port as it binds (a port chosen first could be taken by then).
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    url = f"http://127.0.0.1:{port}"
+    url = "http://{}:{}".format(*server.get_host_and_port())
     # Backends live in this process and outlive a server: start from an empty AWS every time.
     requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
     try:

@@ -1,7 +1,8 @@
 """What lets test sessions run side by side (pytest-xdist workers, a second checkout, `make run`):
-each session has its own folder and broker."""
+each session has its own folder, broker and ports."""
 
 import os
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,3 +54,14 @@ def test_this_process_and_its_workers_use_the_sessions_redis_database():
     with app.connection_for_write() as conn:
         database = conn.default_channel.client.connection_pool.connection_kwargs["db"]
     assert f"/{database}" == urlsplit(settings.CELERY_BROKER_URL).path
+
+
+@pytest.mark.timeout(60)  # moto's server thread never says it failed to bind: start() would wait forever
+def test_moto_server_lets_the_kernel_pick_its_port(monkeypatch):
+    """A port chosen before binding may be taken by another process by then (an xdist neighbour)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setattr(testing, "free_port", lambda: taken.getsockname()[1])
+        with testing.moto_server() as url:
+            assert not url.endswith(f":{taken.getsockname()[1]}")
