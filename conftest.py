@@ -1,4 +1,5 @@
-"""Shared fixtures: personas (healthchecks-style), in-process moto, worker-process helpers."""
+"""Shared fixtures: personas (healthchecks-style), in-process moto, worker-process helpers; the two
+passes of `make test` (--suite-pass)."""
 
 import os
 import shutil
@@ -17,9 +18,37 @@ os.environ.pop("AWS_PROFILE", None)
 # Worker processes started by one test session consume only that session's messages.
 SESSION_DIR = isolate_session()
 
+# Tests that start worker processes, servers or Chromium: `make test` runs them after the others,
+# one at a time (see the Makefile).
+SERIAL_MARKS = ("reliability", "browser")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--suite-pass",
+        choices=("parallel", "serial"),
+        default=None,
+        help=f"Only the tests marked {' or '.join(SERIAL_MARKS)} (serial), or only the others (parallel).",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = config.getoption("suite_pass")
+    if wanted is None:
+        return
+    keep, drop = [], []
+    for item in items:
+        serial = any(item.get_closest_marker(mark) for mark in SERIAL_MARKS)
+        (keep if serial == (wanted == "serial") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 def pytest_sessionfinish(session, exitstatus):
-    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+    if session.config.getoption("suite_pass") and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK  # PYTEST_ARGS chose tests of the other pass only
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         shutil.rmtree(SESSION_DIR, ignore_errors=True)  # kept after a failure: it has the worker logs
 
 

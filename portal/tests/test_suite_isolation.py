@@ -1,8 +1,10 @@
-"""What lets test sessions run side by side (pytest-xdist workers, a second checkout, `make run`):
-each session has its own folder, broker and ports."""
+"""What lets `make test` run test sessions side by side (pytest-xdist workers, a second checkout,
+`make run`): each session has its own folder, broker and ports, and the two passes split the suite."""
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -65,3 +67,39 @@ def test_moto_server_lets_the_kernel_pick_its_port(monkeypatch):
         monkeypatch.setattr(testing, "free_port", lambda: taken.getsockname()[1])
         with testing.moto_server() as url:
             assert not url.endswith(f":{taken.getsockname()[1]}")
+
+
+def collect(*args: str) -> subprocess.CompletedProcess:
+    # A fresh session, not an xdist worker of this one (it would take the next Redis database).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def collected(result: subprocess.CompletedProcess) -> set[str]:
+    return {line for line in result.stdout.splitlines() if "::" in line}
+
+
+def test_the_two_passes_split_the_suite_by_mark():
+    """test_kombu_fs.py holds `reliability` tests and others: each pass takes one kind, together all."""
+    path = "portal/tests/test_kombu_fs.py"
+    everything = collected(collect(path))
+    parallel = collected(collect(path, "--suite-pass=parallel"))
+    serial = collected(collect(path, "--suite-pass=serial"))
+    reliability = collected(collect(path, "-m", "reliability"))
+    assert serial == reliability and parallel and serial
+    assert parallel | serial == everything and not parallel & serial
+
+
+def test_a_pass_left_with_no_test_by_pytest_args_succeeds():
+    """`make test PYTEST_ARGS=some/test_file.py` runs both passes: the one with no test must not fail."""
+    result = collect("portal/tests/test_suite_isolation.py", "--suite-pass=serial")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert collected(result) == set()
+    assert collect("portal/tests/test_suite_isolation.py", "-m", "browser").returncode == 5  # as before
