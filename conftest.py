@@ -32,6 +32,12 @@ def pytest_addoption(parser):
     )
 
 
+# Whether the tests PYTEST_ARGS chose include some of the other pass's (unknown to xdist's controller,
+# which collects nothing itself).
+OTHER_PASS_HAS_TESTS = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
 def pytest_collection_modifyitems(config, items):
     wanted = config.getoption("suite_pass")
     if wanted is None:
@@ -40,13 +46,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         serial = any(item.get_closest_marker(mark) for mark in SERIAL_MARKS)
         (keep if serial == (wanted == "serial") else drop).append(item)
+    config.stash[OTHER_PASS_HAS_TESTS] = bool(drop)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if session.config.getoption("suite_pass") and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+    config = session.config
+    if (
+        config.getoption("suite_pass")
+        and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+        and config.stash.get(OTHER_PASS_HAS_TESTS, True)
+    ):
         session.exitstatus = pytest.ExitCode.OK  # PYTEST_ARGS chose tests of the other pass only
     if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         shutil.rmtree(SESSION_DIR, ignore_errors=True)  # kept after a failure: it has the worker logs

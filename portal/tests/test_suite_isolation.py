@@ -99,7 +99,16 @@ def test_the_two_passes_split_the_suite_by_mark():
 
 def test_a_pass_left_with_no_test_by_pytest_args_succeeds():
     """`make test PYTEST_ARGS=some/test_file.py` runs both passes: the one with no test must not fail."""
-    result = collect("portal/tests/test_suite_isolation.py", "--suite-pass=serial")
+    here = "portal/tests/test_suite_isolation.py"
+    result = collect(here, "--suite-pass=serial")
     assert result.returncode == 0, result.stdout + result.stderr
     assert collected(result) == set()
-    assert collect("portal/tests/test_suite_isolation.py", "-m", "browser").returncode == 5  # as before
+
+
+@pytest.mark.parametrize("suite_pass", ["serial", "parallel"])
+def test_pytest_args_that_choose_no_test_at_all_still_fail(suite_pass):
+    """As with one pass: neither pass may call a `-k` that matches nothing a success."""
+    result = collect(
+        "portal/tests/test_suite_isolation.py", "-k", "no_such_test", f"--suite-pass={suite_pass}"
+    )
+    assert result.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, result.stdout + result.stderr
