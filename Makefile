@@ -21,10 +21,18 @@ lint: $(STAMP)  ## ruff (lint + format), mypy and the import layers (settings in
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# The suite in two passes (conftest.py's --suite-pass), each given PYTEST_ARGS:
+# 1. the in-process tests (moto inside the test process, the test client) on one pytest-xdist process
+#    per core, each with its own test database, Redis database, var/ folder and free ports;
+# 2. the `reliability` and `browser` tests (worker processes, servers, Chromium) one at a time, as
+#    before. Not beside other tests, not even as one xdist group beside them: on 2 cores one of them
+#    keeps both cores busy, several depend on time (runs swept as stale after 3-4 s without a
+#    heartbeat) and one restarts the Redis server, emptying every worker's database.
 test: $(STAMP) lint  ## ruff, mypy, Django checks, migrations up to date, the whole pytest suite
 	DEBUG=true $(PY) manage.py check
 	DEBUG=true $(PY) manage.py makemigrations --check --dry-run
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --suite-pass=parallel -n auto $(PYTEST_ARGS)
+	$(PY) -m pytest --suite-pass=serial $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmarks (not part of make test)
 	$(PY) -m bench

@@ -1,9 +1,12 @@
-"""Shared fixtures: personas (healthchecks-style), in-process moto, worker-process helpers."""
+"""Shared fixtures: personas (healthchecks-style), in-process moto, worker-process helpers; the two
+passes of `make test` (--suite-pass)."""
 
 import os
-from pathlib import Path
+import shutil
 
 import pytest
+
+from portal.testing import isolate_session
 
 # Tests never reach a real AWS account: fake credentials, no endpoint unless a test sets one.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -13,7 +16,52 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 # Worker processes started by one test session consume only that session's messages.
-os.environ.setdefault("CELERY_QUEUE_DIR", str(Path(__file__).parent / "var" / f"queue-test-{os.getpid()}"))
+SESSION_DIR = isolate_session()
+
+# Tests that start worker processes, servers or Chromium: `make test` runs them after the others,
+# one at a time (see the Makefile).
+SERIAL_MARKS = ("reliability", "browser")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--suite-pass",
+        choices=("parallel", "serial"),
+        default=None,
+        help=f"Only the tests marked {' or '.join(SERIAL_MARKS)} (serial), or only the others (parallel).",
+    )
+
+
+# Whether the tests PYTEST_ARGS chose include some of the other pass's (unknown to xdist's controller,
+# which collects nothing itself).
+OTHER_PASS_HAS_TESTS = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
+def pytest_collection_modifyitems(config, items):
+    wanted = config.getoption("suite_pass")
+    if wanted is None:
+        return
+    keep, drop = [], []
+    for item in items:
+        serial = any(item.get_closest_marker(mark) for mark in SERIAL_MARKS)
+        (keep if serial == (wanted == "serial") else drop).append(item)
+    config.stash[OTHER_PASS_HAS_TESTS] = bool(drop)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if (
+        config.getoption("suite_pass")
+        and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+        and config.stash.get(OTHER_PASS_HAS_TESTS, True)
+    ):
+        session.exitstatus = pytest.ExitCode.OK  # PYTEST_ARGS chose tests of the other pass only
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        shutil.rmtree(SESSION_DIR, ignore_errors=True)  # kept after a failure: it has the worker logs
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
@@ -39,16 +39,52 @@ def moto_server() -> Iterator[str]:
     """An in-process threaded moto server on loopback; yields its URL."""
     from moto.server import ThreadedMotoServer  # noqa: PLC0415  moto loads only when a test starts a server
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # Port 0: the kernel picks a free port as it binds (a port chosen first could be taken by then).
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    url = f"http://127.0.0.1:{port}"
+    url = "http://{}:{}".format(*server.get_host_and_port())
     # Backends live in this process and outlive a server: start from an empty AWS every time.
     requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
     try:
         yield url
     finally:
         server.stop()
+
+
+def xdist_worker_index() -> int:
+    """This process's place among pytest-xdist's workers (gw1 is 1); 0 without xdist."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+def redis_url_for_worker(url: str, index: int) -> str:
+    """`url` moved `index` Redis databases up. A database holds a broker's queues, unacknowledged
+    messages and bindings, so xdist workers in databases of their own never take each other's."""
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0) + index
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def isolate_session() -> Path:
+    """Give this test session (each xdist worker is one) a folder and a broker of its own.
+
+    The folder under var/ holds the filesystem queue, the agent lock files and the worker logs, which
+    other sessions and `make run` would otherwise share; worker processes get it as PORTAL_VAR_DIR.
+    Called from conftest.py: pytest-django has read the settings by then, so they are changed here.
+    """
+    session_dir = Path(settings.VAR_DIR) / f"test-session-{os.getpid()}"
+    session_dir.mkdir(parents=True, exist_ok=True)
+    settings.VAR_DIR = session_dir
+    settings.CELERY_QUEUE_DIR = session_dir / "queue"
+    os.environ["CELERY_QUEUE_DIR"] = str(settings.CELERY_QUEUE_DIR)
+    index = xdist_worker_index()
+    if settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        settings.CELERY_BROKER_URL = redis_url_for_worker(settings.CELERY_BROKER_URL, index)
+    for name in ("REDIS_URL", "CELERY_BROKER_URL"):  # for processes started with this environment
+        if os.environ.get(name, "").startswith(("redis://", "rediss://")):
+            os.environ[name] = redis_url_for_worker(os.environ[name], index)
+    if settings.REDIS_URL:
+        settings.REDIS_URL = redis_url_for_worker(settings.REDIS_URL, index)
+    return session_dir
 
 
 def database_url() -> str:
