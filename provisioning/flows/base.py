@@ -123,6 +123,23 @@ class Outcomes:
     def count(self, outcome: str) -> int:
         return sum(1 for status in self.status.values() if status == outcome)
 
+    def tally(self, total: int) -> str:
+        """ "Accounts: 3 succeeded, 1 already in sync, 5 failed, 2 not started (of 11)." """
+        parts = [
+            f"{self.count(outcome)} {label}"
+            for outcome, label in (
+                (SUCCEEDED, "succeeded"),
+                (UNCHANGED, "already in sync"),
+                (FAILED, "failed"),
+                (NOT_STARTED, "not started"),
+            )
+            if self.count(outcome)
+        ]
+        unreached = total - len(self.status)
+        if unreached:
+            parts.append(f"{unreached} not reached")
+        return f"Accounts: {', '.join(parts)} (of {total})."
+
     def as_result(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -197,6 +214,12 @@ class Flow(ABC):
             for step in self.steps(scope):
                 self._execute_step(run, scope, outcomes, step)
             return self.summarize(run, scope, outcomes)
+        except STEP_ERRORS as exc:
+            if len(scope.accounts) < 2 or not outcomes.status:
+                raise
+            # A step every account needed failed (the agent's permissions, say): say so, and how far
+            # each account got, rather than one error for a run that did most of its work.
+            raise RunFailed(f"{exc}\n{outcomes.tally(len(scope.accounts))}") from exc
         finally:
             if scope.accounts:
                 Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())

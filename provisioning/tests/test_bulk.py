@@ -371,3 +371,36 @@ def test_an_unreadable_account_in_the_file_is_named_in_the_plan_error(agent, aws
     assert exc.value.code == "WrongAccount"
     assert exc.value.message.startswith(f"row 3, account {accounts[1]}: ")
     assert aws.write_calls() == 0
+
+
+def test_when_aws_becomes_unreachable_mid_run_each_account_says_how_far_it_got(
+    transactional_db, agent, aws, tmp_path, monkeypatch
+):
+    """Issue 11, item 5: not "6 of 6 failed" after two accounts were done."""
+    accounts = ids(6)
+    real_write, state = aws.Iam.write, {"attached": 0}
+    real_client_for = aws.sessions.client_for
+
+    def write(self, method, **params):
+        request_id = real_write(self, method, **params)
+        if method == "attach_role_policy":
+            state["attached"] += 1
+        return request_id
+
+    def client_for(access, service):  # fault injection: the network goes after the second account
+        if state["attached"] >= 2:
+            raise aws.AwsError("EndpointConnectionError", "Could not connect to the endpoint URL")
+        return real_client_for(access, service)
+
+    monkeypatch.setattr(aws.Iam, "write", write)
+    monkeypatch.setattr(aws.sessions, "client_for", client_for)
+    run = _request(agent, [row(a) for a in accounts], tmp_path, max_concurrency=1)
+    assert run.status == RunStatus.FAILED
+    assert run.result["accounts"] == {
+        **dict.fromkeys(accounts[:2], "succeeded"),
+        **dict.fromkeys(accounts[2:], "failed"),
+    }
+    assert "EndpointConnectionError" in run.result["errors"][accounts[2]]
+    # The agent's permissions could not be written either: the run says so, and how far each got.
+    assert "EndpointConnectionError" in run.explanation
+    assert "Accounts: 2 succeeded, 4 failed (of 6)." in run.explanation
