@@ -41,8 +41,6 @@ COLUMNS = (
 REQUIRED_COLUMNS = ("account_id", "regions")
 MAX_BYTES = 512 * 1024
 MAX_ROWS = 500
-# OWASP "CSV injection": a cell starting with one of these is a formula to a spreadsheet.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 REGION_SEPARATORS = re.compile(r"[\s,;|]+")
 # Lists and mappings inside each other: `accounts:` > the rows > a row > its regions is 4. The YAML
 # composer and json.loads recurse once per level, so a deeper file is refused before they do.
@@ -175,7 +173,7 @@ def _read_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
     except csv.Error as exc:
         raise _Refused(f"not a readable CSV file: {exc}") from None
     for cell in header:
-        if cell.strip().startswith(FORMULA_START):
+        if v.starts_like_formula(cell.strip()):
             raise _Refused(f"header cell {cell.strip()[:20]!r} starts like a spreadsheet formula")
     columns = [_column(c) for c in header]
     _check_columns(columns)
@@ -340,7 +338,7 @@ def _validate_row(  # noqa: C901  split next (issue 10)
             padded.append(column)  # checked as it is, then refused with the hint (as the forms do)
         if bad:
             problem(column, bad)
-        elif text.startswith(FORMULA_START) or text.lstrip().startswith(FORMULA_START):
+        elif v.starts_like_formula(text):
             problem(
                 column, f"starts with {text[:1]!r}: cells that look like spreadsheet formulas are refused"
             )
