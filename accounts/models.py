@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import F
 from django.urls import reverse
 
-from portal.fields import EncryptedTextField
+from portal.fields import EncryptedTextField, UnreadableSecret
 
 from . import validators as v
 from .choices import (
@@ -156,6 +156,9 @@ class ExternalId(models.Model):
 class BrokerInstance(models.Model):
     """One Snyk Broker client for one ECR account and region."""
 
+    # Shown where the token would be used when no key decrypts it (a rotated ENCRYPTION_KEYS).
+    TOKEN_UNREADABLE = "token unreadable — re-enter or rotate"
+
     account = models.ForeignKey(EcrAccount, on_delete=models.CASCADE, related_name="brokers")
     region = models.CharField(max_length=32, validators=[v.validate_region])
     broker_token = EncryptedTextField(validators=[v.validate_uuid4])
@@ -201,5 +204,17 @@ class BrokerInstance(models.Model):
         return str(uuid.uuid4())
 
     @property
+    def token_readable(self) -> bool:
+        """False when no key of ENCRYPTION_KEYS decrypts the stored token (pages say so)."""
+        try:
+            _ = self.broker_token  # reading decrypts
+        except UnreadableSecret:
+            return False
+        return True
+
+    @property
     def masked_token(self) -> str:
-        return f"••••••••-••••-••••-••••-••••••••{self.broker_token[-4:]}" if self.broker_token else ""
+        """The token's last four characters ("" when it is blank or unreadable)."""
+        if not self.token_readable or not self.broker_token:
+            return ""
+        return f"••••••••-••••-••••-••••-••••••••{self.broker_token[-4:]}"
