@@ -5,14 +5,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from cryptography.fernet import Fernet
-from django.apps import AppConfig, apps
+from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
-from django.db.models import Model
 
-from .fields import EncryptedTextField, UnreadableSecret, decrypt
+from . import fields
 
 
 def _secret_key() -> str:
@@ -79,18 +78,6 @@ def encryption_key_check(app_configs: Sequence[AppConfig] | None, **kwargs: Any)
     ]
 
 
-def _unreadable(model: type[Model], field: EncryptedTextField, database: str) -> list[Any]:
-    """Primary keys of the rows whose `field` no key of ENCRYPTION_KEYS decrypts."""
-    rows = model._default_manager.using(database).exclude(**{field.name: ""})
-    found = []
-    for pk, token in rows.order_by("pk").values_list("pk", field.name).iterator():
-        try:
-            decrypt(token)
-        except UnreadableSecret:
-            found.append(pk)
-    return found
-
-
 @register(Tags.database)  # reads every row: `check --database default` and `migrate` run it
 def unreadable_secrets_check(
     app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
@@ -98,10 +85,9 @@ def unreadable_secrets_check(
     counts: dict[str, list[Any]] = {}
     try:
         for database in databases or ():
-            for model in apps.get_models():
-                for field in model._meta.concrete_fields:
-                    if isinstance(field, EncryptedTextField) and (pks := _unreadable(model, field, database)):
-                        counts[f"{model._meta.label}.{field.name}"] = pks
+            for model, field in fields.encrypted_fields():
+                if pks := [pk for pk, _ in fields.unreadable(model, field, database)]:
+                    counts[f"{model._meta.label}.{field.name}"] = pks
     except (DatabaseError, ImproperlyConfigured):
         return []  # not migrated yet, or a malformed key (portal.E003 says which)
     if not counts:
