@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import F
 from django.urls import reverse
 
-from portal.fields import EncryptedTextField
+from portal.fields import EncryptedTextField, UnreadableSecret
 
 from . import validators as v
 from .choices import (
@@ -27,7 +27,7 @@ class ManagementAccess(models.Model):
 
     management_role_arn = models.CharField(max_length=2048, blank=True, validators=[v.validate_role_arn])
     management_external_id = models.CharField(
-        max_length=1224, blank=True, validators=[v.validate_external_id]
+        max_length=1224, blank=True, validators=[v.validate_external_id, v.validate_not_formula]
     )
 
     class Meta:
@@ -83,7 +83,7 @@ class EcrAccount(ManagementAccess):
     """An AWS account holding ECR repositories, scanned through one broker per region."""
 
     account_id = models.CharField(max_length=12, unique=True, validators=[v.validate_account_id])
-    alias = models.CharField(max_length=100, blank=True)
+    alias = models.CharField(max_length=100, blank=True, validators=[v.validate_not_formula])
     agent = models.ForeignKey(AgentIdentity, on_delete=models.PROTECT, related_name="accounts")
     service_role_name = models.CharField(
         max_length=64, default=DEFAULT_SERVICE_ROLE_NAME, validators=[v.validate_iam_name]
@@ -128,7 +128,9 @@ class ExternalId(models.Model):
     """An sts:ExternalId the service role's trust accepts. Two at once only during rotation."""
 
     account = models.ForeignKey(EcrAccount, on_delete=models.CASCADE, related_name="external_ids")
-    value = models.CharField(max_length=1224, validators=[v.validate_broker_external_id])
+    value = models.CharField(
+        max_length=1224, validators=[v.validate_broker_external_id, v.validate_not_formula]
+    )
     state = models.CharField(max_length=8, choices=ExternalIdState.choices, default=ExternalIdState.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
     retiring_since = models.DateTimeField(null=True, blank=True)
@@ -153,6 +155,9 @@ class ExternalId(models.Model):
 
 class BrokerInstance(models.Model):
     """One Snyk Broker client for one ECR account and region."""
+
+    # Shown where the token would be used when no key decrypts it (a rotated ENCRYPTION_KEYS).
+    TOKEN_UNREADABLE = "token unreadable — re-enter or rotate"
 
     account = models.ForeignKey(EcrAccount, on_delete=models.CASCADE, related_name="brokers")
     region = models.CharField(max_length=32, validators=[v.validate_region])
@@ -199,5 +204,17 @@ class BrokerInstance(models.Model):
         return str(uuid.uuid4())
 
     @property
+    def token_readable(self) -> bool:
+        """False when no key of ENCRYPTION_KEYS decrypts the stored token (pages say so)."""
+        try:
+            _ = self.broker_token  # reading decrypts
+        except UnreadableSecret:
+            return False
+        return True
+
+    @property
     def masked_token(self) -> str:
-        return f"••••••••-••••-••••-••••-••••••••{self.broker_token[-4:]}" if self.broker_token else ""
+        """The token's last four characters ("" when it is blank or unreadable)."""
+        if not self.token_readable or not self.broker_token:
+            return ""
+        return f"••••••••-••••-••••-••••-••••••••{self.broker_token[-4:]}"

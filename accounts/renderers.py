@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import yaml
 from django.core.exceptions import ValidationError
 
+from portal.fields import UnreadableSecret
+
 from . import validators as v
 from .choices import AgentKind, BrokerStatus, ExternalIdState
 
@@ -76,6 +78,16 @@ def _check(name: str, value: str, *validators: Callable[[str], None]) -> str:
     return value
 
 
+def _readable_token(broker: BrokerInstance) -> str:
+    try:
+        return broker.broker_token
+    except UnreadableSecret:
+        raise BrokerFileError(
+            f"BROKER_TOKEN: {broker.TOKEN_UNREADABLE}. No key of ENCRYPTION_KEYS decrypts it: put back "
+            "the key it was stored with, or enter its token again."
+        ) from None
+
+
 def broker_settings(broker: BrokerInstance, *, masked: bool = False) -> dict[str, str]:
     """The broker client's environment, in the order the docs list it.
 
@@ -89,7 +101,8 @@ def broker_settings(broker: BrokerInstance, *, masked: bool = False) -> dict[str
     account = broker.account
     client_url = _check("BROKER_CLIENT_URL", broker.broker_client_url, v.validate_service_url)
     agent_url = _check("CR_AGENT_URL", broker.cr_agent_url, v.validate_service_url).rstrip("/")
-    token = MASK if masked else _check("BROKER_TOKEN", broker.broker_token, v.validate_uuid4)
+    token = _readable_token(broker)
+    token = MASK if masked else _check("BROKER_TOKEN", token, v.validate_uuid4)
     external_id = _check(
         "CR_EXTERNAL_ID", current_external_id(account), v.validate_external_id, v.validate_broker_safe
     )

@@ -58,6 +58,26 @@ def has_surrounding_whitespace(value: object) -> bool:
     return isinstance(value, str) and value.strip() != "" and value != value.strip()
 
 
+# OWASP "CSV injection": a value starting with one of these is a formula to a spreadsheet, and the
+# inventory ends up in spreadsheets (audit exports, bulk reports). Fullwidth forms included.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def starts_like_formula(value: str) -> bool:
+    return value.startswith(FORMULA_START) or value.lstrip().startswith(FORMULA_START)
+
+
+def validate_not_formula(value: str) -> None:
+    """On the model fields of free text and ExternalIds, so the wizard, the command line and uploads
+    refuse the same values (an upload checks every cell with the same rule)."""
+    if starts_like_formula(value):
+        raise ValidationError(
+            "Starts with %(start)r: values that look like spreadsheet formulas are refused.",
+            code="formula",
+            params={"start": value[:1]},
+        )
+
+
 def _ascii_only(value: str) -> None:
     # \w in Python matches non-ASCII letters; IAM's [\w] does not.
     if not value.isascii():

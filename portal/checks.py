@@ -1,4 +1,5 @@
-"""System checks: refuse to run in production with a development secret key."""
+"""System checks: refuse to run in production with a development secret key; count stored secrets
+no key decrypts."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -6,8 +7,11 @@ from typing import Any
 from cryptography.fernet import Fernet
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
+
+from . import fields
 
 
 def _secret_key() -> str:
@@ -70,5 +74,34 @@ def encryption_key_check(app_configs: Sequence[AppConfig] | None, **kwargs: Any)
             hint="Set ENCRYPTION_KEYS to a Fernet key (python -c 'from cryptography.fernet import "
             "Fernet; print(Fernet.generate_key().decode())') so rotating SECRET_KEY keeps tokens readable.",
             id="portal.W002",
+        )
+    ]
+
+
+@register(Tags.database)  # reads every row: `check --database default` and `migrate` run it
+def unreadable_secrets_check(
+    app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    counts: dict[str, list[Any]] = {}
+    try:
+        for database in databases or ():
+            for model, field in fields.encrypted_fields():
+                if pks := [pk for pk, _ in fields.unreadable(model, field, database)]:
+                    counts[f"{model._meta.label}.{field.name}"] = pks
+    except (DatabaseError, ImproperlyConfigured):
+        return []  # not migrated yet, or a malformed key (portal.E003 says which)
+    if not counts:
+        return []
+    total = sum(len(pks) for pks in counts.values())
+    where = "; ".join(
+        f"{label}: ids {', '.join(map(str, pks[:10]))}{' …' if len(pks) > 10 else ''}"
+        for label, pks in counts.items()
+    )
+    return [
+        Warning(
+            f"{total} stored secret(s) cannot be decrypted with ENCRYPTION_KEYS ({where}).",
+            hint="Put the key they were encrypted with back into ENCRYPTION_KEYS (the first key "
+            "encrypts, every key decrypts), or enter those secrets again.",
+            id="portal.W003",
         )
     ]

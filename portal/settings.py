@@ -105,7 +105,7 @@ def _secret(name: str, default: str = "") -> str:
 
 # Read after .env, which may set it too.
 VAR_DIR = Path(_raw("PORTAL_VAR_DIR") or BASE_DIR / "var")
-VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite file, filesystem queue, lock files
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # SQLite file (broker tokens), queue, lock files
 
 # A well-known development key. The portal.E001 check refuses it whenever DEBUG is off.
 DEFAULT_SECRET_KEY = "insecure-development-key-do-not-use-in-production"

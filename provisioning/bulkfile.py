@@ -3,9 +3,9 @@
 `load()` reads a file into a BulkReport: the rows as unsaved, validated inventory rows (the same
 `inventory.account_build` the wizard and the command line use), and every problem found, each naming
 its row and field. Nothing here saves a row or calls AWS. A file is refused as a whole when it is
-too big, not UTF-8, has unknown or missing columns, or is YAML with aliases, tags or duplicate keys;
-a cell that starts like a spreadsheet formula (`=cmd`, `+`, `-`, `@`) is refused, because the file
-and the reports made from it end up in spreadsheets.
+too big, not UTF-8, has unknown or missing columns, is nested deeper than any row needs, or is
+YAML with aliases, tags or duplicate keys; a cell that starts like a spreadsheet formula (`=cmd`,
+`+`, `-`, `@`) is refused, because the file and the reports made from it end up in spreadsheets.
 """
 
 from __future__ import annotations
@@ -41,9 +41,13 @@ COLUMNS = (
 REQUIRED_COLUMNS = ("account_id", "regions")
 MAX_BYTES = 512 * 1024
 MAX_ROWS = 500
-# OWASP "CSV injection": a cell starting with one of these is a formula to a spreadsheet.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 REGION_SEPARATORS = re.compile(r"[\s,;|]+")
+# Lists and mappings inside each other: `accounts:` > the rows > a row > its regions is 4. The YAML
+# composer and json.loads recurse once per level, so a deeper file is refused before they do.
+MAX_NESTING = 8
+TOO_DEEP = f"too deeply nested: at most {MAX_NESTING} levels of lists and mappings"
+# In JSON text: a string (skipped whole, it may hold brackets) or a bracket.
+_JSON_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,9 @@ class _Refused(Exception):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML without aliases (no "billion laughs") and without duplicate keys."""
+    """Safe YAML without aliases (no "billion laughs"), duplicate keys or deep nesting."""
+
+    nesting = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -124,7 +130,13 @@ class _StrictLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, "aliases (*name) are not accepted", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self.nesting >= MAX_NESTING and self.check_event(yaml.CollectionStartEvent):
+            raise _Refused(f"{TOO_DEEP} (line {self.peek_event().start_mark.line + 1})")
+        self.nesting += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.nesting -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[Any] = set()
@@ -161,7 +173,7 @@ def _read_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
     except csv.Error as exc:
         raise _Refused(f"not a readable CSV file: {exc}") from None
     for cell in header:
-        if cell.strip().startswith(FORMULA_START):
+        if v.starts_like_formula(cell.strip()):
             raise _Refused(f"header cell {cell.strip()[:20]!r} starts like a spreadsheet formula")
     columns = [_column(c) for c in header]
     _check_columns(columns)
@@ -342,7 +354,7 @@ def _cells(raw: dict[str, Any], problem: Callable[[str, str], None]) -> tuple[di
             padded.append(column)  # checked as it is, then refused with the hint (as the forms do)
         if bad:
             problem(column, bad)
-        elif text.startswith(FORMULA_START) or text.lstrip().startswith(FORMULA_START):
+        elif v.starts_like_formula(text):
             problem(
                 column, f"starts with {text[:1]!r}: cells that look like spreadsheet formulas are refused"
             )
@@ -396,8 +408,25 @@ def load(agent: AgentIdentity | None, content: bytes, filename: str = "") -> Bul
     return validate(agent, raw_rows)
 
 
+def _json_nesting(text: str) -> int:
+    """How deep the lists and objects of a JSON text go, counted without decoding it."""
+    depth = deepest = 0
+    for match in _JSON_STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_NESTING:
+                break
+        elif token in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
 def load_records(agent: AgentIdentity | None, records: str) -> BulkReport:
     """Re-validate what `BulkReport.records()` produced (a confirm page posts it back)."""
+    if _json_nesting(records) > MAX_NESTING:
+        return BulkReport(agent=agent, problems=[Problem(None, "", f"the confirmed rows are {TOO_DEEP}")])
     try:
         data = json.loads(records)
         raw_rows = [(int(number), dict(values)) for number, values in data]

@@ -62,7 +62,19 @@ FIELDS: dict[str, frozenset[str]] = {
     "upload": UPLOAD_FIELDS,
 }
 TARGETS = frozenset(FIELDS)
-_KEYS = {"target", "field", "value", "expect", "repeat", "prefix", "suffix", "id", "filename", "encoding"}
+_KEYS = {
+    "target",
+    "field",
+    "value",
+    "expect",
+    "repeat",
+    "prefix",
+    "suffix",
+    "close",
+    "id",
+    "filename",
+    "encoding",
+}
 _REQUIRED = {"target", "field", "value", "expect"}
 
 
@@ -111,10 +123,17 @@ def load_bad_inputs(path: Path = CORPUS, *, targets: Iterable[str] | None = None
             raise CorpusError(f"{where}: unknown target {item['target']!r}")
         if item["field"] not in FIELDS[item["target"]]:
             raise CorpusError(f"{where}: {item['target']} has no field {item['field']!r}")
-        for key in ("value", "expect", "prefix", "suffix", "filename", "encoding"):
+        for key in ("value", "expect", "prefix", "suffix", "close", "filename", "encoding"):
             if key in item and not isinstance(item[key], str):
                 raise CorpusError(f"{where}: {key} must be a string (quote it)")
-        value = item.get("prefix", "") + item["value"] * int(item.get("repeat", 1)) + item.get("suffix", "")
+        repeat = int(item.get("repeat", 1))
+        # `close` is repeated as often as `value`: what a nested value needs to end well-formed.
+        value = (
+            item.get("prefix", "")
+            + item["value"] * repeat
+            + item.get("suffix", "")
+            + item.get("close", "") * repeat
+        )
         case_id = str(item.get("id") or f"{item['target']}-{item['field']}-{number}")
         if case_id in seen:
             raise CorpusError(f"{where}: duplicate id {case_id!r}")

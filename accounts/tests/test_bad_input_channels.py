@@ -341,6 +341,29 @@ def test_upload_page_refuses_the_file(client, operator, existing, aws, case):
     assert_untouched(aws, before)
 
 
+# A confirm page posts its rows back as JSON (BulkReport.records()): nested past any row's shape.
+NESTED_RECORDS = {
+    "lists": "[" * 5000,
+    "in-a-row": '[[2,{"alias":' + "[" * 5000 + '"x"' + "]" * 5000 + "}]]",
+    "mappings": '{"a":' * 5000 + "1" + "}" * 5000,
+}
+
+
+@pytest.mark.parametrize("records", [pytest.param(v, id=k) for k, v in NESTED_RECORDS.items()])
+def test_the_confirm_step_refuses_nested_records(client, operator, existing, aws, records):
+    client.force_login(operator)
+    before = inventory_counts()
+    response = client.post(
+        reverse("accounts:account_onboard_file"),
+        {"agent": existing.pk, "max_concurrency": 2, "records": records, "plan_digest": "0" * 64},
+    )
+    assert response.status_code == 400
+    shown = problems_shown(response.content.decode())
+    assert any(field == "" and "too deeply nested" in message for _, field, message in shown), shown
+    assert 'id="confirm-plan"' not in response.content.decode()
+    assert_untouched(aws, before)
+
+
 def test_the_upload_corpus_covers_the_issue():
     ids = {case.id for case in UPLOAD_CASES}
     for needed in ("wrong-columns", "missing", "duplicate-account-ids", "huge-file", "latin-1", "empty-file"):
@@ -349,3 +372,4 @@ def test_the_upload_corpus_covers_the_issue():
     for start in ("=cmd|' /C calc'!A0", ",+1,", "@SUM(1)", ",-2,"):
         assert start in formulas
     assert any("yaml-alias" in i for i in ids) and any("yaml-python-tag" in i for i in ids)
+    assert {"upload-nested-lists-json", "upload-nested-mapping-400", "upload-nested-cell"} <= ids

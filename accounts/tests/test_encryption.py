@@ -1,10 +1,17 @@
 """Broker tokens at rest: the raw column holds a Fernet token, never the broker token; keys rotate
-(the first key encrypts, every key decrypts); a wrong or malformed key fails loudly."""
+(the first key encrypts, every key decrypts); a wrong or malformed key fails loudly where the token
+is used, and only there: a row loads, saves and shows on every page without its token."""
+
+import io
+import re
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
+from django.urls import reverse
 
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
 from portal import fields
@@ -100,18 +107,33 @@ def test_rotation_new_key_first_still_reads_old_rows(broker, keys):
     assert BrokerInstance.objects.get(pk=broker.pk).broker_token == TOKEN
 
 
-def test_wrong_key_raises_a_clear_error(broker, keys):
+def test_wrong_key_raises_a_clear_error_where_the_token_is_read(broker, keys):
     keys.ENCRYPTION_KEYS = [NEW_KEY]
-    with pytest.raises(ValueError, match="ENCRYPTION_KEYS") as exc:
-        BrokerInstance.objects.get(pk=broker.pk)
+    loaded = BrokerInstance.objects.get(pk=broker.pk)  # loading decrypts nothing
+    assert not loaded.token_readable
+    with pytest.raises(fields.UnreadableSecret, match="ENCRYPTION_KEYS") as exc:
+        loaded.broker_token  # the read is the test
     message = str(exc.value)
     assert TOKEN not in message and raw_token(broker.pk) not in message
+    assert isinstance(exc.value, ValueError)
+
+
+def test_a_row_whose_token_is_unreadable_saves_its_other_fields_and_keeps_the_token(broker, keys):
+    stored = raw_token(broker.pk)
+    keys.ENCRYPTION_KEYS = [NEW_KEY]
+    loaded = BrokerInstance.objects.get(pk=broker.pk)
+    loaded.port = 8443
+    loaded.save()
+    assert raw_token(broker.pk) == stored  # saved back as it was, never encrypted twice
+    keys.ENCRYPTION_KEYS = [OLD_KEY]  # the key comes back: so does the token
+    assert BrokerInstance.objects.get(pk=broker.pk).broker_token == TOKEN
 
 
 def test_malformed_key_names_the_setting_not_the_key(broker, keys):
     keys.ENCRYPTION_KEYS = ["this-is-not-a-fernet-key"]
+    loaded = BrokerInstance.objects.get(pk=broker.pk)
     with pytest.raises(ImproperlyConfigured, match="ENCRYPTION_KEYS entry 1") as exc:
-        BrokerInstance.objects.get(pk=broker.pk)
+        loaded.broker_token  # the read is the test
     assert "this-is-not-a-fernet-key" not in str(exc.value)
     with pytest.raises(ImproperlyConfigured, match="ENCRYPTION_KEYS entry 1"):
         fields.encrypt(TOKEN)
@@ -126,7 +148,7 @@ def test_without_encryption_keys_a_key_derived_from_secret_key_is_used(settings,
     # Which is why portal.W002 asks for ENCRYPTION_KEYS: a new SECRET_KEY loses the tokens.
     settings.SECRET_KEY = "second-" + "k" * 40
     with pytest.raises(ValueError, match="ENCRYPTION_KEYS"):
-        BrokerInstance.objects.get(pk=broker.pk)
+        BrokerInstance.objects.get(pk=broker.pk).broker_token  # the read is the test
 
 
 def test_blank_and_null_stay_as_they_are():
@@ -147,3 +169,82 @@ def test_a_row_with_a_blank_token_loads_and_saves_back(broker):
     assert reloaded.masked_token == ""
     reloaded.save()  # NOT NULL column: loading "" as None made this save fail
     assert raw_token(broker.pk) == ""
+
+
+# --- one unreadable token among readable ones: every page still answers ----------------------------
+
+UNREADABLE = "token unreadable — re-enter or rotate"
+
+
+def make_unreadable(broker) -> None:
+    """The broker's token as a key ENCRYPTION_KEYS does not hold would have written it."""
+    foreign = Fernet(Fernet.generate_key()).encrypt(TOKEN.encode()).decode()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {BrokerInstance._meta.db_table} SET broker_token = %s WHERE id = %s",
+            [foreign, broker.pk],
+        )
+
+
+@pytest.fixture
+def two_accounts(keys, make_account):
+    """Two accounts of one agent on one agent URL (one docker host); the first's token is unreadable."""
+    bad = make_account(
+        "222222222222", broker_client_url="http://broker-a:8000", cr_agent_url="http://cra:8081"
+    )
+    good = make_account(
+        "333333333333", broker_client_url="http://broker-b:8001", cr_agent_url="http://cra:8081"
+    )
+    make_unreadable(bad.brokers.get())
+    return bad, good
+
+
+def _broker_article(body: str, region: str) -> str:
+    match = re.search(rf'<article class="change broker" id="broker-{region}">(.*?)</article>', body, re.S)
+    assert match, body
+    return match.group(1)
+
+
+def test_pages_show_an_unreadable_token_on_its_broker_and_answer(client, operator, two_accounts):
+    bad, good = two_accounts
+    client.force_login(operator)
+    for name, args in [
+        ("dashboard", []),
+        ("accounts:account_list", []),
+        ("accounts:agent_detail", [bad.agent.pk]),
+    ]:
+        assert client.get(reverse(name, args=args)).status_code == 200, name
+    body = client.get(bad.get_absolute_url()).content.decode()
+    article = _broker_article(body, "us-east-1")
+    assert UNREADABLE in article
+    assert "download" not in article.lower()
+    good_article = _broker_article(client.get(good.get_absolute_url()).content.decode(), "us-east-1")
+    assert UNREADABLE not in good_article and "Download .env" in good_article
+    assert good.brokers.get().masked_token in good_article
+
+
+@pytest.mark.parametrize("fmt", ["env", "helm", "docker"])
+def test_downloading_an_unreadable_token_explains_instead_of_failing(client, operator, two_accounts, fmt):
+    bad, _ = two_accounts
+    client.force_login(operator)
+    response = client.get(reverse("accounts:broker_download", args=[bad.brokers.get().pk, fmt]), follow=True)
+    assert response.redirect_chain[-1][0] == bad.get_absolute_url()
+    (message,) = [str(m) for m in response.context["messages"]]
+    assert UNREADABLE in message and "ENCRYPTION_KEYS" in message
+
+
+def test_a_host_script_leaves_out_the_broker_whose_token_is_unreadable(client, operator, two_accounts):
+    _, good = two_accounts
+    client.force_login(operator)
+    response = client.get(reverse("accounts:broker_download", args=[good.brokers.get().pk, "docker"]))
+    assert response.status_code == 200
+    script = response.content.decode()
+    assert "broker-b" in script and "--name broker-a" not in script
+    assert UNREADABLE in script  # named among the brokers left out, with why
+
+
+def test_the_command_line_refuses_an_unreadable_token(two_accounts):
+    bad, _ = two_accounts
+    with pytest.raises(CommandError, match=UNREADABLE) as exc:
+        call_command("broker_env", bad.account_id, stdout=io.StringIO())
+    assert exc.value.returncode == 2

@@ -317,25 +317,40 @@ def _broker(saved_agent, saved_account, **values):
     return BrokerInstance(**{**fields, **values})
 
 
+# The model fields of free text and ExternalIds also refuse a value a spreadsheet would run as a
+# formula (the validator functions above are IAM's and YAML's rules only).
+FORMULAS = ["=HYPERLINK(1)", "+a", "-ab", "@a", " =ab", "\uff1dab", "\uff20ab"]
+
+
+def _no_formulas(values: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {
+        "good": [value for value in values["good"] if not v.starts_like_formula(value)],
+        "bad": [*values["bad"], *FORMULAS],
+    }
+
+
+ALIASES = {"good": ["", "team a", "a" * 100, "Team (prod) = payments", "a-b", "a@b"], "bad": ["a" * 101]}
+
 MODEL_FIELDS = [
     (_agent, "account_id", ACCOUNT_IDS),
     (_agent, "iam_name", IAM_NAMES),
     (_agent, "policy_name", POLICY_NAMES),
     (_agent, "management_role_arn", ROLE_ARNS),
-    (_agent, "management_external_id", EXTERNAL_IDS),
+    (_agent, "management_external_id", _no_formulas(EXTERNAL_IDS)),
     (_account, "account_id", ACCOUNT_IDS),
     (_account, "service_role_name", IAM_NAMES),
     (_account, "read_policy_name", POLICY_NAMES),
     (_account, "management_role_arn", ROLE_ARNS),
-    (_account, "management_external_id", EXTERNAL_IDS),
-    (_external_id, "value", BROKER_EXTERNAL_IDS),
+    (_account, "management_external_id", _no_formulas(EXTERNAL_IDS)),
+    (_account, "alias", _no_formulas(ALIASES)),
+    (_external_id, "value", _no_formulas(BROKER_EXTERNAL_IDS)),
     (_broker, "region", REGIONS),
     (_broker, "broker_token", TOKENS),
     (_broker, "broker_client_url", SERVICE_URLS),
     (_broker, "cr_agent_url", SERVICE_URLS),
 ]
 # Blank means "not set" for these optional fields, so "" is a good value there.
-OPTIONAL = {"management_role_arn", "management_external_id", "broker_client_url", "cr_agent_url"}
+OPTIONAL = {"alias", "management_role_arn", "management_external_id", "broker_client_url", "cr_agent_url"}
 
 
 def _model_params(kind):

@@ -89,6 +89,51 @@ def test_malformed_encryption_key_is_an_error_naming_its_position(production):
         call_command("check")
 
 
+# --- stored secrets no key decrypts ------------------------------------------------------------------
+
+
+@pytest.fixture
+def brokers(production, db):
+    from accounts import services as account_services
+
+    agent = account_services.agent_create(name="cra", kind="role", account_id="111111111111")
+    account = account_services.account_create(
+        agent=agent, account_id="222222222222", regions=["us-east-1", "eu-west-1", "eu-central-1"]
+    )
+    return list(account.brokers.order_by("pk"))
+
+
+def _encrypt_with_a_foreign_key(broker) -> str:
+    from django.db import connection
+
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b").decode()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {broker._meta.db_table} SET broker_token = %s WHERE id = %s", [foreign, broker.pk]
+        )
+    return foreign
+
+
+def test_unreadable_secrets_are_counted_with_their_rows_never_shown(brokers, capsys):
+    first, _, third = brokers
+    stored = [_encrypt_with_a_foreign_key(b) for b in (first, third)]
+    (warning,) = checks.unreadable_secrets_check(None, databases=["default"])
+    assert warning.id == "portal.W003"
+    assert "2 stored secret(s)" in warning.msg and f"ids {first.pk}, {third.pk}" in warning.msg
+    assert "accounts.BrokerInstance.broker_token" in warning.msg
+    said = f"{warning.msg} {warning.hint}"
+    assert "1b4e28ba" not in said and not any(token in said for token in stored)
+    call_command("check", "--database", "default")  # a warning: reported, nothing refused
+    assert "portal.W003" in capsys.readouterr().err
+
+
+def test_readable_secrets_and_checks_without_a_database_say_nothing(brokers, django_assert_num_queries):
+    assert checks.unreadable_secrets_check(None, databases=["default"]) == []
+    _encrypt_with_a_foreign_key(brokers[0])
+    with django_assert_num_queries(0):
+        assert checks.unreadable_secrets_check(None) == []  # plain `check`: no database is read
+
+
 # --- the real command line, with the environment production uses ---------------------------------
 
 

@@ -18,6 +18,7 @@ import re
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -26,8 +27,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
 
-from portal import emulator
+from portal import embedded, emulator, fields
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 180
@@ -115,7 +118,15 @@ def launch(var_dir: Path, name: str) -> Launch:
         k: v
         for k, v in os.environ.items()
         if k
-        not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_QUEUE_DIR", "PORTAL_ADMIN_PASSWORD")
+        not in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "CELERY_BROKER_URL",
+            "CELERY_QUEUE_DIR",
+            "PORTAL_ADMIN_PASSWORD",
+            "ENCRYPTION_KEYS",
+            "ENCRYPTION_KEYS_FILE",
+        )
     }
     env.update(
         {
@@ -272,6 +283,37 @@ def test_the_emulator_answers_boto3_with_the_demo_accounts(portal):
         assert trust["Statement"][0]["Principal"] == {"AWS": f"arn:aws:iam::{emulator.BASE_ACCOUNT}:root"}
 
 
+def stored_tokens(var_dir: Path) -> list[bytes]:
+    with sqlite3.connect(f"file:{var_dir / 'portal.sqlite3'}?mode=ro", uri=True, timeout=30) as db:
+        return [row[0].encode() for row in db.execute("SELECT broker_token FROM accounts_brokerinstance")]
+
+
+def assert_tokens_use_the_installs_own_key(var_dir: Path) -> str:
+    key = (var_dir / embedded.KEY_FILE).read_text().strip()
+    public = Fernet(fields.derived_key(settings.DEFAULT_SECRET_KEY).encode())
+    tokens = stored_tokens(var_dir)
+    assert tokens, "the demo has brokers"
+    for token in tokens:
+        Fernet(key.encode()).decrypt(token)
+        with pytest.raises(InvalidToken):
+            public.decrypt(token)
+    return key
+
+
+def test_var_is_for_its_user_only_and_tokens_use_the_installs_own_key(portal):
+    portal.wait_runs("agent", 1)  # the worker has written its queue, beat schedule and locks by now
+    assert stat.S_IMODE(portal.var_dir.stat().st_mode) == 0o700
+    opened = [
+        f"{path.relative_to(portal.var_dir)} {stat.S_IMODE(path.stat().st_mode):o}"
+        for path in portal.var_dir.rglob("*")
+        if stat.S_IMODE(path.stat().st_mode) & 0o077
+    ]
+    assert opened == []
+    assert (portal.var_dir / "portal.sqlite3").is_file() and (portal.var_dir / "queue").is_dir()
+    assert stat.S_IMODE((portal.var_dir / embedded.KEY_FILE).stat().st_mode) == 0o600
+    assert_tokens_use_the_installs_own_key(portal.var_dir)
+
+
 def test_sigint_stops_every_process(portal):
     assert len(group_members(portal.process.pid)) >= 5  # launcher, emulator, web, worker (+ pool, beat)
 
@@ -291,9 +333,12 @@ def test_sigint_stops_every_process(portal):
 def test_a_restart_keeps_the_inventory_rebuilds_the_emulator_and_stops_on_ctrl_c(portal, var_dir):
     if portal.process.poll() is None:
         pytest.skip("needs the first launch stopped (runs after test_sigint_stops_every_process)")
+    key = (var_dir / embedded.KEY_FILE).read_text()
     again = launch(var_dir, "second")
     try:
         again.wait_ready()
+        assert (var_dir / embedded.KEY_FILE).read_text() == key  # reused, not generated again
+        assert_tokens_use_the_installs_own_key(var_dir)
         assert "log in as admin /" not in again.output()  # the password was shown once, at creation
         assert "password unchanged" in again.output()
         # A fresh emulator: the agent's setup and the onboarded account are applied again.

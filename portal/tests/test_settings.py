@@ -196,6 +196,12 @@ def test_portal_var_dir_is_read_from_dotenv(site, tmp_path):
     assert loaded["CELERY_QUEUE_DIR"] == str(var_dir / "queue")
 
 
+def test_the_var_dir_is_created_private(site, tmp_path):
+    var_dir = tmp_path / "fresh" / "var"
+    _settings(site, PORTAL_VAR_DIR=str(var_dir))
+    assert (var_dir.stat().st_mode & 0o777) == 0o700  # SQLite file, queue and lock files live there
+
+
 def test_the_environment_wins_over_dotenv(site, tmp_path):
     (site / ".env").write_text(f"PORTAL_VAR_DIR={tmp_path / 'from-dotenv'}\nDEBUG=maybe\n")
     loaded = _settings(site, PORTAL_VAR_DIR=str(tmp_path / "from-env"), DEBUG="true")

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import re
 import threading
 import time
@@ -286,6 +287,13 @@ GOOD = "300000000001,a,us-east-1,,,,,"
             "a.yaml",
             "unknown column(s) 'colour'",
         ),
+        # Nested by indentation: 400 mappings, no bracket in sight.
+        ("".join("  " * i + "a:\n" for i in range(400)).encode(), "a.yaml", "too deeply nested"),
+        (
+            b"[" * (bulkfile.MAX_NESTING + 1) + b"]" * (bulkfile.MAX_NESTING + 1),
+            "a.json",
+            "too deeply nested",
+        ),
     ],
 )
 def test_files_refused_as_a_whole(agent, content, filename, message):
@@ -355,6 +363,16 @@ def test_confirmed_records_round_trip_with_the_generated_external_ids(agent, tmp
     assert [r.row for r in again.rows] == [2, 3, 4]
     assert not bulkfile.load_records(agent, '[[2, {"account_id": "1", "colour": "red"}]]').ok
     assert AgentIdentity.objects.count() == 1
+
+
+def test_brackets_inside_confirmed_values_are_not_nesting(agent):
+    values = {"account_id": "300000000001", "regions": "us-east-1", "alias": '[{"' * 30 + "\\"}
+    assert bulkfile.load_records(agent, json.dumps([[2, values]])).ok
+    nested: list = []
+    for _ in range(bulkfile.MAX_NESTING):
+        nested = [nested]
+    deep = json.dumps([[2, values, nested]])
+    assert "too deeply nested" in bulkfile.load_records(agent, deep).as_text()
 
 
 def test_an_unreadable_account_in_the_file_is_named_in_the_plan_error(agent, aws, tmp_path):

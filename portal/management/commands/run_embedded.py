@@ -6,6 +6,10 @@ provisioning.services), the agent's setup run, a Celery worker with embedded bea
 filesystem broker, and the web server. Ctrl-C (SIGINT), SIGTERM or SIGHUP stops all of it: web and
 worker first (the worker finishes its task: warm shutdown), the emulator last.
 
+var/ (database, queue, locks) is for the launching user only: 0700, its files 0600 (umask 077,
+inherited by every child), and without ENCRYPTION_KEYS the broker tokens are encrypted with a key
+generated for this install and kept in var/ (portal.embedded).
+
 The embedded run can never touch a real AWS account: this process and every child get the
 emulator's endpoint and fake credentials, overriding whatever AWS settings the environment or
 `.env` holds (see portal.emulator.aws_environ). It refuses to start on a non-SQLite database or a
@@ -36,7 +40,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounts import services as inventory
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
-from portal import emulator
+from portal import embedded, emulator, fields
 from provisioning import aws, services
 
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
@@ -160,6 +164,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._refuse_shared_services()
+        embedded.make_private(Path(settings.VAR_DIR))  # before any file of the run is created
         self.options = options
         self.children: list[Child] = []
         self.emulator: emulator.Emulator | None = None
@@ -216,8 +221,11 @@ class Command(BaseCommand):
         aws.sessions.clear()
         base = emulator.base_account()  # fake credentials only work on the emulator
 
+        key_env, key_note = self._encryption_key(var_dir)
         self.stdout.write("Migrating the database…")
         call_command("migrate", interactive=False, verbosity=0)
+        if key_env:  # tokens an earlier run stored under the key derived from the public SECRET_KEY
+            fields.reencrypt(fields.derived_key(settings.SECRET_KEY))
         password_note = self._ensure_admin()
 
         demo_note = "none (--no-demo)"
@@ -239,6 +247,7 @@ class Command(BaseCommand):
             "PORTAL_VAR_DIR": str(var_dir),
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "portal.settings"),
             "PYTHONUNBUFFERED": "1",
+            **key_env,
         }
         if not (os.environ.get("SECRET_KEY") or os.environ.get("SECRET_KEY_FILE")):
             # `SECRET_KEY=` left empty in a .env copied from .env.example: the development key.
@@ -292,12 +301,20 @@ class Command(BaseCommand):
             " real AWS is never used)",
             f"  demo     {demo_note}",
             f"  runs     {runs_note}",
-            f"  data     {var_dir}",
+            f"  data     {var_dir} (this user only; {key_note})",
             "Press Ctrl-C to stop.",
             "",
         ]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
+
+    def _encryption_key(self, var_dir: Path) -> tuple[dict[str, str], str]:
+        """(the children's variables, a note): the operator's ENCRYPTION_KEYS, or var/'s own key."""
+        if settings.ENCRYPTION_KEYS:
+            return {}, "broker tokens encrypted with ENCRYPTION_KEYS"
+        settings.ENCRYPTION_KEYS = [embedded.encryption_key(var_dir)]  # this process seeds tokens
+        path = var_dir / embedded.KEY_FILE
+        return {"ENCRYPTION_KEYS_FILE": str(path)}, f"broker tokens encrypted with {path}: back it up"
 
     def _require_free_port(self, port: int) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
