@@ -24,6 +24,26 @@ class BrokerStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+class BrokerState(models.TextChoices):
+    """What pages call a broker: its stored status, or pending while its account is not onboarded
+    (the service role its files name does not exist yet)."""
+
+    PENDING = "pending", "Pending"
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired"
+
+
+# Why a broker of an account in this lifecycle state has no file yet.
+BROKER_PENDING_REASONS = {
+    Lifecycle.DRAFT: "the account is not onboarded yet (its service role does not exist); "
+    "confirm the onboarding plan first.",
+    Lifecycle.PENDING: "the account is being onboarded; its files are ready once the onboarding run "
+    "has succeeded.",
+    Lifecycle.FAILED: "the account's onboarding failed (its service role may not exist); retry the "
+    "onboarding first.",
+}
+
+
 class BrokerServer(models.TextChoices):
     DEFAULT = "https://broker.snyk.io", "Default (broker.snyk.io)"
     EU = "https://broker.eu.snyk.io", "EU (broker.eu.snyk.io)"

@@ -11,11 +11,13 @@ from portal.fields import EncryptedTextField, UnreadableSecret
 
 from . import validators as v
 from .choices import (
+    BROKER_PENDING_REASONS,
     DEFAULT_AGENT_POLICY_NAME,
     DEFAULT_READ_POLICY_NAME,
     DEFAULT_SERVICE_ROLE_NAME,
     AgentKind,
     BrokerServer,
+    BrokerState,
     BrokerStatus,
     ExternalIdState,
     Lifecycle,
@@ -211,6 +213,22 @@ class BrokerInstance(models.Model):
         except UnreadableSecret:
             return False
         return True
+
+    @property
+    def pending_reason(self) -> str:
+        """Why this broker's files are not ready ("" once its account is onboarded, or retired)."""
+        if self.status == BrokerStatus.RETIRED:
+            return ""
+        return BROKER_PENDING_REASONS.get(Lifecycle(self.account.status), "")
+
+    @property
+    def state(self) -> str:
+        if self.status == BrokerStatus.RETIRED:
+            return BrokerState.RETIRED
+        return BrokerState.PENDING if self.pending_reason else BrokerState.ACTIVE
+
+    def get_state_display(self) -> str:
+        return BrokerState(self.state).label
 
     @property
     def masked_token(self) -> str:

@@ -3,8 +3,9 @@
 Nothing here writes rows or calls AWS. Values are validated, never escaped: the broker builds a
 JSON document from CR_* by plain string interpolation and `docker run --env-file` keeps quotes,
 so a value that would need quoting is refused (BrokerFileError) instead of rendered. A broker
-that is retired, or lacks the URLs the broker client needs, raises BrokerFileError naming what is
-missing; no placeholder is ever rendered into a file someone will deploy.
+that is retired, pending (its account is not onboarded: the role its file names does not exist), or
+lacks the URLs the broker client needs, raises BrokerFileError naming what is missing; no
+placeholder is ever rendered into a file someone will deploy.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def broker_settings(broker: BrokerInstance, *, masked: bool = False) -> dict[str
             "its files are no longer served."
         )
     account = broker.account
+    if broker.pending_reason:
+        raise BrokerFileError(
+            f"The broker for {account.account_id} in {broker.region} is pending: {broker.pending_reason}"
+        )
     client_url = _check("BROKER_CLIENT_URL", broker.broker_client_url, v.validate_service_url)
     agent_url = _check("CR_AGENT_URL", broker.cr_agent_url, v.validate_service_url).rstrip("/")
     token = _readable_token(broker)

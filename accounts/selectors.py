@@ -227,9 +227,10 @@ def agent_detail(pk: int) -> dict[str, Any]:
         "permissions": agent_permission_summary(agent, members),
         "inline_quota": policies.INLINE_QUOTA[agent.kind],
         "runs": list(Run.objects.filter(agent=agent).order_by("-created_at")[:10]),
-        "active_brokers": BrokerInstance.objects.filter(
-            account__agent=agent, status=BrokerStatus.ACTIVE
-        ).count(),
+        **BrokerInstance.objects.filter(account__agent=agent, status=BrokerStatus.ACTIVE).aggregate(
+            active_brokers=Count("pk", filter=Q(account__status=Lifecycle.ACTIVE)),
+            pending_brokers=Count("pk", filter=~Q(account__status=Lifecycle.ACTIVE)),
+        ),
     }
 
 

@@ -32,7 +32,10 @@ def dashboard_summary() -> dict:
     return {
         "agent_count": AgentIdentity.objects.count(),
         "accounts": by_status,
-        "broker_count": BrokerInstance.objects.filter(status=BrokerStatus.ACTIVE).count(),
+        **BrokerInstance.objects.filter(status=BrokerStatus.ACTIVE).aggregate(
+            broker_count=Count("pk", filter=Q(account__status=Lifecycle.ACTIVE)),
+            pending_broker_count=Count("pk", filter=~Q(account__status=Lifecycle.ACTIVE)),
+        ),
         "active_run_count": Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).count(),
         "latest_runs": list(Run.objects.select_related("agent").order_by("-created_at", "-pk")[:10]),
         "last_audit": Run.objects.filter(kind=RunKind.AUDIT).order_by("-created_at").first(),

@@ -1,7 +1,8 @@
-"""The portal's own least privilege: exactly the IAM actions the engine calls, scoped to its names.
+"""The portal's own least privilege: exactly the IAM actions the engine calls, each only on the
+resources it calls it on, scoped to the names the portal manages.
 
-`manage.py iam_policy` prints these; a test runs every engine flow and compares the calls made
-with ENGINE_ACTIONS, so the printed policy and the engine cannot drift apart.
+`manage.py iam_policy` prints these; a test runs every engine flow and checks each call it made
+against the printed policy (and that every grant was needed), so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,20 +20,48 @@ from accounts.models import AgentIdentity, EcrAccount
 
 from .policies import VERSION
 
-ROLE_ACTIONS = [
+# An ECR account's service role: created, trusted, adopted, and on removal emptied and deleted.
+SERVICE_ROLE_ACTIONS = [
     "iam:GetRole",
     "iam:CreateRole",
     "iam:TagRole",
     "iam:UpdateAssumeRolePolicy",
     "iam:DeleteRole",
     "iam:ListAttachedRolePolicies",
-    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:ListRolePolicies",
+    "iam:GetRolePolicy",  # the audit reads every inline policy of a service role
+    "iam:DeleteRolePolicy",
+]
+# A role agent: created with its EC2 trust, never deleted; its assume permissions are written here.
+AGENT_ROLE_ACTIONS = [
+    "iam:GetRole",
+    "iam:CreateRole",
+    "iam:TagRole",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:ListAttachedRolePolicies",
     "iam:DetachRolePolicy",
     "iam:ListRolePolicies",
     "iam:GetRolePolicy",
     "iam:PutRolePolicy",
     "iam:DeleteRolePolicy",
 ]
+AGENT_USER_ACTIONS = [
+    "iam:GetUser",
+    "iam:CreateUser",
+    "iam:TagUser",
+    "iam:ListAttachedUserPolicies",
+    "iam:DetachUserPolicy",
+    "iam:GetUserPolicy",
+    "iam:ListUserPolicies",  # the audit reads every inline policy of a user agent
+    "iam:PutUserPolicy",
+    "iam:DeleteUserPolicy",
+    "iam:ListAccessKeys",
+    "iam:CreateAccessKey",
+]
+# Attaching is granted only for the portal's own policies (iam:PolicyARN): never AdministratorAccess.
+ATTACH_READ_POLICY = ["iam:AttachRolePolicy"]
+ATTACH_AGENT_POLICIES = ["iam:AttachRolePolicy", "iam:AttachUserPolicy"]
 POLICY_ACTIONS = [
     "iam:GetPolicy",
     "iam:GetPolicyVersion",
@@ -48,20 +77,6 @@ INSTANCE_PROFILE_ACTIONS = [
     "iam:CreateInstanceProfile",
     "iam:AddRoleToInstanceProfile",
 ]
-USER_ACTIONS = [
-    "iam:GetUser",
-    "iam:CreateUser",
-    "iam:TagUser",
-    "iam:ListAttachedUserPolicies",
-    "iam:AttachUserPolicy",
-    "iam:DetachUserPolicy",
-    "iam:GetUserPolicy",
-    "iam:ListUserPolicies",  # the audit reads every inline policy of a user agent
-    "iam:PutUserPolicy",
-    "iam:DeleteUserPolicy",
-    "iam:ListAccessKeys",
-    "iam:CreateAccessKey",
-]
 # Adding a role to an instance profile requires passing that role.
 PASS_ROLE = ["iam:PassRole"]
 # Permissions checked by IAM inside another call, never called themselves.
@@ -72,31 +87,40 @@ IMPLIED_PERMISSIONS = {
 STS_ACTIONS = ["sts:GetCallerIdentity", "sts:AssumeRole"]
 
 ENGINE_ACTIONS = frozenset(
-    ROLE_ACTIONS + POLICY_ACTIONS + INSTANCE_PROFILE_ACTIONS + USER_ACTIONS + STS_ACTIONS
+    SERVICE_ROLE_ACTIONS
+    + AGENT_ROLE_ACTIONS
+    + AGENT_USER_ACTIONS
+    + ATTACH_AGENT_POLICIES
+    + POLICY_ACTIONS
+    + INSTANCE_PROFILE_ACTIONS
+    + STS_ACTIONS
 )
 
 
 def managed_names() -> dict[str, set[str]]:
-    """Names the portal manages: the guide's defaults plus every custom name in the inventory."""
+    """Names the portal manages, by what it does with them: the guide's defaults plus every custom
+    name in the inventory."""
 
-    names = {
-        "roles": {DEFAULT_SERVICE_ROLE_NAME, DEFAULT_ROLE_AGENT_NAME},
-        "users": {DEFAULT_USER_AGENT_NAME},
-        "policies": {DEFAULT_READ_POLICY_NAME, f"{DEFAULT_AGENT_POLICY_NAME}-*"},
+    names: dict[str, set[str]] = {
+        "service_roles": {DEFAULT_SERVICE_ROLE_NAME},
+        "agent_roles": {DEFAULT_ROLE_AGENT_NAME},
+        "agent_users": {DEFAULT_USER_AGENT_NAME},
+        "read_policies": {DEFAULT_READ_POLICY_NAME},
+        "agent_policies": {f"{DEFAULT_AGENT_POLICY_NAME}-*"},  # the managed layout's `<name>-<n>`
         "management_roles": set(),
     }
     for kind, iam_name, policy_name, mgmt in AgentIdentity.objects.values_list(
         "kind", "iam_name", "policy_name", "management_role_arn"
     ):
-        names["roles" if kind == "role" else "users"].add(iam_name)
-        names["policies"].add(f"{policy_name}-*")
+        names["agent_roles" if kind == "role" else "agent_users"].add(iam_name)
+        names["agent_policies"].add(f"{policy_name}-*")
         if mgmt:
             names["management_roles"].add(mgmt.split(":role/", 1)[1])
     for role, policy, mgmt in EcrAccount.objects.values_list(
         "service_role_name", "read_policy_name", "management_role_arn"
     ):
-        names["roles"].add(role)
-        names["policies"].add(policy)
+        names["service_roles"].add(role)
+        names["read_policies"].add(policy)
         if mgmt:
             names["management_roles"].add(mgmt.split(":role/", 1)[1])
     return names
@@ -109,22 +133,41 @@ def _arns(kind: str, names: set[str]) -> list[str]:
 def management_policy(names: dict[str, set[str]] | None = None) -> dict[str, Any]:
     """What the portal needs inside one account (the management role's, or the base identity's)."""
     names = names or managed_names()
-    agent_roles = names["roles"]
+    service_roles = _arns("role", names["service_roles"])
+    agent_roles = _arns("role", names["agent_roles"])
+    agent_users = _arns("user", names["agent_users"])
+    read_policies = _arns("policy", names["read_policies"])
+    agent_policies = _arns("policy", names["agent_policies"])
     return {
         "Version": VERSION,
         "Statement": [
-            _statement("Roles", ROLE_ACTIONS, _arns("role", agent_roles)),
-            _statement("Policies", POLICY_ACTIONS, _arns("policy", names["policies"])),
-            _statement("InstanceProfiles", INSTANCE_PROFILE_ACTIONS, _arns("instance-profile", agent_roles)),
-            _statement("PassAgentRole", PASS_ROLE, _arns("role", agent_roles)),
-            _statement("Users", USER_ACTIONS, _arns("user", names["users"])),
+            _statement("ServiceRoles", SERVICE_ROLE_ACTIONS, service_roles),
+            _statement("AttachReadPolicy", ATTACH_READ_POLICY, service_roles, policy_arns=read_policies),
+            _statement("AgentRoles", AGENT_ROLE_ACTIONS, agent_roles),
+            _statement("AgentUsers", AGENT_USER_ACTIONS, agent_users),
+            _statement(
+                "AttachAgentPolicies",
+                ATTACH_AGENT_POLICIES,
+                agent_roles + agent_users,
+                policy_arns=agent_policies,
+            ),
+            _statement("Policies", POLICY_ACTIONS, read_policies + agent_policies),
+            _statement(
+                "InstanceProfiles", INSTANCE_PROFILE_ACTIONS, _arns("instance-profile", names["agent_roles"])
+            ),
+            _statement("PassAgentRole", PASS_ROLE, agent_roles),
             _statement("WhoAmI", ["sts:GetCallerIdentity"], "*"),
         ],
     }
 
 
-def _statement(sid: str, actions: list[str], resources: list[str] | str) -> dict[str, Any]:
-    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+def _statement(
+    sid: str, actions: list[str], resources: list[str] | str, *, policy_arns: list[str] | None = None
+) -> dict[str, Any]:
+    statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+    if policy_arns is not None:
+        statement["Condition"] = {"ArnLike": {"iam:PolicyARN": policy_arns}}
+    return statement
 
 
 def base_policy(names: dict[str, set[str]] | None = None) -> dict[str, Any]:
@@ -173,6 +216,35 @@ def cloudformation_template(names: dict[str, set[str]] | None = None) -> dict[st
             }
         },
         "Outputs": {"RoleArn": {"Value": {"Fn::GetAtt": ["ManagementRole", "Arn"]}}},
+    }
+
+
+def base_cloudformation_template(names: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    """A template with the base policy as a managed policy, attached to the portal's role when named."""
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "The ECR Broker Portal's own permissions, for the role or user it runs as.",
+        "Parameters": {
+            "PortalRoleName": {
+                "Type": "String",
+                "Default": "",
+                "Description": "The role the portal runs as (empty: attach the policy yourself).",
+            },
+        },
+        "Conditions": {"AttachToRole": {"Fn::Not": [{"Fn::Equals": [{"Ref": "PortalRoleName"}, ""]}]}},
+        "Resources": {
+            "BasePolicy": {
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "Description": "Assume the management roles; act directly where an account has none.",
+                    "PolicyDocument": base_policy(names),
+                    "Roles": {
+                        "Fn::If": ["AttachToRole", [{"Ref": "PortalRoleName"}], {"Ref": "AWS::NoValue"}]
+                    },
+                },
+            }
+        },
+        "Outputs": {"PolicyArn": {"Value": {"Ref": "BasePolicy"}}},
     }
 
 

@@ -14,6 +14,7 @@ from . import selectors, services
 from .choices import RunKind, RunStatus
 
 CAN_VIEW_RUNS = "provisioning.view_run"
+RUN_FINISHED = "run-finished"  # the htmx event a page listens to (hx-trigger="run-finished from:body")
 
 
 @permission_required(CAN_VIEW_RUNS)
@@ -40,9 +41,13 @@ def run_detail(request: PortalRequest, pk: int) -> HttpResponse:
 @permission_required(CAN_VIEW_RUNS)
 @require_GET
 def run_progress(request: PortalRequest, pk: int) -> HttpResponse:
-    """htmx polls this every second while the run is active; the terminal render stops the polling."""
+    """htmx polls this every second while the run is active; the terminal render stops the polling
+    and tells the page (the `run-finished` event) so what shows the run's results can reload."""
     run = selectors.run_get(pk)
-    return render(request, "provisioning/_run_progress.html", selectors.run_progress(run))
+    response = render(request, "provisioning/_run_progress.html", selectors.run_progress(run))
+    if not run.is_active:
+        response["HX-Trigger"] = RUN_FINISHED
+    return response
 
 
 @permission_required(CAN_VIEW_RUNS)

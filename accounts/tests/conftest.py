@@ -3,6 +3,8 @@
 import pytest
 
 from accounts import services as account_services
+from accounts.choices import Lifecycle
+from accounts.models import EcrAccount
 
 TOKEN = "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b"
 AGENT_ACCOUNT = "111111111111"
@@ -55,6 +57,23 @@ def make_account(db, role_agent):
         return account_services.account_create(
             agent=agent or role_agent, account_id=account_id, regions=list(regions), **values
         )
+
+    return make
+
+
+def onboarded(account):
+    """The account as a successful onboarding leaves it: active, its brokers' files ready."""
+    EcrAccount.objects.filter(pk=account.pk).update(status=Lifecycle.ACTIVE)
+    account.status = Lifecycle.ACTIVE
+    return account
+
+
+@pytest.fixture
+def make_onboarded_account(make_account):
+    """make_account, onboarded: for tests of the broker files (a draft's brokers are pending)."""
+
+    def make(*args, **fields):
+        return onboarded(make_account(*args, **fields))
 
     return make
 

@@ -13,6 +13,12 @@ from portal.models import AuditEntry
 from .conftest import TOKEN
 
 
+@pytest.fixture
+def make_account(make_onboarded_account):
+    """Broker files exist only for onboarded accounts."""
+    return make_onboarded_account
+
+
 def run(*args):
     out = io.StringIO()
     call_command("broker_env", *args, stdout=out)

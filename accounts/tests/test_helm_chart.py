@@ -25,6 +25,13 @@ import yaml
 from accounts import renderers
 from accounts.choices import BrokerServer
 
+
+@pytest.fixture
+def make_account(make_onboarded_account):
+    """Broker files exist only for onboarded accounts."""
+    return make_onboarded_account
+
+
 HELM = os.environ.get("HELM") or shutil.which("helm") or ""
 KUBECTL = os.environ.get("KUBECTL") or shutil.which("kubectl") or ""
 CHART = Path(os.environ.get("SNYK_BROKER_CHART", ""))

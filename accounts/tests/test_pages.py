@@ -164,6 +164,7 @@ def test_success_offers_operators_the_broker_downloads(client, operator, account
     client.force_login(operator)
     run = services.account_onboard(account=account, enqueue=False)
     Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
+    EcrAccount.objects.filter(pk=account.pk).update(status=Lifecycle.ACTIVE)  # as the run leaves it
     body = client.get(reverse("provisioning:run_progress", args=[run.pk])).content.decode()
     assert reverse("accounts:broker_download", args=[account.brokers.get().pk, "env"]) in body
 

@@ -15,10 +15,24 @@ import yaml
 from django.utils import timezone
 
 from accounts import renderers
-from accounts.choices import BrokerServer, BrokerStatus, ExternalIdState
-from accounts.models import BrokerInstance, ExternalId
+from accounts.choices import (
+    BROKER_PENDING_REASONS,
+    BrokerServer,
+    BrokerState,
+    BrokerStatus,
+    ExternalIdState,
+    Lifecycle,
+)
+from accounts.models import BrokerInstance, EcrAccount, ExternalId
 
 from .conftest import TOKEN
+
+
+@pytest.fixture
+def make_account(make_onboarded_account):
+    """Broker files exist only for onboarded accounts."""
+    return make_onboarded_account
+
 
 PREFLIGHT = Path(__file__).resolve().parents[3] / "shared" / "tools" / "broker-preflight"
 
@@ -84,6 +98,20 @@ def test_missing_url_raises_naming_the_setting(broker, field, name):
     for fmt in renderers.FORMATS:
         with pytest.raises(renderers.BrokerFileError, match=name):
             renderers.render(broker, fmt)
+
+
+@pytest.mark.parametrize("status", [Lifecycle.DRAFT, Lifecycle.PENDING, Lifecycle.FAILED])
+def test_a_broker_of_an_account_not_onboarded_is_pending_and_refused(broker, status):
+    broker.account.status = status
+    assert broker.state == BrokerState.PENDING and broker.get_state_display() == "Pending"
+    for fmt in renderers.FORMATS:
+        with pytest.raises(renderers.BrokerFileError) as refused:
+            renderers.render(broker, fmt, masked=True)
+        assert str(refused.value) == (
+            f"The broker for 222222222222 in us-east-1 is pending: {BROKER_PENDING_REASONS[status]}"
+        )
+    broker.account.status = Lifecycle.ACTIVE
+    assert broker.state == BrokerState.ACTIVE and broker.pending_reason == ""
 
 
 def test_retired_broker_is_refused(broker):
@@ -390,10 +418,16 @@ def test_docker_script_says_which_brokers_of_the_host_it_leaves_out(make_account
     make_account("333333333333", broker_client_url="https://broker-b.example.com:8443")
     retired = make_account("555555555555", broker_client_url="http://broker-c:8002").brokers.get()
     BrokerInstance.objects.filter(pk=retired.pk).update(status=BrokerStatus.RETIRED)
+    draft = make_account("666666666666", broker_client_url="http://broker-d:8003")
+    EcrAccount.objects.filter(pk=draft.pk).update(status=Lifecycle.DRAFT)
     broker_file = host_script(first)
     assert [b.account.account_id for b in broker_file.brokers] == ["222222222222"]
     assert (
         "#   333333333333/us-east-1: BROKER_CLIENT_URL https://broker-b.example.com:8443"
+        in broker_file.content
+    )
+    assert (
+        "#   666666666666/us-east-1: The broker for 666666666666 in us-east-1 is pending: "
         in broker_file.content
     )
     assert "555555555555" not in broker_file.content

@@ -6,14 +6,14 @@ import re
 import pytest
 from django.urls import reverse
 
-from accounts.choices import Lifecycle
+from accounts.choices import BROKER_PENDING_REASONS, Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
 from portal.models import AuditEntry
 from provisioning import runner, services
 from provisioning.choices import RunKind, RunStatus
 from provisioning.models import Run
 
-from .conftest import TOKEN, access, management_role
+from .conftest import TOKEN, access, management_role, onboarded
 
 WIZARD = {
     "account_id": "222222222222",
@@ -284,6 +284,7 @@ def test_an_active_account_is_reconciled(aws, as_user, operator, account, role_a
 
 
 def test_account_detail_shows_role_ids_brokers_runs_and_audit(as_user, viewer, account):
+    onboarded(account)
     body = as_user(viewer).get(account.get_absolute_url()).content.decode()
     assert "arn:aws:iam::222222222222:role/SnykEcrServiceRole" in body
     assert "ext-222222222222" in body
@@ -354,6 +355,45 @@ def test_account_list_paginates(as_user, viewer, make_account):
 # --- broker downloads ------------------------------------------------------------------------
 
 
+@pytest.fixture
+def broker(account):
+    """A broker of an onboarded account (a draft's brokers are pending: no file)."""
+    return onboarded(account).brokers.get()
+
+
+@pytest.mark.parametrize("status", [Lifecycle.DRAFT, Lifecycle.PENDING, Lifecycle.FAILED])
+def test_a_pending_broker_shows_why_and_its_download_refuses(as_user, operator, account, status):
+    EcrAccount.objects.filter(pk=account.pk).update(status=status)
+    broker = account.brokers.get()
+    client = as_user(operator)
+    body = client.get(account.get_absolute_url()).content.decode()
+    panel = body[body.index('id="broker-us-east-1"') :].split("</article>")[0]
+    assert '<span class="badge pending">Pending</span>' in panel
+    assert "Active" not in panel
+    reason = BROKER_PENDING_REASONS[status]
+    assert f"is pending: {reason}" in panel.replace("&#x27;", "'")
+    assert "/download/" not in panel  # no download offered
+    for fmt in ("env", "helm", "docker"):
+        response = client.get(reverse("accounts:broker_download", args=[broker.pk, fmt]), follow=True)
+        assert response.redirect_chain[-1][0] == account.get_absolute_url()
+        assert f"No file for this broker: The broker for {account.account_id} in us-east-1 is pending: " in (
+            response.content.decode().replace("&#x27;", "'")
+        )
+    assert not AuditEntry.objects.filter(action="broker.download").exists()
+
+
+def test_dashboard_and_agent_page_count_only_the_brokers_of_onboarded_accounts(
+    as_user, viewer, make_account, role_agent
+):
+    onboarded(make_account("222222222222", regions=("us-east-1", "eu-west-1")))
+    make_account("333333333333")  # a draft: its broker is pending
+    client = as_user(viewer)
+    tile = client.get(reverse("dashboard")).content.decode().split('id="tile-brokers"')[1].split("</a>")[0]
+    assert "<b>2</b> brokers" in tile and "+ 1 pending" in tile
+    agent = client.get(reverse("accounts:agent_detail", args=[role_agent.pk])).content.decode()
+    assert "<dt>Active brokers</dt><dd>2 " in agent and "and 1 pending" in agent
+
+
 def test_operator_downloads_the_env_and_it_is_audited(as_user, operator, broker):
     response = as_user(operator).get(reverse("accounts:broker_download", args=[broker.pk, "env"]))
     assert response.status_code == 200
@@ -386,8 +426,8 @@ def test_viewer_may_not_download_token_files(as_user, viewer, broker):
     assert not AuditEntry.objects.filter(action="broker.download").exists()
 
 
-def test_download_without_urls_explains_instead_of_rendering(as_user, operator, make_account):
-    broker = make_account(broker_client_url="").brokers.get()
+def test_download_without_urls_explains_instead_of_rendering(as_user, operator, make_onboarded_account):
+    broker = make_onboarded_account(broker_client_url="").brokers.get()
     response = as_user(operator).get(
         reverse("accounts:broker_download", args=[broker.pk, "env"]), follow=True
     )

@@ -171,6 +171,27 @@ def test_refresh_starts_one_audit_run_and_shows_its_progress(client, operator, a
     assert "accounts and agents read" in progress
 
 
+def test_the_audit_page_reloads_its_results_when_the_run_it_shows_ends(client, operator, audited):
+    client.force_login(operator)
+    client.post(reverse("provisioning:audit_refresh"))
+    queued = Run.objects.get(kind=RunKind.AUDIT, status=RunStatus.QUEUED)
+    body = page(client, operator, severity="critical")
+    results = body[body.index('<div id="audit-results"') :].split(">")[0]
+    assert 'hx-trigger="run-finished from:body"' in results
+    assert f'hx-get="{LIST}?severity=critical"' in results  # this page, its filters kept
+    assert 'hx-select="#audit-results"' in results
+    assert 'hx-select-oob="#messages,#audit-summary"' in results  # "run #N is queued" goes too
+    assert '<div id="messages">' in body and '<section class="card" id="audit-summary">' in body
+    assert "reload</a>" not in body
+
+    progress = reverse("provisioning:run_progress", args=[queued.pk])
+    assert "HX-Trigger" not in client.get(progress, headers={"HX-Request": "true"})
+    run_inline(queued)
+    assert client.get(progress, headers={"HX-Request": "true"})["HX-Trigger"] == "run-finished"
+    summary = page(client, operator).split('id="audit-summary"')[1].split("</section>")[0]
+    assert f"run #{queued.pk}</a>" in summary  # what the reload brings
+
+
 def test_viewers_cannot_refresh(client, viewer, audited):
     client.force_login(viewer)
     assert client.post(reverse("provisioning:audit_refresh")).status_code == 403

@@ -1,9 +1,17 @@
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from provisioning import permissions
+
+DOCUMENTS: dict[tuple[str, str], Callable[[dict[str, set[str]]], dict[str, Any]]] = {
+    ("base", "policy"): permissions.base_policy,
+    ("base", "cloudformation"): permissions.base_cloudformation_template,
+    ("management", "policy"): permissions.management_policy,
+    ("management", "cloudformation"): permissions.cloudformation_template,
+}
 
 
 class Command(BaseCommand):
@@ -11,14 +19,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--role", choices=["base", "management"], default="management")
-        parser.add_argument("--format", choices=["policy", "cloudformation"], default="policy")
+        parser.add_argument(
+            "--format",
+            choices=["policy", "cloudformation"],
+            default="policy",
+            help="cloudformation: a template creating the management role (--role management) or a "
+            "managed policy with the base permissions (--role base).",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        names = permissions.managed_names()
-        if opts["format"] == "cloudformation":
-            document = permissions.cloudformation_template(names)
-        elif opts["role"] == "base":
-            document = permissions.base_policy(names)
-        else:
-            document = permissions.management_policy(names)
+        document = DOCUMENTS[opts["role"], opts["format"]](permissions.managed_names())
         self.stdout.write(json.dumps(document, indent=2))
