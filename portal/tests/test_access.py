@@ -229,6 +229,45 @@ def test_public_pages_answer_anonymous_users(https_client, kinds):
         assert https_client.get(url.path).status_code == 200, url
 
 
+# --- security headers on every URL ------------------------------------------------------------------
+
+
+def header_problems(url, response, *, logged_in: bool) -> list[str]:
+    """What is missing from a response: the CSP (no inline code), Permissions-Policy, and no-store
+    for signed-in users (a shared or back-button cache must never hold their pages)."""
+    problems = []
+    csp = response.get("Content-Security-Policy", "")
+    directives = {d.split()[0]: d.split()[1:] for d in csp.split(";") if d.strip()}
+    if directives.get("default-src") != ["'self'"] or "unsafe-" in csp:
+        problems.append(f"{url}: Content-Security-Policy {csp!r}")
+    for fallback in ("script-src", "style-src", "script-src-attr", "style-src-attr"):
+        if fallback in directives:
+            problems.append(f"{url}: {fallback} loosens default-src: {csp!r}")
+    policy = response.get("Permissions-Policy", "")
+    if "camera=()" not in policy or "geolocation=()" not in policy:
+        problems.append(f"{url}: Permissions-Policy {policy!r}")
+    if logged_in and "no-store" not in response.get("Cache-Control", ""):
+        problems.append(f"{url}: Cache-Control {response.get('Cache-Control')!r} ({response.status_code})")
+    return problems
+
+
+@pytest.mark.parametrize("persona", ["admin_user", "viewer"])
+def test_every_url_sends_the_security_headers_to_signed_in_users(request, https_client, kinds, persona):
+    https_client.force_login(request.getfixturevalue(persona))
+    problems = []
+    for url in kinds:
+        problems += header_problems(url, https_client.get(url.path), logged_in=True)
+    assert not problems, "\n".join(problems)
+    assert len(kinds) >= 20
+
+
+def test_every_url_sends_the_security_headers_to_anonymous_users(https_client, kinds):
+    problems = []
+    for url in kinds:
+        problems += header_problems(url, https_client.get(url.path), logged_in=False)
+    assert not problems, "\n".join(problems)
+
+
 # --- logged-in users ----------------------------------------------------------------------------
 
 

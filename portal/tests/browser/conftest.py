@@ -132,13 +132,27 @@ def portal(_live_server_over_http, live_server) -> str:
     return live_server.url
 
 
+# What Chromium prints when a page breaks its Content-Security-Policy (inline code, htmx injecting a
+# <style>) or sends a Permissions-Policy it cannot read.
+POLICY_COMPLAINTS = ("Content Security Policy", "Permissions-Policy", "Permissions policy")
+
+
 @pytest.fixture
 def page(browser, portal):
+    """A fresh browser page; every flow on it must keep to the portal's CSP (checked at the end)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     context.set_default_timeout(20_000)
     page = context.new_page()
+    complaints: list[str] = []
+
+    def on_console(message) -> None:
+        if any(complaint in message.text for complaint in POLICY_COMPLAINTS):
+            complaints.append(f"{page.url}: {message.text}")
+
+    page.on("console", on_console)
     yield page
     context.close()
+    assert not complaints, "\n".join(complaints)
 
 
 @pytest.fixture
