@@ -13,6 +13,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.urls import reverse
 
+from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
 from portal import fields
 
@@ -195,6 +196,8 @@ def two_accounts(keys, make_account):
     good = make_account(
         "333333333333", broker_client_url="http://broker-b:8001", cr_agent_url="http://cra:8081"
     )
+    # Onboarded: a draft's brokers are pending, and their files refused for that reason first.
+    EcrAccount.objects.filter(pk__in=[bad.pk, good.pk]).update(status=Lifecycle.ACTIVE)
     make_unreadable(bad.brokers.get())
     return bad, good
 
