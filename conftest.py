@@ -79,10 +79,7 @@ def aws():
 
 
 def _transactional(request) -> bool:
-    marker = request.node.get_closest_marker("django_db")
-    return bool({"transactional_db", "live_server"} & set(request.fixturenames)) or bool(
-        marker and marker.kwargs.get("transaction")
-    )
+    return _transactional_test(request.node)
 
 
 @pytest.fixture(autouse=True)
@@ -92,18 +89,28 @@ def _runs_in_one_thread_inside_a_test_transaction(request, settings):
         settings.RECONCILE_CONCURRENCY = 1
 
 
-@pytest.fixture(autouse=True)
-def _role_groups_survive_flushes(request, django_db_blocker):
-    """Transactional tests end with a flush, which drops the groups the roles migration made."""
-    yield
-    if {"transactional_db", "live_server"} & set(request.fixturenames) or (
-        request.node.get_closest_marker("django_db")
-        and request.node.get_closest_marker("django_db").kwargs.get("transaction")
-    ):
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Transactional tests end with a flush, which drops the groups the roles migration made.
+
+    They are made again once every fixture of the test is torn down: the flush of a test marked
+    django_db(transaction=True) comes after any fixture of this file is torn down."""
+    result = yield
+    if nextitem is not None and _transactional_test(item):  # after the last, the database is gone
+        from pytest_django.plugin import blocking_manager_key
+
         from portal.roles import ensure_role_groups
 
-        with django_db_blocker.unblock():
+        with item.config.stash[blocking_manager_key].unblock():
             ensure_role_groups()
+    return result
+
+
+def _transactional_test(item) -> bool:
+    marker = item.get_closest_marker("django_db")
+    return bool({"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ()))) or bool(
+        marker and marker.kwargs.get("transaction")
+    )
 
 
 def _user(django_user_model, username, role):

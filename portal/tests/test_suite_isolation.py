@@ -112,3 +112,13 @@ def test_pytest_args_that_choose_no_test_at_all_still_fail(suite_pass):
         "portal/tests/test_suite_isolation.py", "-k", "no_such_test", f"--suite-pass={suite_pass}"
     )
     assert result.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, result.stdout + result.stderr
+
+
+def test_role_groups_are_back_after_any_transactional_test():
+    """Under xdist any test may follow any other: a flush must never leave the next test without them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "portal/tests/flushed_then_roles.py"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout[-3000:]
