@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import CommandError, CommandParser, OutputWrapper
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from accounts.models import EcrAccount
 
@@ -101,6 +101,18 @@ def execute(
         raise CommandError(f"run {run.pk} errored: its traceback is on the run page", returncode=EXIT_FAILED)
     if run.status != RunStatus.SUCCEEDED:
         raise CommandError(f"run {run.pk} {run.status}", returncode=EXIT_FAILED)
+
+
+def execute_for(command: BaseCommand, run: Run, opts: dict[str, Any]) -> None:
+    """`execute` with what `add_run_arguments` put in a command's options."""
+    execute(
+        command.stdout,
+        run,
+        inline=opts["inline"],
+        timeout=opts["timeout"],
+        as_json=opts["json"],
+        stderr=command.stderr,
+    )
 
 
 def run_outcome(run: Run) -> dict[str, Any]:

@@ -85,11 +85,4 @@ def handle(command: BaseCommand, opts: dict[str, Any]) -> None:
         f"Bulk run {run.pk}: {len(report.rows)} account(s), at most {options['max_concurrency']} at a time, "
         f"failure tolerance {options['failure_tolerance']}."
     )
-    cli.execute(
-        command.stdout,
-        run,
-        inline=opts["inline"],
-        timeout=opts["timeout"],
-        as_json=opts["json"],
-        stderr=command.stderr,
-    )
+    cli.execute_for(command, run, opts)

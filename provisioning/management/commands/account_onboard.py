@@ -67,11 +67,4 @@ class Command(BaseCommand):
             return
         account = inventory.account_create(**fields)
         run = services.account_onboard(account=account, enqueue=not opts["inline"])
-        cli.execute(
-            self.stdout,
-            run,
-            inline=opts["inline"],
-            timeout=opts["timeout"],
-            as_json=opts["json"],
-            stderr=self.stderr,
-        )
+        cli.execute_for(self, run, opts)

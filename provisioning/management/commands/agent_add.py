@@ -40,11 +40,4 @@ class Command(BaseCommand):
         agent = inventory.agent_create(**fields)
         self.stdout.write(f"Agent {agent.name}: {agent.arn}")
         run = services.agent_setup(agent=agent, enqueue=not opts["inline"])
-        cli.execute(
-            self.stdout,
-            run,
-            inline=opts["inline"],
-            timeout=opts["timeout"],
-            as_json=opts["json"],
-            stderr=self.stderr,
-        )
+        cli.execute_for(self, run, opts)

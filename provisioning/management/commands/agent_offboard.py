@@ -29,11 +29,4 @@ class Command(BaseCommand):
             run = lifecycle.agent_offboard(agent=agent, enqueue=not opts["inline"])
         except ValidationError as exc:
             raise cli.invalid(exc) from None
-        cli.execute(
-            self.stdout,
-            run,
-            inline=opts["inline"],
-            timeout=opts["timeout"],
-            as_json=opts["json"],
-            stderr=self.stderr,
-        )
+        cli.execute_for(self, run, opts)

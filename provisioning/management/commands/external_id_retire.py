@@ -35,11 +35,4 @@ class Command(BaseCommand):
             raise cli.invalid(exc) from None
         for warning in warnings:
             self.stderr.write(f"warning: {warning}")
-        cli.execute(
-            self.stdout,
-            run,
-            inline=opts["inline"],
-            timeout=opts["timeout"],
-            as_json=opts["json"],
-            stderr=self.stderr,
-        )
+        cli.execute_for(self, run, opts)

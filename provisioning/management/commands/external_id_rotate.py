@@ -31,14 +31,7 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise cli.invalid(exc) from None
         self.stdout.write(f"New ExternalId {value}: broker files of {account.account_id} now hold it.")
-        cli.execute(
-            self.stdout,
-            run,
-            inline=opts["inline"],
-            timeout=opts["timeout"],
-            as_json=opts["json"],
-            stderr=self.stderr,
-        )
+        cli.execute_for(self, run, opts)
         old = ", ".join(e.value for e in lifecycle.rotation_status(account).retiring)
         self.stdout.write(
             "The trust accepts both ids. Next: download each broker's file, redeploy the broker, run "

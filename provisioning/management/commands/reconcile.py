@@ -37,11 +37,4 @@ class Command(BaseCommand):
             cli.print_plan(self.stdout, services.plan_reconcile(accounts))
             return
         run = services.account_reconcile(accounts=accounts, enqueue=not opts["inline"])
-        cli.execute(
-            self.stdout,
-            run,
-            inline=opts["inline"],
-            timeout=opts["timeout"],
-            as_json=opts["json"],
-            stderr=self.stderr,
-        )
+        cli.execute_for(self, run, opts)
