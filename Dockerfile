@@ -32,4 +32,4 @@ RUN SECRET_KEY=collectstatic-only-not-a-secret python manage.py collectstatic --
 
 USER portal
 EXPOSE 8000
-CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]
+CMD ["gunicorn", "--config", "python:portal.gunicorn_config", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

@@ -136,14 +136,55 @@ def pages_table(r: dict) -> str:
     )
 
 
+def served_table(r: dict) -> str:
+    rows = []
+    for server, label in (("embedded", "gunicorn (make run)"), ("dev_server", "Django dev server (before)")):
+        for page, p in (r[server] or {}).items():
+            rows.append(
+                [
+                    f"{page}, {label}",
+                    p["requests"],
+                    p["failed"],
+                    p["p50_ms"],
+                    p["p95_ms"],
+                    f"**{p['p95_to_target']:.2f}**",
+                    p["server_cpu_ms_per_request"],
+                    p["throughput_per_s"],
+                ]
+            )
+    heading = (
+        f"### served pages: {r['accounts']} accounts, {r['operations']} operations, {r['users']} concurrent "
+        f"users (pause {r['think_seconds']} s on average), real HTTP"
+    )
+    return "\n".join(
+        [
+            heading,
+            "",
+            table(
+                [
+                    "page, server",
+                    "requests",
+                    "failed",
+                    "p50 ms",
+                    "p95 ms",
+                    f"p95 / {r['target_p95_ms']:.0f} ms target",
+                    "server CPU ms/request",
+                    "requests/s",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
 def render(meta: dict, results: list[dict]) -> str:
     parts = [
         f"Bench ({meta['mode']}): {meta['cpus']} CPUs, {meta['workers']} worker processes × "
         f"{meta['concurrency']}, {meta['database']} database, {meta['broker']} broker, "
         f"{meta['delay_ms']} ms per AWS call, total {meta['seconds']:.0f} s",
-        "",
-        headline(results),
     ]
+    if any(r["scenario"].startswith("bulk-") for r in results):
+        parts += ["", headline(results)]
     for r in results:
         parts.append("")
         if r["scenario"].startswith("bulk-"):
@@ -154,6 +195,8 @@ def render(meta: dict, results: list[dict]) -> str:
             parts.append(audit_table(r))
         elif r["scenario"] == "pages":
             parts.append(pages_table(r))
+        elif r["scenario"] == "served-pages":
+            parts.append(served_table(r))
     return "\n".join(parts) + "\n"
 
 

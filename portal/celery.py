@@ -5,6 +5,8 @@ import os
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 
+from portal import beat
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 # The embedded broker (see portal/kombu_fs.py); registered before any connection is made.
@@ -41,6 +43,8 @@ def _configure() -> None:
         task_soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
         worker_hijack_root_logger=False,
         timezone="UTC",
+        # One beat per schedule file (portal.beat): a second one refuses to start.
+        beat_scheduler="portal.beat:ExclusiveScheduler",
         beat_schedule={
             "sweep-stale-runs": {
                 "task": "provisioning.tasks.sweep_stale_runs",
@@ -55,4 +59,5 @@ def _configure() -> None:
 
 
 app.on_configure.connect(lambda **_: _configure(), weak=False)
+beat.connect_signals()
 app.autodiscover_tasks()

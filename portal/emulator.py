@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from portal import processes
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -101,6 +103,7 @@ def start(host: str = LOOPBACK, port: int = 0, *, timeout: float = 60.0, env: di
         stdout=subprocess.PIPE,
         env=env,
         cwd=str(Path(__file__).resolve().parent.parent),
+        preexec_fn=processes.preexec_die_with_parent(),  # Linux: never outlives whoever started it
     )
     stdout = process.stdout
     assert stdout is not None

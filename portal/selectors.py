@@ -9,6 +9,9 @@ from provisioning.choices import ACTIVE_RUN_STATUSES, RunKind
 from provisioning.models import Run
 
 ATTENTION_LIMIT = 8
+# A run's plan and result grow with its accounts (a 1,000-account bulk run's plan is megabytes of
+# JSON): lists and tiles never read them, so they are never loaded for them.
+RUN_DOCUMENTS = ("plan", "result")
 
 
 def dashboard_summary() -> dict:
@@ -37,8 +40,13 @@ def dashboard_summary() -> dict:
             pending_broker_count=Count("pk", filter=~Q(account__status=Lifecycle.ACTIVE)),
         ),
         "active_run_count": Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).count(),
-        "latest_runs": list(Run.objects.select_related("agent").order_by("-created_at", "-pk")[:10]),
-        "last_audit": Run.objects.filter(kind=RunKind.AUDIT).order_by("-created_at").first(),
+        "latest_runs": list(
+            Run.objects.select_related("agent").defer(*RUN_DOCUMENTS).order_by("-created_at", "-pk")[:10]
+        ),
+        "last_audit": Run.objects.filter(kind=RunKind.AUDIT)
+        .defer(*RUN_DOCUMENTS)
+        .order_by("-created_at")
+        .first(),
         "attention": attention,
         "audit": dashboard_audit(),
     }

@@ -173,6 +173,7 @@ def last_audit() -> Run | None:
     """The latest audit that completed (its agents' findings are the current ones)."""
     return (
         Run.objects.filter(kind=RunKind.AUDIT, status__in=(RunStatus.SUCCEEDED, RunStatus.PARTIAL))
+        .defer("plan")  # the result holds the agents' findings; the plan is not shown here
         .order_by("-finished_at", "-pk")
         .first()
     )
@@ -180,7 +181,10 @@ def last_audit() -> Run | None:
 
 def active_audit() -> Run | None:
     return (
-        Run.objects.filter(kind=RunKind.AUDIT, status__in=ACTIVE_RUN_STATUSES).order_by("-created_at").first()
+        Run.objects.filter(kind=RunKind.AUDIT, status__in=ACTIVE_RUN_STATUSES)
+        .defer("plan", "result")  # the progress panel reads neither
+        .order_by("-created_at")
+        .first()
     )
 
 

@@ -223,3 +223,21 @@ def test_env_example_documents_the_embedded_run_and_real_aws():
     active = dict(re.findall(r"^(\w+)=(.*)$", text, re.M))
     for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"):
         assert name not in active, f"{name} must stay commented out in .env.example"
+
+
+def test_the_gunicorn_config_names_only_gunicorn_settings_and_is_used_everywhere(compose):
+    """compose, the image and `make run` serve with portal/gunicorn_config.py: threads, a deep backlog."""
+    from gunicorn.config import Config
+
+    from portal import gunicorn_config
+
+    known = Config().settings
+    names = {name for name in vars(gunicorn_config) if not name.startswith("_") and name != "os"}
+    assert names <= set(known), names - set(known)
+    assert gunicorn_config.worker_class == "gthread" and gunicorn_config.threads > 1
+    assert gunicorn_config.backlog >= 200
+    (cmd,) = [args for op, args in dockerfile_instructions() if op == "CMD"]
+    import json
+
+    for words in (command_of(compose["services"]["web"]), json.loads(cmd)):
+        assert "python:portal.gunicorn_config" in words

@@ -3,8 +3,12 @@
 Starts, in this order: the AWS emulator (moto server on loopback, a child process), database
 migrations, the `admin` superuser, demo data (emulator accounts, then inventory rows through
 provisioning.services), the agent's setup run, a Celery worker with embedded beat on the
-filesystem broker, and the web server. Ctrl-C (SIGINT), SIGTERM or SIGHUP stops all of it: web and
-worker first (the worker finishes its task: warm shutdown), the emulator last.
+filesystem broker, and the web server: gunicorn with portal.gunicorn_config, as compose runs it.
+Ctrl-C (SIGINT), SIGTERM or SIGHUP stops all of it: web and worker first (the worker finishes its
+task: warm shutdown), the emulator last. If the launcher or the worker dies without stopping them
+(SIGKILL), their children follow on Linux (portal.beat.die_with_parent); and the beat holds a lock
+on its schedule, so a beat left behind makes the next start refuse instead of sending every
+periodic task twice.
 
 var/ (database, queue, locks) is for the launching user only: 0700, its files 0600 (umask 077,
 inherited by every child), and without ENCRYPTION_KEYS the broker tokens are encrypted with a key
@@ -40,9 +44,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounts import services as inventory
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
-from portal import embedded, emulator, fields
+from portal import beat, embedded, emulator, fields, processes
 from provisioning import aws, services
 
+BEAT_SCHEDULE = "celerybeat-schedule"
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 
 
@@ -95,7 +100,10 @@ def _alive(pid: int) -> bool:
 class Child:
     def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path):
         self.name = name
-        self.process = subprocess.Popen(args, env=env, cwd=str(cwd))
+        # Linux: SIGTERM (a clean stop) when this launcher dies, even by SIGKILL (portal.beat).
+        self.process = subprocess.Popen(
+            args, env=env, cwd=str(cwd), preexec_fn=processes.preexec_die_with_parent(signal.SIGTERM)
+        )
         self.tree: set[int] = set()
 
     @property
@@ -130,7 +138,7 @@ class Command(BaseCommand):
         "Run the portal with embedded defaults: SQLite, a Celery worker on the filesystem broker, "
         "an AWS emulator (moto server) with demo data, and the web server on 127.0.0.1."
     )
-    # The checks run in the web server's process, with the embedded environment (DEBUG on).
+    # The checks run in a child with the embedded environment (DEBUG on): _run_checks.
     requires_system_checks = []
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -211,34 +219,59 @@ class Command(BaseCommand):
         port = self.options["port"]
         self._require_free_port(port)
         var_dir = Path(settings.VAR_DIR)
+        self._refuse_a_running_beat(var_dir)
+        pinned = self._start_emulator(var_dir)
+        key_env, notes = self._prepare_data(var_dir)
+        env = self._child_env(var_dir, pinned, key_env)
+        self._run_checks(env)
+        self._start_worker(env, var_dir)
+        url = self._start_web(env, port)
+        self._wait_for(lambda: self._answers(f"{url}/healthz"), "the web server", timeout=90)
+        self._print_banner(url, var_dir, notes)
 
+    def _refuse_a_running_beat(self, var_dir: Path) -> None:
+        """A beat left by an earlier run (or another run on this var/) would send every task twice."""
+        schedule = var_dir / BEAT_SCHEDULE
+        holder = beat.holder_pid(schedule)
+        if holder is not None:
+            raise CommandError(
+                f"A celery beat (pid {holder or 'unknown'}) still holds {beat.lock_path(schedule)}: "
+                "another embedded run on this data folder, or one left behind. Stop that run "
+                f"(or `kill {holder or '<pid>'}`) and start again."
+            )
+
+    def _start_emulator(self, var_dir: Path) -> dict[str, str]:
+        """The moto server; returns the AWS variables that pin this process and its children to it."""
         self.stdout.write("Starting the AWS emulator (moto server)…")
         self.emulator = emulator.start(port=self.options["aws_port"])
         pinned = emulator.aws_environ(self.emulator.url, var_dir)
         os.environ.update(pinned)  # this process seeds through provisioning.aws
         settings.AWS_ENDPOINT_URL = self.emulator.url
-
         aws.sessions.clear()
-        base = emulator.base_account()  # fake credentials only work on the emulator
+        return pinned
 
-        key_env, key_note = self._encryption_key(var_dir)
+    def _prepare_data(self, var_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+        """Key, schema, admin user, demo data and the runs that rebuild the emulator; banner notes."""
+        notes = {"base": emulator.base_account()}  # fake credentials only work on the emulator
+        key_env, notes["key"] = self._encryption_key(var_dir)
         self.stdout.write("Migrating the database…")
         call_command("migrate", interactive=False, verbosity=0)
         if key_env:  # tokens an earlier run stored under the key derived from the public SECRET_KEY
             fields.reencrypt(fields.derived_key(settings.SECRET_KEY))
-        password_note = self._ensure_admin()
-
-        demo_note = "none (--no-demo)"
+        notes["password"] = self._ensure_admin()
+        notes["demo"] = "none (--no-demo)"
         self.demo_agent = None
         if not self.options["no_demo"]:
             self.stdout.write("Seeding demo data…")
-            demo_note = self._seed()
-        runs_note = self._converge()
+            notes["demo"] = self._seed()
+        notes["runs"] = self._converge()
+        return key_env, notes
 
-        child_env = {
+    def _child_env(self, var_dir: Path, pinned: dict[str, str], key_env: dict[str, str]) -> dict[str, str]:
+        env = {
             **os.environ,
             **pinned,
-            # A loopback-only development server over plain HTTP, whatever `.env` says for production.
+            # A loopback-only server over plain HTTP, whatever `.env` says for production.
             "DEBUG": "true",
             "SECURE_SSL_REDIRECT": "false",
             "SESSION_COOKIE_SECURE": "false",
@@ -251,57 +284,48 @@ class Command(BaseCommand):
         }
         if not (os.environ.get("SECRET_KEY") or os.environ.get("SECRET_KEY_FILE")):
             # `SECRET_KEY=` left empty in a .env copied from .env.example: the development key.
-            child_env["SECRET_KEY"] = settings.DEFAULT_SECRET_KEY
-        base_dir = Path(settings.BASE_DIR)
-        concurrency = max(1, self.options["concurrency"])
-        self.children.append(
-            Child(
-                "worker",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "portal",
-                    "worker",
-                    "--beat",
-                    "--schedule",
-                    str(var_dir / "celerybeat-schedule"),
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    str(concurrency),
-                    "--hostname",
-                    "embedded@%h",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                child_env,
-                base_dir,
-            )
-        )
-        self.children.append(
-            Child(
-                "web",
-                [sys.executable, str(base_dir / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"],
-                child_env,
-                base_dir,
-            )
-        )
-        url = f"http://127.0.0.1:{port}"
-        self._wait_for(lambda: self._answers(f"{url}/healthz"), "the web server", timeout=90)
+            env["SECRET_KEY"] = settings.DEFAULT_SECRET_KEY
+        return env
 
+    def _run_checks(self, env: dict[str, str]) -> None:
+        """Django's system checks with the children's settings (gunicorn does not run them)."""
+        checked = subprocess.run(
+            [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "check"],
+            env=env,
+            cwd=settings.BASE_DIR,
+            check=False,
+        )
+        if checked.returncode != 0:
+            raise CommandError("The system checks failed (above): nothing was started.")
+
+    def _start_worker(self, env: dict[str, str], var_dir: Path) -> None:
+        self.concurrency = max(1, self.options["concurrency"])
+        celery = [sys.executable, "-m", "celery", "-A", "portal", "worker", "--beat"]
+        options = ["--schedule", str(var_dir / BEAT_SCHEDULE), "--loglevel", "INFO"]
+        options += ["--concurrency", str(self.concurrency), "--hostname", "embedded@%h"]
+        options += ["--without-mingle", "--without-gossip"]
+        self.children.append(Child("worker", celery + options, env, Path(settings.BASE_DIR)))
+
+    def _start_web(self, env: dict[str, str], port: int) -> str:
+        """gunicorn with portal.gunicorn_config, as compose runs it (whitenoise serves static files)."""
+        web = [sys.executable, "-m", "gunicorn", "--config", "python:portal.gunicorn_config"]
+        web += ["--bind", f"127.0.0.1:{port}", "portal.wsgi:application"]
+        self.children.append(Child("web", web, env, Path(settings.BASE_DIR)))
+        return f"http://127.0.0.1:{port}"
+
+    def _print_banner(self, url: str, var_dir: Path, notes: dict[str, str]) -> None:
+        assert self.emulator is not None
         lines = [
             "",
             "ECR Broker Portal (embedded) is running.",
-            f"  web      {url}/   {password_note}",
-            f"  worker   celery, {concurrency} process(es) + beat, "
+            f"  web      {url}/   {notes['password']}",
+            f"  worker   celery, {self.concurrency} process(es) + beat, "
             f"filesystem broker in {settings.CELERY_QUEUE_DIR}",
-            f"  AWS      emulator {self.emulator.url} (moto; fake credentials; base account {base};"
+            f"  AWS      emulator {self.emulator.url} (moto; fake credentials; base account {notes['base']};"
             " real AWS is never used)",
-            f"  demo     {demo_note}",
-            f"  runs     {runs_note}",
-            f"  data     {var_dir} (this user only; {key_note})",
+            f"  demo     {notes['demo']}",
+            f"  runs     {notes['runs']}",
+            f"  data     {var_dir} (this user only; {notes['key']})",
             "Press Ctrl-C to stop.",
             "",
         ]
@@ -411,7 +435,7 @@ class Command(BaseCommand):
 
     def _stop_all(self) -> None:
         for child in self.children:
-            child.signal(signal.SIGTERM)  # celery: warm shutdown; runserver: exits
+            child.signal(signal.SIGTERM)  # celery: warm shutdown; gunicorn: graceful
         deadline = time.monotonic() + self.options["shutdown_timeout"]
         for child in self.children:
             while child.running() and time.monotonic() < deadline and not self.hurry:
