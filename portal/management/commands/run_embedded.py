@@ -41,6 +41,7 @@ from accounts import services as inventory
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 from portal import embedded, emulator, fields
+from portal.text import counted
 from provisioning import aws, services
 
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
@@ -374,7 +375,10 @@ class Command(BaseCommand):
             if members:
                 services.account_reconcile(accounts=members)
                 reconciles += len(members)
-        return f"queued: setup of {setups} agent(s), reconcile of {reconciles} account(s)"
+        return (
+            f"queued: setup of {counted(setups, 'agent', 'agents')}, "
+            f"reconcile of {counted(reconciles, 'account', 'accounts')}"
+        )
 
     # --- run -----------------------------------------------------------------------------------
 
