@@ -16,22 +16,27 @@ def onboard_form(role_agent, **fields) -> OnboardForm:
     return OnboardForm(data={**data, **fields})
 
 
-@pytest.mark.parametrize("value", ["cra:8081", "http://cra", "ftp://cra:8081"])
-def test_the_agent_url_error_shows_an_agent_url(role_agent, value):
-    form = onboard_form(role_agent, cr_agent_url=value)
-    assert not form.is_valid()
-    (message,) = form.errors["cr_agent_url"]
-    assert "http://cra:8081 for the CR agent" in message, message
-    assert "e.g. http://broker" not in message
+AGENT_EXAMPLE = "http://cra:8081 for the CR agent"
+BROKER_EXAMPLE = "http://broker:8000 for the broker client"
 
 
-@pytest.mark.parametrize("value", ["broker.internal:8000", "http://broker"])
-def test_the_broker_url_error_shows_a_broker_url(role_agent, value):
-    form = onboard_form(role_agent, broker_client_url=value)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cr_agent_url", "cra:8081"),
+        ("cr_agent_url", "http://cra"),
+        ("cr_agent_url", "ftp://cra:8081"),
+        ("broker_client_url", "broker.internal:8000"),
+        ("broker_client_url", "http://broker"),
+    ],
+)
+def test_each_url_field_error_shows_an_example_of_its_own(role_agent, field, value):
+    """The agent URL's error once suggested a broker URL (and the broker's a CR agent URL)."""
+    form = onboard_form(role_agent, **{field: value})
     assert not form.is_valid()
-    (message,) = form.errors["broker_client_url"]
-    assert "http://broker:8000 for the broker client" in message, message
-    assert "e.g. http://cra" not in message
+    (message,) = form.errors[field]
+    assert (AGENT_EXAMPLE if field == "cr_agent_url" else BROKER_EXAMPLE) in message, message
+    assert "e.g." not in message
 
 
 @pytest.mark.parametrize("padded", [VALID_ARN + " ", " " + VALID_ARN, VALID_ARN + "\n"])
