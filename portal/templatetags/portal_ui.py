@@ -37,6 +37,14 @@ def breakable(value: Any) -> SafeString:
 
 
 @register.filter
+def plain(value: Any) -> str:
+    """A value of an audit entry's details as a person writes it: a list as "a, b", not "['a', 'b']"."""
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+@register.filter
 def pretty_json(document: Any) -> str:
     return pretty(document)
 

@@ -4,7 +4,7 @@ import pytest
 from django.template import Context, Template
 
 from portal.templatetags.labels import LABELS, label
-from portal.templatetags.portal_ui import breakable
+from portal.templatetags.portal_ui import breakable, plain
 
 
 def test_an_arn_may_wrap_only_after_its_colons_and_slashes():
@@ -44,3 +44,8 @@ def test_a_label_kind_the_mapping_lacks_is_a_template_bug():
     with pytest.raises(KeyError):
         label("in_sync", "audit-state")
     assert set(LABELS) == {"audit_state", "severity", "external_id_state", "layout", "role"}
+
+
+def test_audit_details_read_as_written():
+    assert plain(["eu-west-1", "us-east-1"]) == "eu-west-1, us-east-1"
+    assert plain(7) == "7" and plain("x") == "x"
