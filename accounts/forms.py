@@ -33,22 +33,29 @@ def _attach_errors(form: forms.Form, error: ValidationError) -> None:
 
 
 class ExactTextForm(forms.Form):
-    """Checks text exactly as typed or pasted: Django would trim it; a value with spaces or line breaks
-    around it is refused instead, after the rule it breaks, as uploads and the command line do."""
+    """Refuses text with spaces or line breaks around it rather than trimming it (Django would), as
+    uploads and the command line do. The rules check what is inside the spaces: a valid ARN with a
+    trailing space is told only to drop the space, an invalid one also what is wrong with it."""
 
     free_text = ("alias",)  # labels for people: trimming them changes nothing that matters
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.padded = {
+            name
+            for name, field in self.fields.items()
+            if isinstance(field, forms.CharField)
+            and name not in self.free_text
+            and v.has_surrounding_whitespace(self.data.get(name))
+        }
         for name, field in self.fields.items():
             if isinstance(field, forms.CharField) and name not in self.free_text:
-                field.strip = False
+                field.strip = name in self.padded  # the rest exactly as typed (blank-only too: refused)
 
     def _post_clean(self) -> None:  # Django's hook after clean(): the rule's own message comes first
         super()._post_clean()  # type: ignore[misc]  # BaseForm has it; the stubs leave the private hook out
-        for name, field in self.fields.items():
-            if getattr(field, "strip", True) is False and v.has_surrounding_whitespace(self.data.get(name)):
-                self.add_error(name, v.SURROUNDING_WHITESPACE)
+        for name in sorted(self.padded):
+            self.add_error(name, v.SURROUNDING_WHITESPACE)
 
 
 class AgentForm(ExactTextForm):

@@ -196,6 +196,10 @@ def validate_broker_safe(value: str) -> None:
 _URL_HOST = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])\Z")
 
 
+# Both URL fields share the rule, so its messages show an example for each (not one for both).
+URL_EXAMPLES = "http://broker:8000 for the broker client, http://cra:8081 for the CR agent"
+
+
 def validate_service_url(value: str) -> None:
     """scheme://host:port with nothing after it: the broker appends its own paths."""
     validate_broker_safe(value)
@@ -208,7 +212,7 @@ def validate_service_url(value: str) -> None:
         parts, port = None, None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError(
-            "Enter an http(s) URL with a host and a port, e.g. http://broker.internal:8000",
+            f"Enter an http(s) URL with a host and a port: {URL_EXAMPLES}.",
             code="url",
         )
     if "@" in parts.netloc:
@@ -217,7 +221,7 @@ def validate_service_url(value: str) -> None:
             code="url_extra",
         )
     if port is None:
-        raise ValidationError("The URL needs an explicit port, e.g. http://cra:8081", code="url_port")
+        raise ValidationError(f"The URL needs an explicit port: {URL_EXAMPLES}.", code="url_port")
     # Anything after the port, even a bare "/" or "?", ends up in the broker's paths ("//systemcheck").
     if value[len(parts.scheme) + 3 :] != parts.netloc:
         raise ValidationError(

@@ -11,6 +11,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
+from portal.text import counted
+
 from . import fields
 
 
@@ -99,7 +101,8 @@ def unreadable_secrets_check(
     )
     return [
         Warning(
-            f"{total} stored secret(s) cannot be decrypted with ENCRYPTION_KEYS ({where}).",
+            f"{counted(total, 'stored secret', 'stored secrets')} cannot be decrypted with ENCRYPTION_KEYS "
+            f"({where}).",
             hint="Put the key they were encrypted with back into ENCRYPTION_KEYS (the first key "
             "encrypts, every key decrypts), or enter those secrets again.",
             id="portal.W003",

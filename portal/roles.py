@@ -18,6 +18,7 @@ _Response = TypeVar("_Response", bound=HttpResponseBase)
 _Params = ParamSpec("_Params")
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+ROLE_LABELS = {VIEWER: "Viewer", OPERATOR: "Operator", ADMIN: "Administrator"}
 
 _VIEW = [
     "accounts.view_agentidentity",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+from portal.text import counted
+
 from . import policies
 
 
@@ -75,7 +77,7 @@ def read_policy_deviations(live: Any) -> list[str]:
     extra = sorted({a for a in allowed if a.lower() not in wanted_lower})
     if extra:
         wide = [a for a in extra if "*" in a or "?" in a]
-        text = f"{len(extra)} action(s) beyond the guide's 11: {_names(extra)}"
+        text = f"{counted(len(extra), 'action', 'actions')} beyond the guide's 11: {_names(extra)}"
         if wide:
             text += " (wildcards grant every matching action, writes included)"
         found.insert(0, text)
@@ -204,8 +206,8 @@ def agent_policy_deviations(live: Any, desired_arns: list[str]) -> list[str]:
                 dropped.append(resource)
     if dropped:
         found.append(
-            f"allows sts:AssumeRole on {len(dropped)} role(s) the portal will not list, which the agent "
-            f"loses: {_names(sorted(set(dropped)))}"
+            f"allows sts:AssumeRole on {counted(len(dropped), 'role', 'roles')} the portal will not list, "
+            f"which the agent loses: {_names(sorted(set(dropped)))}"
         )
     if other_actions:
         found.append(f"also allows {_names(sorted(set(other_actions)))}, which is removed")

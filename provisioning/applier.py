@@ -20,6 +20,7 @@ from django.db.models import F
 
 from accounts.models import EcrAccount
 from portal.redact import redact
+from portal.text import counted
 
 from . import aws
 from .changes import Change, Plan
@@ -165,7 +166,7 @@ def apply_step(run: Run, plan: Plan, label: str) -> int:
     if plan.is_empty:
         run.log(f"{label}: in sync, nothing to change")
         return 0
-    run.log(f"{label}: applying {len(plan.changes)} change(s)")
+    run.log(f"{label}: applying {counted(len(plan.changes), 'change', 'changes')}")
     return len(apply_plan(run, plan))
 
 

@@ -19,13 +19,21 @@ from accounts.models import AgentIdentity, EcrAccount
 
 from .audit import catalogue
 from .audit.report import report
-from .choices import ACTIVE_RUN_STATUSES, SEVERITY_RANK, AuditStatus, RunKind, RunStatus, Severity
+from .choices import (
+    ACTIVE_RUN_STATUSES,
+    AUDIT_STATE_LABELS,
+    NOT_AUDITED,
+    SEVERITY_RANK,
+    AuditStatus,
+    RunKind,
+    RunStatus,
+    Severity,
+)
 from .models import AuditSnapshot, Run
 from .policies import same_document
 
 PAGE_SIZE = 50
 HISTORY_LIMIT = 50
-NOT_AUDITED = "not_audited"
 # Badge classes the portal's stylesheet already has.
 SEVERITY_BADGE = {"critical": "failed", "high": "failed", "medium": "pending", "low": "removed"}
 STATUS_BADGE = {"in_sync": "in-sync", "drifted": "drifted", "missing": "failed", "unreachable": "partial"}
@@ -230,7 +238,7 @@ def audit_page(filters: AuditFilters, page_number: Any) -> dict[str, Any]:
         "totals": finding_totals(),
         "agent_names": list(AgentIdentity.objects.order_by("name").values_list("name", flat=True)),
         "severities": Severity.choices,
-        "statuses": [*AuditStatus.choices, (NOT_AUDITED, "Not audited yet")],
+        "statuses": list(AUDIT_STATE_LABELS.items()),
         "checks": sorted(catalogue.CHECKS.values(), key=lambda c: c.code),
     }
 

@@ -20,11 +20,13 @@ from typing import Any
 
 import yaml
 from django.core.exceptions import ValidationError
+from django.utils.translation import ngettext
 
 from accounts import services as inventory
 from accounts import validators as v
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
+from portal.text import counted
 
 from . import policies
 
@@ -101,7 +103,9 @@ class BulkReport:
 
     def as_text(self) -> str:
         head = (
-            f"{len(self.bad_rows)} of {self.row_count} row(s) are invalid"
+            ngettext("%(bad)d of %(rows)d row", "%(bad)d of %(rows)d rows", self.row_count)
+            % {"bad": len(self.bad_rows), "rows": self.row_count}
+            + ngettext(" is invalid", " are invalid", len(self.bad_rows))
             if self.bad_rows
             else "the file is invalid"
         )
@@ -186,7 +190,8 @@ def _read_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
                 continue  # blank line
             _check_row_count(len(rows) + 1)
             if len(cells) != len(columns):
-                rows.append((line, {"__cells__": f"has {len(cells)} cell(s), the header has {len(columns)}"}))
+                wrong = f"has {counted(len(cells), 'cell', 'cells')}, the header has {len(columns)}"
+                rows.append((line, {"__cells__": wrong}))
                 continue
             rows.append((line, dict(zip(columns, cells, strict=True))))
     except csv.Error as exc:
@@ -223,12 +228,17 @@ def _check_columns(columns: list[str]) -> None:
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     problems = []
     if unknown:
-        problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        names = ", ".join(map(repr, unknown))
+        problems.append(f"{ngettext('unknown column', 'unknown columns', len(unknown))} {names}")
     if duplicates:
-        problems.append(f"column(s) {', '.join(map(repr, duplicates))} appear more than once")
+        problems.append(
+            ngettext("column %(names)s appears", "columns %(names)s appear", len(duplicates))
+            % {"names": ", ".join(map(repr, duplicates))}
+            + " more than once"
+        )
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing and not unknown:
-        problems.append(f"missing column(s) {', '.join(missing)}")
+        problems.append(f"{ngettext('missing column', 'missing columns', len(missing))} {', '.join(missing)}")
     if problems:
         raise _Refused("; ".join(problems) + f". Columns are: {', '.join(COLUMNS)}.")
 
@@ -351,7 +361,8 @@ def _cells(raw: dict[str, Any], problem: Callable[[str, str], None]) -> tuple[di
         if not text.strip():
             text = ""  # a blank cell, however it is spaced
         elif column != "regions" and v.has_surrounding_whitespace(text):
-            padded.append(column)  # checked as it is, then refused with the hint (as the forms do)
+            padded.append(column)  # refused with the hint; the rules check what is inside (as the forms do)
+            text = text.strip()
         if bad:
             problem(column, bad)
         elif v.starts_like_formula(text):

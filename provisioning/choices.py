@@ -44,6 +44,11 @@ class AuditStatus(models.TextChoices):
     UNREACHABLE = "unreachable", "Unreachable"
 
 
+# An account no audit has read yet has no snapshot: a state of the audit pages, not of a row.
+NOT_AUDITED = "not_audited"
+AUDIT_STATE_LABELS: dict[str, str] = {**dict(AuditStatus.choices), NOT_AUDITED: "Not audited yet"}
+
+
 class Severity(models.TextChoices):
     CRITICAL = "critical", "Critical"
     HIGH = "high", "High"

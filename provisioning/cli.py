@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from accounts.models import EcrAccount
+from portal.text import counted
 
 from . import aws, policies, runner
 from .changes import Plan
@@ -56,7 +57,7 @@ def print_plan(stdout: OutputWrapper, plan: Plan) -> None:
     if plan.is_empty:
         stdout.write("No changes: AWS already matches.")
         return
-    stdout.write(f"{len(plan.changes)} change(s):")
+    stdout.write(f"{counted(len(plan.changes), 'change', 'changes')}:")
     for i, change in enumerate(plan.changes, 1):
         stdout.write(f"{i:3}. {change.action} {change.arn}\n     {change.summary}")
         for label, doc in (("before", change.before), ("after", change.after)):

@@ -24,6 +24,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import ngettext
 
 from accounts import services as inventory
 from accounts.choices import BrokerStatus, ExternalIdState, Lifecycle
@@ -31,6 +32,7 @@ from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, ExternalI
 from portal import audit
 from portal.audit import Actor
 from portal.models import AuditEntry
+from portal.text import counted
 
 from . import bulkfile, flows, policies, services
 from .changes import Plan
@@ -173,7 +175,12 @@ def retirement_warnings(account: EcrAccount, external_id: ExternalId) -> list[st
         taken = [b.broker.region for b in status.brokers if b.downloaded_at or b.redeployed_at]
         if taken:
             warnings.append(
-                f"Broker(s) {', '.join(taken)} took a file holding {external_id.value}: they stop working."
+                ngettext(
+                    "Broker %(regions)s took a file holding %(id)s: it stops working.",
+                    "Brokers %(regions)s took a file holding %(id)s: they stop working.",
+                    len(taken),
+                )
+                % {"regions": ", ".join(taken), "id": external_id.value}
             )
     return warnings
 
@@ -374,8 +381,12 @@ def agent_offboard_refusal(agent: AgentIdentity) -> str:
     if serving:
         shown = ", ".join(serving[:10]) + (f" and {len(serving) - 10} more" if len(serving) > 10 else "")
         return (
-            f"Agent {agent.name} still serves {len(serving)} account(s): {shown}. Offboard them (or move "
-            "them to another agent) first."
+            f"Agent {agent.name} still serves {counted(len(serving), 'account', 'accounts')}: {shown}. "
+            + ngettext(
+                "Offboard it (or move it to another agent) first.",
+                "Offboard them (or move them to another agent) first.",
+                len(serving),
+            )
         )
     return ""
 

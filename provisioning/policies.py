@@ -129,6 +129,12 @@ LAYOUT_NONE = "none"
 LAYOUT_PER_ACCOUNT = "inline-per-account"
 LAYOUT_COMBINED = "inline-combined"
 LAYOUT_MANAGED = "managed"
+LAYOUT_LABELS = {
+    LAYOUT_NONE: "None written",
+    LAYOUT_PER_ACCOUNT: "Inline, one statement per account",
+    LAYOUT_COMBINED: "Inline, one statement for all accounts",
+    LAYOUT_MANAGED: "Managed policies",
+}
 
 
 @dataclass

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from portal.text import counted
+
 from . import runner
 from .audit.notify import post_webhook
 from .audit.services import audit_request
@@ -45,7 +47,8 @@ def sweep_stale_runs() -> int:
             Run.objects.filter(pk=run.pk, status=run.status, claim_token=run.claim_token).update(
                 status=RunStatus.FAILED,
                 finished_at=now,
-                explanation=f"Gave up after {run.attempts} attempt(s): the worker stopped each time.",
+                explanation=f"Gave up after {counted(run.attempts, 'attempt', 'attempts')}: "
+                "the worker stopped each time.",
             )
             RunLock.objects.filter(run=run).exclude(run__status__in=ACTIVE_RUN_STATUSES).delete()
             continue

@@ -262,7 +262,7 @@ def test_an_agent_serving_accounts_cannot_be_offboarded_from_its_page(
     client.force_login(admin_user)
     assert f'href="{url}"' in client.get(role_agent.get_absolute_url()).content.decode()
     body = client.get(url).content.decode()
-    assert 'id="refusal"' in body and "still serves 1 account(s): 222222222222" in body
+    assert 'id="refusal"' in body and "still serves 1 account: 222222222222" in body
     assert "confirm-plan" not in body
     client.post(url, {"plan_digest": "0" * 64})
     assert AgentIdentity.objects.get(pk=role_agent.pk).status == Lifecycle.ACTIVE

@@ -152,7 +152,7 @@ def test_progress_partial_polls_while_active_and_stops_when_done(client, viewer,
     body = client.get(url).content.decode()
     assert 'aria-valuenow="25"' in body and 'id="op-1"' in body and "every 1s" in body
     Run.objects.filter(pk=run.pk).update(
-        status=RunStatus.SUCCEEDED, progress_done=4, explanation="1 account(s) in sync (4 write(s))."
+        status=RunStatus.SUCCEEDED, progress_done=4, explanation="1 account in sync (4 writes)."
     )
     body = client.get(url).content.decode()
     assert "hx-trigger" not in body
@@ -235,7 +235,7 @@ def test_run_detail_shows_diffs_and_log_lines(client, viewer, account):
         after={"Statement": [{"Principal": {"AWS": "arn:aws:iam::111111111111:role/SnykCraEc2Role"}}]},
         request_id="req-42",
     )
-    run.log("account 222222222222: applying 1 change(s)")
+    run.log("account 222222222222: applying 1 change")
     body = client.get(reverse("provisioning:run_detail", args=[run.pk])).content.decode()
     assert '<span class="del">        &quot;AWS&quot;: &quot;*&quot;</span>' in body
     assert (
@@ -243,7 +243,7 @@ def test_run_detail_shows_diffs_and_log_lines(client, viewer, account):
         in body
     )
     assert "req-42" in body
-    assert "applying 1 change(s)" in body
+    assert "applying 1 change" in body
 
 
 def test_run_list_filters(client, viewer, account, role_agent):

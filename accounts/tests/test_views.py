@@ -254,7 +254,7 @@ def test_a_hand_made_grant_added_to_the_agent_since_the_preview_voids_it(
     assert "changed since this plan was shown" in body
     warning = re.search(r'id="revokes-outside-inventory">(.*?)</div>', body, flags=re.S).group(1)
     assert "loses sts:AssumeRole on 1 role the portal does not manage" in warning  # the new plan says so
-    assert f'<li class="mono">{hand_made}</li>' in warning
+    assert f'<li class="mono">{hand_made}</li>' in warning.replace("<wbr>", "")
 
 
 def test_confirm_without_a_digest_is_refused(aws, as_user, operator, account):
@@ -484,9 +484,9 @@ def test_bad_agent_input_is_reported(as_user, admin_user):
 def test_agent_detail_shows_layout_and_headroom(as_user, viewer, role_agent, make_account):
     make_account("222222222222")
     EcrAccount.objects.update(status=Lifecycle.ACTIVE)
-    body = as_user(viewer).get(role_agent.get_absolute_url()).content.decode()
+    body = as_user(viewer).get(role_agent.get_absolute_url()).content.decode().replace("<wbr>", "")
     assert "arn:aws:iam::111111111111:role/SnykCraEc2Role" in body
-    assert "inline-per-account" in body
+    assert '<dd id="agent-layout">Inline, one statement per account</dd>' in body
     assert re.search(r'id="agent-headroom">\d+ % free', body)
     assert "222222222222" in body
 

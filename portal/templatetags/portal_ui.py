@@ -1,12 +1,15 @@
-"""Template helpers for documents: readable JSON and a line diff of before/after."""
+"""Template helpers for documents: readable JSON, a line diff of before/after, ARNs that wrap."""
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 from typing import Any
 
 from django import template
+from django.utils.html import conditional_escape
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -20,6 +23,25 @@ def pretty(document: Any) -> str:
         except ValueError:
             return document
     return json.dumps(document, indent=2, sort_keys=True)
+
+
+# After these, an ARN (or a URL) may wrap: between its parts, never inside a name.
+_WRAP_AFTER = re.compile(r"([:/])")
+
+
+@register.filter
+def breakable(value: Any) -> SafeString:
+    """`{{ arn|breakable }}`: escaped, with a <wbr> after each : and / (copying the text copies no
+    extra character). The CSS breaks a part only when it alone is wider than its column."""
+    return mark_safe(_WRAP_AFTER.sub(r"\1<wbr>", str(conditional_escape(value))))  # noqa: S308  escaped first
+
+
+@register.filter
+def plain(value: Any) -> str:
+    """A value of an audit entry's details as a person writes it: a list as "a, b", not "['a', 'b']"."""
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 @register.filter

@@ -119,7 +119,7 @@ def test_unreadable_secrets_are_counted_with_their_rows_never_shown(brokers, cap
     stored = [_encrypt_with_a_foreign_key(b) for b in (first, third)]
     (warning,) = checks.unreadable_secrets_check(None, databases=["default"])
     assert warning.id == "portal.W003"
-    assert "2 stored secret(s)" in warning.msg and f"ids {first.pk}, {third.pk}" in warning.msg
+    assert "2 stored secrets" in warning.msg and f"ids {first.pk}, {third.pk}" in warning.msg
     assert "accounts.BrokerInstance.broker_token" in warning.msg
     said = f"{warning.msg} {warning.hint}"
     assert "1b4e28ba" not in said and not any(token in said for token in stored)

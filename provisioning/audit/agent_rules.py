@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from accounts.choices import Lifecycle
+from portal.text import counted
 
 from .. import policies
 from .catalogue import Finding
@@ -40,7 +41,7 @@ def agent_findings(read: AgentRead, account_statuses: dict[str, str]) -> list[Fi
         findings.append(
             Finding(
                 "agent-permissions-differ",
-                f"Reconciling the agent would make {len(summaries)} change(s): "
+                f"Reconciling the agent would make {counted(len(summaries), 'change', 'changes')}: "
                 f"{'; '.join(summaries[:3])}{more}.",
                 name,
             )

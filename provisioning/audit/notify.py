@@ -9,6 +9,7 @@ import requests
 from django.conf import settings
 
 from portal.celery import app
+from portal.text import counted
 
 from ..models import Run
 from .catalogue import CHECKS
@@ -57,7 +58,8 @@ def notify_new_findings(run: Run, new_high: list[dict[str, Any]]) -> None:
         except Exception as exc:  # a broker outage must not fail a finished audit
             log.error("could not queue the audit webhook for %s on %s: %s", finding["code"], where, exc)
     if new_high:
-        run.log(f"{len(new_high)} new high-severity finding(s)", level="WARNING")
+        found = counted(len(new_high), "new high-severity finding", "new high-severity findings")
+        run.log(found, level="WARNING")
 
 
 def post_webhook(payload: dict[str, Any]) -> int:

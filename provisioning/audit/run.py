@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts import services as inventory
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, BrokerInstance, EcrAccount
+from portal.text import counted
 
 from .. import aws
 from ..choices import AuditStatus, RunStatus, Severity
@@ -63,7 +64,8 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
     statuses = dict(EcrAccount.objects.values_list("account_id", "status"))
     total = len(accounts) + len(agents)
     Run.objects.filter(pk=run.pk).update(progress_total=total)
-    run.log(f"auditing {len(accounts)} account(s) and {len(agents)} agent(s), {_concurrency()} at a time")
+    scope = f"{counted(len(accounts), 'account', 'accounts')} and {counted(len(agents), 'agent', 'agents')}"
+    run.log(f"auditing {scope}, up to {_concurrency()} reads at a time")
 
     writes_before = aws.write_calls()
     reads = _read_concurrently(run, facts, agents, members)
@@ -87,7 +89,9 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
     outcomes = [_outcome(read, reads.agents.get(read.facts.account.agent_id), now) for read in reads.accounts]
     outcomes.sort(key=lambda o: o.facts.account.account_id)
     new_high = store_results(run, outcomes, agent_results, now=now, peak=reads.peak)
-    explanation = _explanation(outcomes, agent_results, new_high, peak=reads.peak, writes=writes)
+    explanation = _explanation(
+        outcomes, agent_results, new_high, peak=reads.peak, limit=_concurrency(), writes=writes
+    )
     notify_new_findings(run, new_high)
     unreachable = sum(1 for o in outcomes if o.status == AuditStatus.UNREACHABLE) + sum(
         1 for a in agent_results if a.error
@@ -157,23 +161,28 @@ def _explanation(
     new_high: list[dict[str, Any]],
     *,
     peak: int,
+    limit: int,
     writes: int,
 ) -> str:
-    """The run's one-paragraph summary: statuses, findings by severity, reads at once, writes seen."""
+    """The run's one-paragraph summary: statuses, findings by severity, reads at once (measured, beside
+    the limit the log names), writes seen."""
     counts = Counter(o.status for o in outcomes)
     all_findings = [f for o in outcomes for f in o.findings] + [
         f.to_dict() for a in agents for f in a.findings
     ]
     by_severity = severity_counts(all_findings)
+    high = counted(len(new_high), "new high-severity finding", "new high-severity findings")
+    audited = f"{counted(len(outcomes), 'account', 'accounts')} and {counted(len(agents), 'agent', 'agents')}"
     return (
-        f"Audited {len(outcomes)} account(s) and {len(agents)} agent(s): "
+        f"Audited {audited}: "
         + ", ".join(f"{counts[s]} {label.lower()}" for s, label in AuditStatus.choices)
         + "; findings: "
         + ", ".join(f"{by_severity[s]} {s}" for s in Severity.values)
-        + (f"; {len(new_high)} new high-severity finding(s)" if new_high else "")
-        + f". At most {peak} account(s) read at once; "
+        + (f"; {high}" if new_high else "")
+        + f". Reads at once: at most {peak} (limit {limit}); "
         + (
-            f"{writes} AWS write call(s) seen in this process meanwhile (the audit makes none)."
+            f"{counted(writes, 'AWS write call', 'AWS write calls')} seen in this process meanwhile "
+            "(the audit makes none)."
             if writes
             else "no AWS write made."
         )

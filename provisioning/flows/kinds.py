@@ -9,10 +9,12 @@ per run, however many accounts it covers.
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils.translation import ngettext
 
 from accounts import services as inventory
 from accounts.choices import Lifecycle
 from accounts.models import EcrAccount
+from portal.text import counted
 
 from .. import compare
 from ..audit.run import handle_audit_run
@@ -59,16 +61,19 @@ def accounts_summary(scope: Scope, outcomes: Outcomes, verb: str) -> tuple[str, 
     total = len(scope.accounts)
     failed, skipped = outcomes.count(FAILED), outcomes.count(NOT_STARTED)
     if not failed and not skipped:
-        return RunStatus.SUCCEEDED, f"{total} account(s) {verb} ({outcomes.writes} write(s))."
+        return RunStatus.SUCCEEDED, (
+            f"{counted(total, 'account', 'accounts')} {verb} ({counted(outcomes.writes, 'write', 'writes')})."
+        )
     if total == 1 and failed:
         raise next(iter(outcomes.exceptions.values()))
     if total == 1:
         return RunStatus.CANCELLED, "Cancelled: cancelled before it started."
     if not failed:
-        return RunStatus.CANCELLED, f"Cancelled after {outcomes.writes} write(s)."
+        return RunStatus.CANCELLED, f"Cancelled after {counted(outcomes.writes, 'write', 'writes')}."
     lines = "\n".join(f"{account_id}: {error}" for account_id, error in sorted(outcomes.errors.items()))
     status = RunStatus.FAILED if failed + skipped == total else RunStatus.PARTIAL
-    return status, f"{failed + skipped} of {total} account(s) failed:\n{lines}"
+    head = ngettext("%(n)d of %(total)d account failed:", "%(n)d of %(total)d accounts failed:", total)
+    return status, head % {"n": failed + skipped, "total": total} + f"\n{lines}"
 
 
 class AgentSetupFlow(Flow):
@@ -96,7 +101,8 @@ class AgentSetupFlow(Flow):
 
     def summarize(self, run: Run, scope: Scope, outcomes: Outcomes) -> tuple[str, str]:
         assert scope.agent is not None
-        return RunStatus.SUCCEEDED, f"Agent {scope.agent.name} is set up ({outcomes.writes} write(s))."
+        writes = counted(outcomes.writes, "write", "writes")
+        return RunStatus.SUCCEEDED, f"Agent {scope.agent.name} is set up ({writes})."
 
 
 class AccountsFlow(Flow):
@@ -187,7 +193,8 @@ class OffboardFlow(Flow):
 
     def summarize(self, run: Run, scope: Scope, outcomes: Outcomes) -> tuple[str, str]:
         if scope.agent_leaving and scope.agent is not None:
-            return RunStatus.SUCCEEDED, f"Agent {scope.agent.name} offboarded ({outcomes.writes} write(s))."
+            writes = counted(outcomes.writes, "write", "writes")
+            return RunStatus.SUCCEEDED, f"Agent {scope.agent.name} offboarded ({writes})."
         return accounts_summary(scope, outcomes, "offboarded")
 
 
@@ -230,7 +237,7 @@ class BulkFlow(Flow):
         adopting = sorted({c.account_id for c in plan.changes if c.kind == "adopt"})
         plan.notes.insert(
             0,
-            f"{len(scope.accounts)} account(s) from the file"
+            f"{counted(len(scope.accounts), 'account', 'accounts')} from the file"
             + (
                 f", {len(adopting)} with existing resources to adopt ({', '.join(adopting)})"
                 if adopting
@@ -245,7 +252,9 @@ class BulkFlow(Flow):
         failed = {a: outcomes.errors[a] for a, s in outcomes.status.items() if s == FAILED}
         skipped = outcomes.count(NOT_STARTED)
         done = total - len(failed) - skipped
-        summary = f"{done} of {total} account(s) onboarded"
+        summary = ngettext(
+            "%(done)d of %(total)d account onboarded", "%(done)d of %(total)d accounts onboarded", total
+        ) % {"done": done, "total": total}
         cancelled = any(
             outcomes.errors.get(a) == CANCELLED_BEFORE_START
             for a, s in outcomes.status.items()
@@ -253,7 +262,8 @@ class BulkFlow(Flow):
         )
         if skipped:
             tolerance = scope.options.get("failure_tolerance", total)
-            why = "cancelled" if cancelled else f"after {len(failed)} failure(s) (tolerance {tolerance})"
+            failures = counted(len(failed), "failure", "failures")
+            why = "cancelled" if cancelled else f"after {failures} (tolerance {tolerance})"
             summary += f"; {skipped} not started, {why}"
         if failed:
             summary += ":\n" + "\n".join(f"{k}: {v}" for k, v in sorted(failed.items()))

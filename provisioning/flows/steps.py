@@ -9,9 +9,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.db import close_old_connections
 from django.utils import timezone
+from django.utils.translation import ngettext
 
 from accounts.choices import BrokerStatus, Lifecycle
 from accounts.models import AgentIdentity, EcrAccount, ExternalId
+from portal.text import counted
 
 from .. import aws, planner
 from ..applier import apply_step
@@ -176,8 +178,12 @@ class RemoveAccountStep(AccountStep):
             regions = [b.region for b in self.target.account.brokers.all() if b.status == BrokerStatus.ACTIVE]
             if regions:
                 plan.notes.append(
-                    f"Broker(s) {', '.join(regions)} are retired: their files are no longer served. "
-                    "Stop them."
+                    ngettext(
+                        "Broker %(regions)s is retired: its files are no longer served. Stop it.",
+                        "Brokers %(regions)s are retired: their files are no longer served. Stop them.",
+                        len(regions),
+                    )
+                    % {"regions": ", ".join(regions)}
                 )
         return plan
 
@@ -209,7 +215,7 @@ class ForEachAccount(AccountFanOut):
         self.preview_concurrency = preview_concurrency
         self.log_each = log_each
         self.serves = [s.target.account_id for s in steps]
-        self.label = f"{len(steps)} account(s)"
+        self.label = counted(len(steps), "account", "accounts")
         self.cancelled = False
 
     def plan(self, scope: Scope) -> Plan:

@@ -514,7 +514,7 @@ CASES: list[tuple[str, str, Callable[[], list[Finding]], list[str]]] = [
         "agent-permissions-differ",
         "four changes",
         of_agent(agent_read(plan=Plan([change(s) for s in ("one", "two", "three", "four")]))),
-        ["Reconciling the agent would make 4 change(s): one; two; three and 1 more."],
+        ["Reconciling the agent would make 4 changes: one; two; three and 1 more."],
     ),
 ]
 

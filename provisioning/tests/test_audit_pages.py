@@ -4,6 +4,7 @@
 import csv
 import io
 import json
+import re
 
 import pytest
 from django.db import connection
@@ -60,11 +61,15 @@ def test_one_row_per_trust_relationship(client, viewer, audited, aws):
     row = body[body.index(f'id="relationship-{ACCT}"') :].split("</tr>")[0]
     assert "team-0" in row and "SnykEcrServiceRole" in row and "agent cra" in row
     assert "<div>*</div>" in row  # the trusted principal
-    assert 'title="ext-222222222222"' in row and "active" in row  # the ExternalId and its state
-    assert ">drifted<" in row
-    assert ">critical<" in row and "principal-wildcard" in row  # the worst finding
+    assert 'title="ext-222222222222"' in row and ">Active<" in row  # the ExternalId and its state
+    assert ">Drifted<" in row
+    assert ">Critical<" in row and "principal-wildcard" in row  # the worst finding
     other = body[body.index(f'id="relationship-{OTHER}"') :].split("</tr>")[0]
-    assert ">in_sync<" in other and "arn:aws:iam::111111111111:role/SnykCraEc2Role" in other
+    assert ">In sync<" in other and "arn:aws:iam::111111111111:role/SnykCraEc2Role" in other.replace(
+        "<wbr>", ""
+    )
+    shown = re.sub(r"<[^>]+>", " ", body)  # the text a person reads
+    assert "in_sync" not in shown and "not_audited" not in shown  # states read as words
     assert "1 critical" in body  # totals
     # A viewer reads; no refresh button, no fix link.
     assert 'id="audit-refresh"' not in body and f'id="fix-{ACCT}"' not in body
@@ -101,7 +106,7 @@ def test_agent_findings_are_listed_with_the_agent(client, viewer, audited, aws):
     body = page(client, viewer)
     section = body[body.index('id="audit-agents"') :].split("</section>")[0]
     assert "agent-unmanaged-account" in section and "555555555555" in section
-    assert "inline-per-account" in section
+    assert "Inline, one statement per account" in section
 
 
 def test_detail_shows_live_and_desired_side_by_side_and_the_history(client, viewer, audited):
@@ -117,7 +122,7 @@ def test_detail_shows_live_and_desired_side_by_side_and_the_history(client, view
     assert ">matches<" in read_policy
     assert "iam:UpdateAssumeRolePolicy" in body  # what a reconcile would change
     history = body[body.index('id="audit-history"') :]
-    assert history.count("<tr>") == 2 and ">drifted<" in history  # header + one snapshot
+    assert history.count("<tr>") == 2 and ">Drifted<" in history  # header + one snapshot
     assert 'id="audit-fix"' not in body  # viewers cannot fix
 
 

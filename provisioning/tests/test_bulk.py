@@ -90,7 +90,7 @@ def test_fifty_rows_with_three_bad_are_refused_whole_then_the_fixed_file_is_onbo
         onboard_file(csv_file(tmp_path, rows), "--inline")
     report = str(exc.value)
     assert exc.value.returncode == 2
-    assert "3 of 50 row(s) are invalid; nothing was saved or sent to AWS" in report
+    assert "3 of 50 rows are invalid; nothing was saved or sent to AWS" in report
     assert "row 6 (12345): account_id: An AWS account id is exactly 12 digits." in report
     assert f"row 19 ({accounts[17]}): alias: starts with '='" in report
     assert f"row 32 ({accounts[2]}): account_id: duplicate of row 4" in report
@@ -110,7 +110,7 @@ def test_fifty_rows_with_three_bad_are_refused_whole_then_the_fixed_file_is_onbo
     text = onboard_file(path, "--inline", "--max-concurrency", "8")
     run = Run.objects.get(kind=RunKind.BULK)
     assert run.status == RunStatus.SUCCEEDED, run.explanation
-    assert f"Run {run.pk} succeeded: 50 of 50 account(s) onboarded." in text
+    assert f"Run {run.pk} succeeded: 50 of 50 accounts onboarded." in text
     assert run.options == {"max_concurrency": 8, "failure_tolerance": 50}
     assert set(EcrAccount.objects.values_list("status", flat=True)) == {Lifecycle.ACTIVE}
     assert BrokerInstance.objects.count() == 100  # two regions each
@@ -163,7 +163,7 @@ def test_failure_tolerance_stops_starting_new_accounts(
     _fail_create_role_for(monkeypatch, aws, set(accounts[:3]))
     run = _request(agent, [row(a) for a in accounts], tmp_path, max_concurrency=1, failure_tolerance=1)
     assert run.status == RunStatus.FAILED
-    assert "0 of 10 account(s) onboarded; 8 not started, after 2 failure(s) (tolerance 1)" in run.explanation
+    assert "0 of 10 accounts onboarded; 8 not started, after 2 failures (tolerance 1)" in run.explanation
     assert run.result["accounts"] == {
         **dict.fromkeys(accounts[:2], "failed"),
         **dict.fromkeys(accounts[2:], "not started"),
@@ -232,7 +232,7 @@ def test_a_yaml_file_with_a_hand_made_account_plans_its_adoption(agent, aws, tmp
     aws.calls.clear()
     text = onboard_file(path, "--plan")
     assert aws.write_calls() == 0
-    assert "2 account(s) from the file, 1 with existing resources to adopt (310000000001)" in text
+    assert "2 accounts from the file, 1 with existing resources to adopt (310000000001)" in text
     assert (
         f"Adopt policy arn:aws:iam::{hand}:policy/AmazonEC2ContainerRegistryReadOnlyForSnyk, which " in text
     )
@@ -256,10 +256,14 @@ GOOD = "300000000001,a,us-east-1,,,,,"
         (
             _csv("account_id,alias,regions,colour", "300000000001,a,us-east-1,red"),
             "a.csv",
-            "unknown column(s) 'colour'",
+            "unknown column 'colour'",
         ),
-        (_csv("alias,regions", "a,us-east-1"), "a.csv", "missing column(s) account_id"),
-        (_csv("account_id,regions,regions", "300000000001,x,y"), "a.csv", "'regions' appear more than once"),
+        (_csv("alias,regions", "a,us-east-1"), "a.csv", "missing column account_id"),
+        (
+            _csv("account_id,regions,regions", "300000000001,x,y"),
+            "a.csv",
+            "column 'regions' appears more than once",
+        ),
         (_csv("=cmd,regions", "1,2"), "a.csv", "starts like a spreadsheet formula"),
         (b"account_id,regions\n" + b"300000000001,us-east-1\n" * 30000, "a.csv", "at most 524,288 are read"),
         (
@@ -285,7 +289,7 @@ GOOD = "300000000001,a,us-east-1,,,,,"
         (
             b"- {account_id: '300000000001', regions: x, colour: red}\n",
             "a.yaml",
-            "unknown column(s) 'colour'",
+            "unknown column 'colour'",
         ),
         # Nested by indentation: 400 mappings, no bracket in sight.
         ("".join("  " * i + "a:\n" for i in range(400)).encode(), "a.yaml", "too deeply nested"),
@@ -312,7 +316,7 @@ def test_files_refused_as_a_whole(agent, content, filename, message):
         ("300000000001,a,mars-1,,,,,", "regions", "mars-1"),
         ("300000000001,a,us-east-1,arn:aws:iam::1:role/x,,,,", "management_role_arn", ""),
         ("300000000001,a,us-east-1,,,,http://broker,", "broker_client_url", ""),
-        ("300000000001,a,us-east-1", "row", "has 3 cell(s), the header has 8"),
+        ("300000000001,a,us-east-1", "row", "has 3 cells, the header has 8"),
     ],
 )
 def test_bad_cells_name_their_row_and_field(agent, line, field, message):

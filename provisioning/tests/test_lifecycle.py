@@ -334,8 +334,7 @@ def test_adopting_a_hand_made_setup_reports_every_deviation_in_the_plan(inventor
     assert plan.adopted == [policy_arn, role_arn]
     # The read policy: two actions beyond the guide's eleven, replaced by a new default version.
     assert (
-        f"Adopt policy {policy_arn}, which differs from the guide: 2 action(s) beyond the guide's 11: "
-        in notes
+        f"Adopt policy {policy_arn}, which differs from the guide: 2 actions beyond the guide's 11: " in notes
     )
     assert "ecr:BatchDeleteImage, ecr:PutImage" in notes
     # The trust: no ExternalId condition.

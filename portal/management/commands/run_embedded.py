@@ -45,6 +45,7 @@ from accounts import services as inventory
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 from portal import beat, embedded, emulator, fields, processes
+from portal.text import counted
 from provisioning import aws, services
 
 BEAT_SCHEDULE = "celerybeat-schedule"
@@ -398,7 +399,10 @@ class Command(BaseCommand):
             if members:
                 services.account_reconcile(accounts=members)
                 reconciles += len(members)
-        return f"queued: setup of {setups} agent(s), reconcile of {reconciles} account(s)"
+        return (
+            f"queued: setup of {counted(setups, 'agent', 'agents')}, "
+            f"reconcile of {counted(reconciles, 'account', 'accounts')}"
+        )
 
     # --- run -----------------------------------------------------------------------------------
 

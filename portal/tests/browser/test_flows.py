@@ -35,7 +35,8 @@ def test_login(page, portal, operator):
     page.fill("#id_password", "pw-otto-operator")
     page.click("button[type=submit]")
     page.wait_for_url(portal + "/accounts/")
-    assert "otto-operator · operator" in page.locator(".who").inner_text()
+    assert page.locator("#who-name").inner_text() == "otto-operator"
+    assert page.locator("#who-role").inner_text() == "Operator"  # the role's label, once
 
 
 def onboard_through_wizard(page, portal, start_worker, shots):

@@ -249,7 +249,7 @@ def test_cancel_a_rotation_by_retiring_the_new_id_despite_the_warnings(
     assert warnings == [
         f"{NEW_ID} is the newest ExternalId: retiring it cancels the rotation, and broker files switch "
         f"back to {old.value}.",
-        f"Broker(s) us-east-1 took a file holding {NEW_ID}: they stop working.",
+        f"Broker us-east-1 took a file holding {NEW_ID}: it stops working.",
     ]
     assert calls(page) == ["iam:UpdateAssumeRolePolicy"]
     confirm = page.locator("#confirm-plan")
@@ -304,7 +304,7 @@ def test_offboard_an_account_and_its_adopted_role(
     assert left_in_place[0] == "iam:PutRolePolicy"  # the agent loses the account first
     assert "iam:DeleteRole" not in left_in_place and "iam:DeletePolicy" in left_in_place
     notes = page.locator("#plan-summary .notes").inner_text()
-    assert "Broker(s) us-east-1 are retired: their files are no longer served. Stop them." in notes
+    assert "Broker us-east-1 is retired: its files are no longer served. Stop it." in notes
 
     # Ticking the box updates the preview by itself (no button pressed).
     page.check("#adopted-choice input[name=confirm_adopted]")
@@ -350,7 +350,7 @@ def test_offboard_an_agent_once_it_serves_no_account(
     page.click("#agent-offboard")
     page.wait_for_url(portal + f"/agents/{agent.pk}/offboard/")
     refusal = page.locator("#refusal").inner_text()
-    assert f"Agent cra still serves 1 account(s): {ACCOUNT}. Offboard them" in refusal
+    assert f"Agent cra still serves 1 account: {ACCOUNT}. Offboard it" in refusal
     assert page.locator("#confirm-plan").count() == 0
 
     # The account is offboarded; later someone puts the guide's wildcard policy back on the agent.
@@ -376,7 +376,7 @@ def test_offboard_an_agent_once_it_serves_no_account(
     page.click("#confirm-plan")
     run = finished_run(page)
     assert run.kind == RunKind.OFFBOARD and run.agent_id == agent.pk
-    assert run.explanation == "Agent cra offboarded (1 write(s))."
+    assert run.explanation == "Agent cra offboarded (1 write)."
     assert AgentIdentity.objects.get(pk=agent.pk).status == Lifecycle.REMOVED
     assert agent_grants(agent) is None  # every assume permission is gone
     assert iam(AGENT_ACCOUNT).get_role(agent.iam_name) is not None  # the identity itself stays

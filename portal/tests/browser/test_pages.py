@@ -1,5 +1,6 @@
 """Pages as a new user meets them, in real Chromium: the audit page follows its run to the end, a
-draft account's brokers are pending, and the main pages read as words (screenshots on request)."""
+draft account's brokers are pending, ARNs wrap between their parts, the forms are styled, and the main
+pages read as words (screenshots on request)."""
 
 import re
 
@@ -89,6 +90,73 @@ def test_a_draft_accounts_brokers_are_pending_and_offer_no_download(
     assert broker.locator(".badge").inner_text() == "Pending"
     assert "is pending: the account is not onboarded yet" in broker.inner_text()
     assert broker.locator("a", has_text="Download .env").count() == 0
+
+
+# For each element whose whole text is one ARN: the pairs of characters a line break falls between.
+LINE_BREAKS = """(element) => {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  const chars = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.data.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const rect = range.getClientRects()[0];
+      if (rect) chars.push([node.data[i], rect.top]);
+    }
+  }
+  const breaks = [];
+  for (let i = 1; i < chars.length; i++) {
+    if (chars[i][1] > chars[i - 1][1] + 2) breaks.push(chars[i - 1][0] + chars[i][0]);
+  }
+  return breaks;
+}"""
+
+
+def arn_line_breaks(page) -> dict[str, list[str]]:
+    found = {}
+    for element in page.locator(".mono, dd").all():
+        text = element.inner_text().strip()
+        if re.fullmatch(r"arn:aws:[a-z]+::\d{12}:\S+", text):
+            found[text] = found.get(text, []) + element.evaluate(LINE_BREAKS)
+    return found
+
+
+def test_long_arns_wrap_between_their_parts_never_inside_a_name(page, portal, login, operator, agent, moto):
+    inventory(agent)
+    login(operator)
+    wrapped = 0
+    for path in (f"/accounts/{ACTIVE}/", f"/agents/{agent.pk}/", f"/accounts/{DRAFT}/plan/"):
+        page.goto(portal + path)
+        breaks = arn_line_breaks(page)
+        assert breaks, f"{path}: no ARN on the page"
+        for arn, pairs in breaks.items():
+            assert all(pair[0] in ":/" for pair in pairs), f"{path}: {arn} breaks at {pairs}"
+            wrapped += bool(pairs)
+    assert wrapped >= 3  # the narrow columns do wrap (the check is not vacuous)
+
+
+PRIMARY_BLUE = "rgb(31, 95, 191)"
+
+
+def assert_styled_like_the_wizard(page, form, submit):
+    assert page.locator(submit).evaluate("b => getComputedStyle(b).backgroundColor") == PRIMARY_BLUE
+    for label in page.locator(f"{form} .field label").all():
+        assert label.evaluate("l => getComputedStyle(l).display") == "block"  # above its input
+    widths = page.locator(f"{form} .field input:not([type=hidden]), {form} .field select").evaluate_all(
+        "inputs => inputs.map(i => i.getBoundingClientRect().width)"
+    )
+    assert widths and min(widths) >= 300, widths
+
+
+def test_the_login_and_upload_forms_are_styled_like_the_wizard(page, portal, login, operator, agent):
+    page.goto(portal + "/login/")
+    assert page.locator("#login .field").count() == 2
+    assert_styled_like_the_wizard(page, "#login form", "#log-in")
+    login(operator)
+    page.goto(portal + "/accounts/onboard/file/")
+    assert page.locator("#upload-form .field").count() == 4
+    assert_styled_like_the_wizard(page, "#upload-form", "#upload")
 
 
 def test_screenshots_of_the_pages_a_new_user_meets(page, portal, login, operator, agent, moto, screenshots):

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import AgentIdentity
+from portal.text import counted
 from provisioning import bulkfile, cli, lifecycle
 
 SINGLE_ACCOUNT_OPTIONS = (
@@ -68,7 +69,7 @@ def handle(command: BaseCommand, opts: dict[str, Any]) -> None:
         )
     except ValidationError as exc:
         raise cli.invalid(exc) from None
-    command.stdout.write(f"{len(report.rows)} valid row(s) for agent {agent.name}.")
+    command.stdout.write(f"{counted(len(report.rows), 'valid row', 'valid rows')} for agent {agent.name}.")
     if opts["plan"]:
         cli.print_plan(command.stdout, cli.plan_or_fail(lambda: lifecycle.plan_bulk(report)))
         return
@@ -82,7 +83,8 @@ def handle(command: BaseCommand, opts: dict[str, Any]) -> None:
     except ValidationError as exc:
         raise cli.invalid(exc) from None
     command.stdout.write(
-        f"Bulk run {run.pk}: {len(report.rows)} account(s), at most {options['max_concurrency']} at a time, "
+        f"Bulk run {run.pk}: {counted(len(report.rows), 'account', 'accounts')}, "
+        f"at most {options['max_concurrency']} at a time, "
         f"failure tolerance {options['failure_tolerance']}."
     )
     cli.execute_for(command, run, opts)

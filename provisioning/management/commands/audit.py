@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.choices import Lifecycle
 from accounts.models import EcrAccount
+from portal.text import counted
 from provisioning import cli, runner
 from provisioning.audit.report import has_findings_or_drift, run_report
 from provisioning.audit.services import audit_request
@@ -71,7 +72,9 @@ class Command(BaseCommand):
             out_of_sync = sum(1 for a in document["accounts"] if a["status"] != "in_sync")
             findings = sum(len(a["findings"]) for a in document["accounts"] + document["agents"])
             raise CommandError(
-                f"{out_of_sync} account(s) not in sync, {findings} finding(s)", returncode=EXIT_FINDINGS
+                f"{counted(out_of_sync, 'account', 'accounts')} not in sync, "
+                f"{counted(findings, 'finding', 'findings')}",
+                returncode=EXIT_FINDINGS,
             )
 
     def _wait(self, run: Run, timeout: float) -> Run:
