@@ -73,7 +73,7 @@ class OnLeave(models.TextChoices):
 class OrgAccountStatus(models.TextChoices):
     """An organization account as the portal sees it (the organization page's tree)."""
 
-    NOT_MANAGED = "not managed", "Not managed"
+    NOT_MANAGED = "not-managed", "Not managed"
     DRAFT = "draft", "Draft"
     PENDING = "pending", "Onboarding"
     ACTIVE = "active", "Active"

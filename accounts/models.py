@@ -268,7 +268,7 @@ class Organization(ManagementAccess):
         return self.name
 
     def get_absolute_url(self) -> str:
-        return reverse("accounts:organization_detail", args=[self.name])
+        return reverse("provisioning:organization_detail", args=[self.name])
 
 
 class OrganizationSnapshot(models.Model):

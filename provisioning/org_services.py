@@ -61,11 +61,18 @@ class SyncPreview:
     plan: Plan
 
 
-def plan_sync(organization: Organization, *, options: dict[str, Any] | None = None) -> SyncPreview:
-    """Dry run: read the tree now, decide per account, preview every change. Saves nothing."""
+def plan_sync(
+    organization: Organization,
+    *,
+    options: dict[str, Any] | None = None,
+    pinned: dict[str, Any] | None = None,
+) -> SyncPreview:
+    """Dry run: read the tree now, decide per account, preview every change. Saves nothing.
+
+    `pinned`: a preview being confirmed, made again with the accounts and ExternalIds it showed."""
     orgs.check_organization(organization)
     tree = orgs.read_tree(organization)
-    sync = orgs.sync_plan(organization, tree)
+    sync = orgs.sync_plan(organization, tree, pinned=pinned)
     plan = flows.ORG_SYNC.preview(flows.sync_scope(sync, options or sync_options()))
     return SyncPreview(sync, plan)
 

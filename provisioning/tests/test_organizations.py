@@ -15,6 +15,7 @@ from provisioning import aws as aws_module
 from provisioning import org_services
 from provisioning import organizations as orgs
 from provisioning.choices import RunStatus
+from provisioning.models import Run
 
 from .conftest import BASE_ACCOUNT, make_management_role
 from .test_engine import run_inline
@@ -104,3 +105,56 @@ def test_a_sync_onboards_the_ous_active_accounts_and_a_second_sync_writes_nothin
     assert again.status == RunStatus.SUCCEEDED, again.explanation
     assert again.operations.count() == 0
     assert "Nothing to change" in again.explanation
+
+
+def test_the_organization_page_shows_the_tree_with_each_accounts_status(
+    db, demo_org, agent, client, operator, settings
+):
+    settings.SECURE_SSL_REDIRECT = False
+    organization = connect()
+    add_rule(organization, agent, ou_ids=[demo_org.units["Apps"]], include_children=True)
+    run_inline(org_services.discover_request(organization=organization, enqueue=False))
+    client.force_login(operator)
+    page = client.get(organization.get_absolute_url())
+    assert page.status_code == 200
+    html = page.content.decode()
+    web, legacy = demo_org.accounts["apps-web"], demo_org.accounts["payments-legacy"]
+    assert f'id="status-{web}">Not managed<' in html
+    assert f'id="status-{legacy}">Suspended or closed<' in html
+    sync_page = client.get(f"{organization.get_absolute_url()}sync/")
+    assert sync_page.status_code == 200
+    assert f'id="decision-{web}"' in sync_page.content.decode()
+
+
+def test_with_auto_apply_off_a_scheduled_sync_waits_for_the_operator_to_confirm_its_preview(
+    db, demo_org, agent, client, operator, settings
+):
+    settings.SECURE_SSL_REDIRECT = False
+    organization = connect()
+    add_rule(organization, agent, ou_ids=[demo_org.units["Apps"]])  # Apps only, not Payments below it
+    (run_id,) = org_services.sync_scheduled()
+    held = run_inline(Run.objects.get(pk=run_id))
+    assert held.status == RunStatus.SUCCEEDED, held.explanation
+    wanted = sorted(demo_org.accounts[n] for n in ("apps-web", "apps-api"))
+    assert held.result["pending"]["onboard"] == wanted
+    assert held.operations.count() == 0 and not EcrAccount.objects.exists()
+
+    client.force_login(operator)
+    page = client.get(organization.get_absolute_url()).content.decode()
+    assert 'id="pending-change"' in page
+    preview = client.get(f"{organization.get_absolute_url()}sync/")
+    context = preview.context
+    confirm_url = f"{organization.get_absolute_url()}sync/confirm/"
+    stale = client.post(confirm_url, {"plan_digest": "0" * 64, "pins": context["pins"]})
+    assert stale.status_code == 200 and not EcrAccount.objects.exists()  # the new preview, nothing run
+    response = client.post(
+        confirm_url, {"plan_digest": context["preview"]["digest"], "pins": context["pins"]}
+    )
+    assert response.status_code == 302
+    run = run_inline(Run.objects.filter(kind="org_sync").latest("pk"))
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    assert (
+        sorted(EcrAccount.objects.filter(status=Lifecycle.ACTIVE).values_list("account_id", flat=True))
+        == wanted
+    )
+    assert not org_services.pending_change(organization)
