@@ -399,8 +399,6 @@ def seed_inventory(spec: DemoSpec = DEMO) -> SeededInventory:
 
 # --- the demo organization ------------------------------------------------------------------------
 
-ORGANIZATION_ROLE_NAME = "PortalOrganizationRead"  # the role `iam_policy --role organization` describes
-
 
 @dataclass(frozen=True)
 class DemoOrgAccount:
@@ -455,8 +453,10 @@ def _existing_organization(access: Any) -> SeededOrganization | None:
             path = f"{prefix}{unit['Name']}"
             units[path] = unit["Id"]
             queue.append((unit["Id"], f"{path}/"))
-    accounts = {a["Name"]: a["Id"] for a in aws.call(access, "organizations", "list_accounts")["Accounts"]}
-    return SeededOrganization(described["MasterAccountId"], root_id, units, accounts)
+    management = described["MasterAccountId"]
+    listed = aws.call(access, "organizations", "list_accounts")["Accounts"]
+    accounts = {a["Name"]: a["Id"] for a in listed if a["Id"] != management}
+    return SeededOrganization(management, root_id, units, accounts)
 
 
 def create_demo_organization(
