@@ -39,6 +39,8 @@ def dashboard_summary() -> dict:
         "active_run_count": Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).count(),
         "latest_runs": list(Run.objects.select_related("agent").order_by("-created_at", "-pk")[:10]),
         "last_audit": Run.objects.filter(kind=RunKind.AUDIT).order_by("-created_at").first(),
+        # One query: the syncs say themselves what they did or what waits (auto-apply on or off).
+        "org_syncs": list(Run.objects.filter(kind=RunKind.ORG_SYNC).order_by("-created_at", "-pk")[:5]),
         "attention": attention,
         "audit": dashboard_audit(),
     }

@@ -107,7 +107,9 @@ def sync_scheduled() -> list[int]:
     started = []
     for organization in Organization.objects.filter(rules__isnull=False).distinct():
         try:
-            run = sync_request(organization=organization, apply=organization.auto_apply)
+            run = sync_request(
+                organization=organization, apply=organization.auto_apply, options={"scheduled": True}
+            )
         except ValidationError as exc:  # a sync of it still runs: the next beat tries again
             log.info("organization %s: no scheduled sync: %s", organization.name, exc)
             continue

@@ -427,7 +427,8 @@ class OrgSyncFlow(Flow):
         if not scope.accounts:
             return RunStatus.SUCCEEDED, sync.summary()
         status, explanation = accounts_summary(scope, outcomes, "synced")
-        return status, f"{sync.summary()} {explanation}"
+        by_itself = "Auto-apply is on: applied by the schedule. " if scope.options.get("scheduled") else ""
+        return status, f"{by_itself}{sync.summary()} {explanation}"
 
 
 AGENT_SETUP = AgentSetupFlow()
