@@ -182,13 +182,18 @@ class OrganizationForm(ExactTextForm):
         help_text="The role discovery assumes there (manage.py iam_policy --role organization).",
     )
     management_external_id = forms.CharField(max_length=1224, required=False)
+    auto_apply = forms.BooleanField(
+        required=False,
+        help_text="Off: a scheduled sync only proposes its changes; an operator confirms the plan here.",
+    )
 
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         if "name" in data:
             try:
-                org_inventory.organization_build(**{name: data.get(name, "") for name in self.fields})
+                fields = {name: data.get(name, "") for name in self.fields}
+                org_inventory.organization_build(**{**fields, "auto_apply": bool(fields["auto_apply"])})
             except ValidationError as exc:
                 _attach_errors(self, exc)
         return data

@@ -26,13 +26,19 @@ ACTIVE_STATE = "ACTIVE"  # the only Organizations account State whose accounts a
 
 
 def organization_build(
-    *, name: str, account_id: str, management_role_arn: str = "", management_external_id: str = ""
+    *,
+    name: str,
+    account_id: str,
+    management_role_arn: str = "",
+    management_external_id: str = "",
+    auto_apply: bool = False,
 ) -> Organization:
     organization = Organization(
         name=name,
         account_id=account_id,
         management_role_arn=management_role_arn,
         management_external_id=management_external_id,
+        auto_apply=auto_apply,
     )
     organization.full_clean()
     return organization

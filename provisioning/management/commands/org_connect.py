@@ -17,6 +17,11 @@ class Command(BaseCommand):
         parser.add_argument("--account-id", required=True)
         parser.add_argument("--management-role-arn", default="")
         parser.add_argument("--management-external-id", default="")
+        parser.add_argument(
+            "--auto-apply",
+            action="store_true",
+            help="Scheduled syncs apply their changes by themselves (default: they wait for confirmation).",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         try:
@@ -25,6 +30,7 @@ class Command(BaseCommand):
                 account_id=opts["account_id"],
                 management_role_arn=opts["management_role_arn"],
                 management_external_id=opts["management_external_id"],
+                auto_apply=opts["auto_apply"],
             )
         except ValidationError as exc:
             raise cli.invalid(exc) from None
