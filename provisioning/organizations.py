@@ -122,9 +122,10 @@ class Decision:
     action: str
     reason: str
     rule: int | None = None  # the rule's position
+    name: str = ""  # the account's name in the organization
 
     def as_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "reason": self.reason, "rule": self.rule}
+        return {"action": self.action, "reason": self.reason, "rule": self.rule, "name": self.name}
 
 
 @dataclass
@@ -241,6 +242,7 @@ def decide(
         else:
             decisions[account_id] = Decision(account_id, ONBOARD, match.reason, match.rule.position)
             onboarding[account_id] = match.rule
+        decisions[account_id].name = node.get("name", "")
     gone = (
         organization.accounts.select_related("onboarding_rule")
         .exclude(status=Lifecycle.REMOVED)
@@ -248,6 +250,7 @@ def decide(
     )
     for account in gone:
         decisions[account.account_id] = _leaving(account, "left the organization")
+        decisions[account.account_id].name = account.alias
     return decisions, onboarding
 
 
@@ -300,7 +303,9 @@ def sync_plan(
     by_agent: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     for number, (account_id, rule) in enumerate(sorted(onboarding.items()), start=1):
         if pinned is not None and account_id not in pinned.get("onboard", []):
-            decisions[account_id] = Decision(account_id, SKIP, "not in the confirmed plan", rule.position)
+            decisions[account_id] = Decision(
+                account_id, SKIP, "not in the confirmed plan", rule.position, decisions[account_id].name
+            )
             continue
         raw = _raw_row(nodes[account_id], rule)
         # A confirmed preview's generated ExternalId is the one the run writes.
@@ -311,7 +316,11 @@ def sync_plan(
         rows, refused = _rows_for(plan.agents[agent_id], agent_rows)
         for account_id, why in refused.items():
             decisions[account_id] = Decision(
-                account_id, SKIP, f"cannot be onboarded: {why}", onboarding[account_id].position
+                account_id,
+                SKIP,
+                f"cannot be onboarded: {why}",
+                onboarding[account_id].position,
+                decisions[account_id].name,
             )
         for row in rows:
             _brokers_per_region(row, onboarding[row.account.account_id])

@@ -104,3 +104,46 @@ def test_connect_rule_plan_sync_resync_leave_and_the_page_in_a_browser(
     page.screenshot(path=str(tmp_path / "organization.png"), full_page=True)
     if screenshots is not None:
         page.screenshot(path=str(screenshots / "organization.png"), full_page=True)
+
+
+def test_a_pending_sync_is_confirmed_in_the_browser_and_bad_rules_are_refused_by_field(
+    emulated, page, portal, login, admin_user, screenshots, tmp_path
+):
+    """The embedded demo as a newcomer meets it: a held sync waits; its preview names each account's
+    rule; confirming runs it. A rule form with bad values says what is wrong by field, saves nothing."""
+    from provisioning import org_services
+    from provisioning.tests.test_engine import run_inline
+
+    emulator.seed_aws()
+    agent = emulator.seed_inventory().agent
+    seeded = emulator.seed_organization()
+    organization = emulator.seed_organization_inventory(seeded, agent)
+    run_inline(org_services.sync_request(organization=organization, apply=False, enqueue=False))
+
+    login(admin_user)
+    page.goto(f"{portal}/organizations/{organization.name}/")
+    assert "3 accounts to onboard" in page.locator("#pending-change").inner_text()
+    page.click("#review-pending")
+    assert page.locator(f"#decision-{seeded.accounts['payments-core']}").inner_text().split()[2] == "onboard"
+    assert "SUSPENDED" in page.locator(f"#decision-{seeded.accounts['payments-legacy']}").inner_text()
+    page.screenshot(path=str(tmp_path / "organization-sync.png"), full_page=True)
+    if screenshots is not None:
+        page.screenshot(path=str(screenshots / "organization-sync.png"), full_page=True)
+    page.click("#confirm-plan")
+    page.wait_for_url(f"{portal}/runs/*/")
+    run = run_inline(org_services.latest_sync(organization))
+    assert sorted(run.result["accounts"]) == sorted(
+        seeded.accounts[n] for n in ("apps-web", "apps-api", "payments-core")
+    )
+
+    page.goto(f"{portal}/organizations/{organization.name}/rules/add/")
+    page.select_option("#id_agent", str(agent.pk))
+    page.fill("#id_ou_ids", "ou-nope")
+    page.fill("#id_tag", "team")
+    page.fill("#id_broker_client_url_template", "http://broker-{acount}:8000")
+    page.click("#rule-save")
+    assert "ou-nope" in page.locator("#errors-ou_ids").inner_text()
+    assert "KEY=VALUE" in page.locator("#errors-tag").inner_text()
+    assert "{account_id}" in page.locator("#errors-broker_client_url_template").inner_text()
+    assert organization.rules.count() == 1
+    page.screenshot(path=str(tmp_path / "organization-rule.png"), full_page=True)
