@@ -8,6 +8,7 @@ decide the same way. Rules apply in order and the first that matches an account 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,9 @@ def organization_create(*, user: Actor = None, **fields: Any) -> Organization:
     return organization
 
 
-def _ids(values: list[str], check: Any, field: str, errors: dict[str, list[str]]) -> list[str]:
+def _ids(
+    values: Sequence[str], check: Callable[[str], None], field: str, errors: dict[str, list[str]]
+) -> list[str]:
     out = list(dict.fromkeys(values))
     for value in out:
         try:
@@ -104,14 +107,14 @@ def rule_build(
     *,
     organization: Organization,
     agent: AgentIdentity | None,
-    regions: list[str],
-    ou_ids: list[str] = (),  # type: ignore[assignment]
+    regions: Sequence[str],
+    ou_ids: Sequence[str] = (),
     include_children: bool = False,
-    account_ids: list[str] = (),  # type: ignore[assignment]
+    account_ids: Sequence[str] = (),
     name_glob: str = "",
     email_glob: str = "",
     tag: str = "",
-    exclude: list[str] = (),  # type: ignore[assignment]
+    exclude: Sequence[str] = (),
     member_role_name: str = "",
     broker_client_url_template: str = "",
     cr_agent_url_template: str = "",

@@ -440,3 +440,18 @@ def test_iam_policy_for_the_organization_role_covers_exactly_the_calls_discovery
     orgs.read_tree(connect())
     made = {name for name in aws_module.calls if name.startswith("organizations:")}
     assert {f"organizations:{name.split(':')[1]}" for name in made} == granted
+
+
+def test_run_pages_and_the_dashboard_show_organization_runs(db, demo_org, agent, client, operator, settings):
+    settings.SECURE_SSL_REDIRECT = False
+    organization = connect(auto_apply=True)
+    add_rule(organization, agent, ou_ids=[demo_org.units["Apps"]])
+    discovery = run_inline(org_services.discover_request(organization=organization, enqueue=False))
+    (run_id,) = org_services.sync_scheduled()
+    sync = run_inline(Run.objects.get(pk=run_id))
+    assert sync.explanation.startswith("Auto-apply is on: applied by the schedule.")
+    client.force_login(operator)
+    for run in (discovery, sync):
+        assert client.get(run.get_absolute_url()).status_code == 200
+    dashboard = client.get("/").content.decode()
+    assert 'id="organization-syncs"' in dashboard and "Auto-apply is on" in dashboard
