@@ -57,3 +57,28 @@ DEFAULT_USER_AGENT_NAME = "SnykCraUser"
 DEFAULT_AGENT_POLICY_NAME = "SnykCraAssumeRolePolicy"
 DEFAULT_SERVICE_ROLE_NAME = "SnykEcrServiceRole"
 DEFAULT_READ_POLICY_NAME = "AmazonEC2ContainerRegistryReadOnlyForSnyk"
+
+
+# --- AWS Organizations ----------------------------------------------------------------------------
+
+# The role Organizations creates in every account it creates, trusting the management account.
+DEFAULT_MEMBER_ROLE_NAME = "OrganizationAccountAccessRole"
+
+
+class OnLeave(models.TextChoices):
+    OFFBOARD = "offboard", "Retire brokers and offboard"
+    KEEP = "keep", "Keep as it is"
+
+
+class OrgAccountStatus(models.TextChoices):
+    """An organization account as the portal sees it (the organization page's tree)."""
+
+    NOT_MANAGED = "not-managed", "Not managed"
+    DRAFT = "draft", "Draft"
+    PENDING = "pending", "Onboarding"
+    ACTIVE = "active", "Active"
+    DRIFTED = "drifted", "Drifted"
+    FAILED = "failed", "Failed"
+    REMOVED = "removed", "Offboarded"
+    LEFT = "left", "Left the organization"
+    SUSPENDED = "suspended", "Suspended or closed"

@@ -3,16 +3,18 @@ save) runs in clean(), so the browser shows exactly the errors the command line 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 
-from accounts.choices import AgentKind, BrokerServer, Lifecycle
+from accounts.choices import AgentKind, BrokerServer, Lifecycle, OnLeave
 
+from . import organizations as org_inventory
 from . import regions, services
 from . import validators as v
-from .models import AgentIdentity
+from .models import AgentIdentity, OnboardingRule, Organization
 
 
 def _regions() -> list[tuple[str, str]]:
@@ -165,3 +167,95 @@ class OnboardForm(ExactTextForm):
         fields = {name: data.get(name, "") for name in self.fields}
         fields["regions"] = data.get("regions") or []
         return fields
+
+
+# --- organizations -------------------------------------------------------------------------------
+
+_LIST_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def split_list(value: str) -> list[str]:
+    return [item for item in _LIST_SEPARATORS.split(value or "") if item]
+
+
+class OrganizationForm(ExactTextForm):
+    name = forms.SlugField(max_length=64, help_text="The portal's name for this organization, e.g. acme.")
+    account_id = forms.CharField(
+        max_length=12, label="Management account id", help_text="Or a delegated administrator's account."
+    )
+    management_role_arn = forms.CharField(
+        max_length=2048,
+        required=False,
+        help_text="The role discovery assumes there (manage.py iam_policy --role organization).",
+    )
+    management_external_id = forms.CharField(max_length=1224, required=False)
+    auto_apply = forms.BooleanField(
+        required=False,
+        help_text="Off: a scheduled sync only proposes its changes; an operator confirms the plan here.",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        if "name" in data:
+            try:
+                fields = {name: data.get(name, "") for name in self.fields}
+                org_inventory.organization_build(**{**fields, "auto_apply": bool(fields["auto_apply"])})
+            except ValidationError as exc:
+                _attach_errors(self, exc)
+        return data
+
+
+class OnboardingRuleForm(ExactTextForm):
+    """An onboarding rule. Field names are rule_build's, so its errors land on the right field."""
+
+    agent = forms.ModelChoiceField(queryset=AgentIdentity.objects.exclude(status=Lifecycle.REMOVED))
+    regions = forms.MultipleChoiceField(choices=_regions, initial=["us-east-1"])
+    ou_ids = forms.CharField(
+        required=False, label="OU ids", help_text="ou-… or r-… (the whole organization), separated by spaces."
+    )
+    include_children = forms.BooleanField(required=False, label="Include the OUs below them")
+    account_ids = forms.CharField(required=False, label="Account ids", help_text="Separated by spaces.")
+    name_glob = forms.CharField(required=False, label="Account name pattern", help_text="e.g. prod-*")
+    email_glob = forms.CharField(
+        required=False, label="E-mail pattern", help_text="e.g. *@payments.example.com"
+    )
+    tag = forms.CharField(required=False, help_text="KEY=VALUE, e.g. snyk=yes")
+    exclude = forms.CharField(
+        required=False, label="Never onboard", help_text="Account ids, separated by spaces."
+    )
+    member_role_name = forms.CharField(
+        required=False,
+        label="Role to assume in each account",
+        help_text="Default: OrganizationAccountAccessRole.",
+    )
+    broker_client_url_template = forms.CharField(
+        required=False, label="Broker client URL", help_text="e.g. http://broker-{account_id}-{region}:8000"
+    )
+    cr_agent_url_template = forms.CharField(required=False, label="Container Registry Agent URL")
+    on_leave = forms.ChoiceField(
+        choices=OnLeave.choices, initial=OnLeave.OFFBOARD, label="When an account leaves"
+    )
+
+    def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.organization = organization
+        self.rule: OnboardingRule | None = None
+
+    def rule_fields(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        fields = {name: data.get(name) for name in self.fields}
+        for name in ("ou_ids", "account_ids", "exclude"):
+            fields[name] = split_list(data.get(name) or "")
+        fields["regions"] = list(data.get("regions") or [])
+        fields["include_children"] = bool(data.get("include_children"))
+        return {k: ("" if v is None else v) for k, v in fields.items()}
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        if "agent" in self.cleaned_data and not self.errors:
+            try:
+                self.rule = org_inventory.rule_build(organization=self.organization, **self.rule_fields())
+            except ValidationError as exc:
+                _attach_errors(self, exc)
+        return self.cleaned_data

@@ -13,6 +13,7 @@ from . import validators as v
 from .choices import (
     BROKER_PENDING_REASONS,
     DEFAULT_AGENT_POLICY_NAME,
+    DEFAULT_MEMBER_ROLE_NAME,
     DEFAULT_READ_POLICY_NAME,
     DEFAULT_SERVICE_ROLE_NAME,
     AgentKind,
@@ -21,6 +22,7 @@ from .choices import (
     BrokerStatus,
     ExternalIdState,
     Lifecycle,
+    OnLeave,
 )
 
 
@@ -98,6 +100,13 @@ class EcrAccount(ManagementAccess):
     role_adopted = models.BooleanField(default=False)
     policy_adopted = models.BooleanField(default=False)
     drifted = models.BooleanField(default=False, db_index=True)
+    # Set when an organization's sync onboarded it: only such accounts are offboarded when they leave.
+    organization = models.ForeignKey(
+        "Organization", null=True, blank=True, on_delete=models.SET_NULL, related_name="accounts"
+    )
+    onboarding_rule = models.ForeignKey(
+        "OnboardingRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="accounts"
+    )
     last_audit_at = models.DateTimeField(null=True, blank=True)
     last_audit_summary = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -236,3 +245,83 @@ class BrokerInstance(models.Model):
         if not self.token_readable or not self.broker_token:
             return ""
         return f"••••••••-••••-••••-••••-••••••••{self.broker_token[-4:]}"
+
+
+class Organization(ManagementAccess):
+    """An AWS organization, read through its management account (or a delegated administrator)."""
+
+    name = models.SlugField(max_length=64, unique=True, help_text="The portal's name for this organization.")
+    account_id = models.CharField(
+        max_length=12,
+        validators=[v.validate_account_id],
+        help_text="The management account, or a delegated administrator's account.",
+    )
+    organization_id = models.CharField(max_length=34, blank=True, help_text="o-…, learnt by discovery.")
+    # Off: a sync that finds new or leaving accounts waits for an operator to confirm its plan.
+    auto_apply = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("provisioning:organization_detail", args=[self.name])
+
+
+class OrganizationSnapshot(models.Model):
+    """The whole tree as one discovery read it: OUs with their paths, accounts with state and tags.
+
+    `tree` = {"organization_id", "roots": [{id, name}], "units": [{id, name, parent_id, path}],
+    "accounts": [{id, name, email, state, parent_id, path, tags}]} (paths as AWS's `Paths` would be,
+    built by the walk: moto's accounts carry none).
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="snapshots")
+    run_id = models.PositiveIntegerField(null=True, blank=True)  # the run that read it
+    taken_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    tree = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-taken_at", "-pk"]
+        get_latest_by = "taken_at"
+
+    def __str__(self) -> str:
+        return f"{self.organization.name} at {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class OnboardingRule(models.Model):
+    """Which organization accounts the portal onboards, and how. Rules apply in `position` order;
+    the first that matches an account decides (an excluded account matches no rule of this one)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="rules")
+    position = models.PositiveIntegerField()
+    agent = models.ForeignKey(AgentIdentity, on_delete=models.PROTECT, related_name="onboarding_rules")
+    regions = models.JSONField(default=list)
+    # Matchers: every one given must hold (an account in one of the OUs, and named like the glob...).
+    ou_ids = models.JSONField(default=list, blank=True)
+    include_children = models.BooleanField(default=False)
+    account_ids = models.JSONField(default=list, blank=True)
+    name_glob = models.CharField(max_length=256, blank=True, validators=[v.validate_glob])
+    email_glob = models.CharField(max_length=256, blank=True, validators=[v.validate_glob])
+    tag_key = models.CharField(max_length=128, blank=True)
+    tag_value = models.CharField(max_length=256, blank=True)
+    exclude = models.JSONField(default=list, blank=True)
+    member_role_name = models.CharField(
+        max_length=64, default=DEFAULT_MEMBER_ROLE_NAME, validators=[v.validate_iam_name]
+    )
+    broker_client_url_template = models.CharField(max_length=255, blank=True)
+    cr_agent_url_template = models.CharField(max_length=255, blank=True)
+    on_leave = models.CharField(max_length=8, choices=OnLeave.choices, default=OnLeave.OFFBOARD)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization", "position", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "position"], name="unique_rule_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization.name} rule {self.position}"

@@ -120,10 +120,17 @@ def account_build(
     return account, ext, brokers
 
 
-@transaction.atomic
 def account_create(*, user: Actor = None, **fields: Any) -> EcrAccount:
     """Save a draft account with its ExternalId and brokers (nothing sent to AWS)."""
     account, ext, brokers = account_build(**fields)
+    return account_save(account, ext, brokers, user=user)
+
+
+@transaction.atomic
+def account_save(
+    account: EcrAccount, ext: ExternalId, brokers: list[BrokerInstance], *, user: Actor = None
+) -> EcrAccount:
+    """Save the rows account_build made (validated there), recording who created the account."""
     account.save()
     ext.account = account
     ext.save()

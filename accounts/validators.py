@@ -234,3 +234,60 @@ def validate_service_url(value: str) -> None:
         raise ValidationError(
             "The host must be a DNS name, a service name or an [IPv6] address.", code="url_host"
         )
+
+
+# --- AWS Organizations (botocore `organizations` model patterns) ---------------------------------
+
+ou_id_validator = RegexValidator(
+    r"^ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}\Z",
+    "An organizational unit id is ou-<4-32 characters>-<8-32 characters>, e.g. ou-ab12-cd34ef56",
+    code="ou_id",
+)
+_ROOT_ID = re.compile(r"^r-[0-9a-z]{4,32}\Z")
+# Tag keys 1-128 and values 0-256 characters of letters, digits, spaces and _.:/=+-@ (IAM/Organizations).
+_TAG_TEXT = re.compile(r"^[\w .:/=+@-]*\Z")
+GLOB_MAX = 256
+# What a template may hold: {account_id} and {region}, nothing else in braces.
+TEMPLATE_PLACEHOLDERS = ("account_id", "region")
+SAMPLE_ACCOUNT_ID = "123456789012"
+
+
+def validate_ou_or_root_id(value: str) -> None:
+    """Rules match an OU (or the root: the whole organization)."""
+    if not _ROOT_ID.match(value):
+        ou_id_validator(value)
+
+
+def validate_glob(value: str) -> None:
+    """An fnmatch pattern of names or e-mail addresses: printable, bounded, no unclosed bracket."""
+    if len(value) > GLOB_MAX or not value.isprintable():
+        raise ValidationError(f"A pattern is at most {GLOB_MAX} printable characters.", code="glob")
+    if value.count("[") != value.count("]"):
+        raise ValidationError("The pattern has an unclosed [ ]: write [[] for a literal [.", code="glob")
+
+
+def validate_tag(key: str, value: str) -> None:
+    if not 1 <= len(key) <= 128 or not _TAG_TEXT.match(key) or key.startswith("aws:"):
+        raise ValidationError(
+            "A tag key is 1-128 letters, digits, spaces or _.:/=+-@ (not starting with aws:).",
+            code="tag_key",
+        )
+    if len(value) > 256 or not _TAG_TEXT.match(value):
+        raise ValidationError("A tag value is 0-256 letters, digits, spaces or _.:/=+-@.", code="tag_value")
+
+
+def render_template(template: str, *, account_id: str, region: str) -> str:
+    """`http://broker-{account_id}-{region}:8000` for one account and region."""
+    return template.replace("{account_id}", account_id).replace("{region}", region)
+
+
+def validate_url_template(template: str, regions_: list[str] | None = None) -> None:
+    """A broker URL template: only the known placeholders, and every rendering a valid service URL."""
+    names = re.findall(r"\{([^{}]*)\}", template)
+    unknown = [n for n in names if n not in TEMPLATE_PLACEHOLDERS]
+    if unknown or template.count("{") != len(names) or template.count("}") != len(names):
+        raise ValidationError(
+            "Only the placeholders {account_id} and {region} may appear in braces.", code="template"
+        )
+    for region in regions_ or ["us-east-1"]:
+        validate_service_url(render_template(template, account_id=SAMPLE_ACCOUNT_ID, region=region))

@@ -54,6 +54,10 @@ def _configure() -> None:
                 "task": "provisioning.tasks.scheduled_audit",
                 "schedule": float(settings.AUDIT_INTERVAL),
             },
+            "scheduled-organization-sync": {
+                "task": "provisioning.tasks.scheduled_organization_sync",
+                "schedule": float(settings.ORG_SYNC_INTERVAL),
+            },
         },
     )
 

@@ -400,6 +400,166 @@ def seed_inventory(spec: DemoSpec = DEMO) -> SeededInventory:
     return SeededInventory(agent=agent, accounts=accounts, created=created)
 
 
+# --- the demo organization ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoOrgAccount:
+    name: str
+    unit: str  # "" for the root; else the OU's path of names, e.g. "Apps/Payments"
+    tags: tuple[tuple[str, str], ...] = ()
+    suspended: bool = False
+
+
+@dataclass(frozen=True)
+class DemoOrganizationSpec:
+    name: str = "demo-org"
+    units: tuple[str, ...] = ("Platform", "Apps", "Apps/Payments")
+    accounts: tuple[DemoOrgAccount, ...] = (
+        DemoOrgAccount("platform-shared", "Platform", (("team", "platform"),)),
+        DemoOrgAccount("apps-web", "Apps", (("team", "web"),)),
+        DemoOrgAccount("apps-api", "Apps", (("team", "api"),)),
+        DemoOrgAccount("payments-core", "Apps/Payments", (("team", "payments"),)),
+        DemoOrgAccount("payments-legacy", "Apps/Payments", (("team", "payments"),), suspended=True),
+        DemoOrgAccount("sandbox", ""),
+    )
+    rule_unit: str = "Apps"  # the demo rule: this OU and its children
+    email_domain: str = "example.com"
+
+
+DEMO_ORGANIZATION = DemoOrganizationSpec()
+
+
+@dataclass
+class SeededOrganization:
+    management_account: str
+    root_id: str
+    units: dict[str, str]  # path of names -> OU id
+    accounts: dict[str, str]  # account name -> account id
+
+
+def _existing_organization(access: Any) -> SeededOrganization | None:
+    from provisioning import aws  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
+
+    try:
+        described = aws.call(access, "organizations", "describe_organization")["Organization"]
+    except aws.AwsError:
+        return None
+    root_id = aws.call(access, "organizations", "list_roots")["Roots"][0]["Id"]
+    units: dict[str, str] = {}
+    queue = [(root_id, "")]
+    while queue:
+        parent, prefix = queue.pop(0)
+        for unit in aws.call(
+            access, "organizations", "list_organizational_units_for_parent", ParentId=parent
+        )["OrganizationalUnits"]:
+            path = f"{prefix}{unit['Name']}"
+            units[path] = unit["Id"]
+            queue.append((unit["Id"], f"{path}/"))
+    management = described["MasterAccountId"]
+    listed = aws.call(access, "organizations", "list_accounts")["Accounts"]
+    accounts = {a["Name"]: a["Id"] for a in listed if a["Id"] != management}
+    return SeededOrganization(management, root_id, units, accounts)
+
+
+def create_demo_organization(
+    access: Any, spec: DemoOrganizationSpec = DEMO_ORGANIZATION
+) -> SeededOrganization:
+    """The demo organization, made through `access` (its management account): a root, the OUs, the
+    accounts (moved into their OUs, tagged), one of them closed. Idempotent: an existing one is read."""
+    from provisioning import aws  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
+
+    existing = _existing_organization(access)
+    if existing is not None:
+        return existing
+    organization = aws.call(access, "organizations", "create_organization", FeatureSet="ALL")["Organization"]
+    root_id = aws.call(access, "organizations", "list_roots")["Roots"][0]["Id"]
+    units: dict[str, str] = {}
+    for path in spec.units:
+        parent = units[path.rsplit("/", 1)[0]] if "/" in path else root_id
+        created = aws.call(
+            access,
+            "organizations",
+            "create_organizational_unit",
+            ParentId=parent,
+            Name=path.rsplit("/", 1)[-1],
+        )
+        units[path] = created["OrganizationalUnit"]["Id"]
+    accounts: dict[str, str] = {}
+    for demo in spec.accounts:
+        status = aws.call(
+            access,
+            "organizations",
+            "create_account",
+            AccountName=demo.name,
+            Email=f"{demo.name}@{spec.email_domain}",
+            Tags=[{"Key": k, "Value": v} for k, v in demo.tags],
+        )["CreateAccountStatus"]
+        account_id = status["AccountId"]
+        accounts[demo.name] = account_id
+        if demo.unit:
+            aws.call(
+                access,
+                "organizations",
+                "move_account",
+                AccountId=account_id,
+                SourceParentId=root_id,
+                DestinationParentId=units[demo.unit],
+            )
+        if demo.suspended:
+            aws.call(access, "organizations", "close_account", AccountId=account_id)
+    return SeededOrganization(organization["MasterAccountId"], root_id, units, accounts)
+
+
+def seed_organization(spec: DemoOrganizationSpec = DEMO_ORGANIZATION) -> SeededOrganization:
+    """The demo organization in the emulator, managed by the base account through a read-only role."""
+    from provisioning import aws, permissions  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
+
+    _require_emulator()
+    trusted = base_account()
+    role_arn = prepare_account(trusted, trusted_account=trusted, policy=permissions.organization_policy())
+    seeded = create_demo_organization(aws.Access(trusted, role_arn), spec)
+    # The rule's accounts get ECR repositories, as the demo's own accounts do.
+    for name, account_id in seeded.accounts.items():
+        member = aws.Access(account_id, f"arn:aws:iam::{account_id}:role/{BOOTSTRAP_ROLE_NAME}")
+        try:
+            aws.call(member, "ecr", "create_repository", repositoryName=f"{name}/app")
+        except aws.AwsError as exc:
+            if exc.code != "RepositoryAlreadyExistsException":
+                raise
+    return seeded
+
+
+def seed_organization_inventory(
+    seeded: SeededOrganization, agent: Any, spec: DemoOrganizationSpec = DEMO_ORGANIZATION
+) -> Any:
+    """The demo organization's connection and its rule (the OU `rule_unit` and below), unless present."""
+    from accounts import organizations as org_inventory  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
+    from accounts.models import Organization  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
+
+    organization = Organization.objects.filter(name=spec.name).first()
+    rule_unit = seeded.units[spec.rule_unit]
+    if organization is not None:
+        # The emulator starts empty on every run and moto picks new ids: the demo rule follows its OU.
+        organization.rules.filter(position=1).exclude(ou_ids=[rule_unit]).update(ou_ids=[rule_unit])
+    else:
+        organization = org_inventory.organization_create(
+            name=spec.name,
+            account_id=seeded.management_account,
+            management_role_arn=management_role_arn(seeded.management_account),
+        )
+        org_inventory.rule_create(
+            organization=organization,
+            agent=agent,
+            regions=[REGION],
+            ou_ids=[rule_unit],
+            include_children=True,
+            broker_client_url_template="http://broker-{account_id}-{region}:8000",
+            cr_agent_url_template="http://cra:8081",
+        )
+    return organization
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the embedded AWS emulator (moto) on loopback.")
     parser.add_argument("--host", default=LOOPBACK)

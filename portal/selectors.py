@@ -47,6 +47,10 @@ def dashboard_summary() -> dict:
         .defer(*RUN_DOCUMENTS)
         .order_by("-created_at")
         .first(),
+        # One query: the syncs say themselves what they did or what waits (auto-apply on or off).
+        "org_syncs": list(
+            Run.objects.filter(kind=RunKind.ORG_SYNC).defer(*RUN_DOCUMENTS).order_by("-created_at", "-pk")[:5]
+        ),
         "attention": attention,
         "audit": dashboard_audit(),
     }

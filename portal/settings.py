@@ -232,6 +232,8 @@ RUN_SWEEP_INTERVAL = _int("RUN_SWEEP_INTERVAL", default=60, minimum=1)
 AUDIT_INTERVAL = _int("AUDIT_INTERVAL", default=3600, minimum=1)
 AUDIT_WEBHOOK_URL = env.str("AUDIT_WEBHOOK_URL", default="")
 AUDIT_CONCURRENCY = _int("AUDIT_CONCURRENCY", default=16, minimum=1)
+# How often beat syncs every connected organization (applied only where auto-apply is on).
+ORG_SYNC_INTERVAL = _int("ORG_SYNC_INTERVAL", default=3600, minimum=1)
 # Accounts a reconcile, rotation or offboarding run works on at once (threads in one worker).
 RECONCILE_CONCURRENCY = _int("RECONCILE_CONCURRENCY", default=8, minimum=1)
 EXTERNAL_ID_GRACE_DAYS = _int("EXTERNAL_ID_GRACE_DAYS", default=14, minimum=0)

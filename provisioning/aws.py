@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
+    from mypy_boto3_organizations import OrganizationsClient
 
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 8},
@@ -33,7 +34,7 @@ SESSION_REFRESH_MARGIN = 300
 SESSION_NAME = "ecr-broker-portal"
 
 # The services the portal calls (a typo in a name fails the type check, not a run).
-Service = Literal["iam", "sts", "ecr"]
+Service = Literal["iam", "sts", "ecr", "organizations"]
 
 
 class Credentials(TypedDict, total=False):
@@ -313,3 +314,54 @@ def _pages(pages: Iterable[_T]) -> Iterator[_T]:
 def call(access: Access, service: Service, method: str, **params: Any) -> dict[str, Any]:
     """Any API call in one account (used by the emulator's demo seeding and by audits)."""
     return _call(sessions.client_for(access, service), method, **params)
+
+
+# Organizations' largest page size for every list call it offers (botocore model: MaxResults 1-20).
+ORGANIZATIONS_PAGE_SIZE = 20
+
+
+class Organizations:
+    """Read-only Organizations calls from the management account (or a delegated administrator).
+
+    Every list follows NextToken to the end: Organizations "can occasionally return an empty set of
+    results even when more results are available".
+    """
+
+    def __init__(self, access: Access):
+        self.access = access
+        self.client: OrganizationsClient = sessions.client_for(access, "organizations")
+
+    def _all(self, method: str, key: str, *, sized: bool = True, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token = ""
+        if sized:
+            params["MaxResults"] = ORGANIZATIONS_PAGE_SIZE
+        while True:
+            page = _call(self.client, method, **params, **({"NextToken": token} if token else {}))
+            items.extend(page.get(key, []))
+            token = page.get("NextToken") or ""
+            if not token:
+                return items
+
+    def describe_organization(self) -> dict[str, Any]:
+        return _call(self.client, "describe_organization")["Organization"]
+
+    def list_roots(self) -> list[dict[str, Any]]:
+        return self._all("list_roots", "Roots")
+
+    def list_units(self, parent_id: str) -> list[dict[str, Any]]:
+        return self._all("list_organizational_units_for_parent", "OrganizationalUnits", ParentId=parent_id)
+
+    def list_child_accounts(self, parent_id: str) -> list[str]:
+        children = self._all("list_children", "Children", ParentId=parent_id, ChildType="ACCOUNT")
+        return [child["Id"] for child in children]
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        return self._all("list_accounts", "Accounts")
+
+    def describe_account(self, account_id: str) -> dict[str, Any]:
+        return _call(self.client, "describe_account", AccountId=account_id)["Account"]
+
+    def list_tags(self, resource_id: str) -> dict[str, str]:
+        tags = self._all("list_tags_for_resource", "Tags", sized=False, ResourceId=resource_id)
+        return {tag["Key"]: tag["Value"] for tag in tags}

@@ -10,6 +10,8 @@ class RunKind(models.TextChoices):
     AUDIT = "audit", "Audit"
     BULK = "bulk", "Bulk onboarding"
     ACCESS_KEY = "access_key", "Agent access key"
+    ORG_DISCOVER = "org_discover", "Organization discovery"
+    ORG_SYNC = "org_sync", "Organization sync"
 
 
 class RunStatus(models.TextChoices):

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
-from accounts.models import EcrAccount
+from accounts.models import EcrAccount, Organization
 from portal.text import counted
 
 from . import aws, policies, runner
@@ -181,3 +181,16 @@ def plan_or_fail(make: Callable[[], Plan]) -> Plan:
         raise CommandError(f"could not read AWS: {exc.code}: {exc.message}", returncode=EXIT_FAILED) from None
     except policies.LayoutError as exc:
         raise CommandError(str(exc), returncode=EXIT_FAILED) from None
+
+
+def organization_or_invalid(name: str) -> Organization:
+    organization = Organization.objects.filter(name=name).first()
+    if organization is None:
+        message = f"no organization {name!r} in the portal (see org_connect)."
+        raise invalid(ValidationError({"organization": message}))
+    return organization
+
+
+def aws_failed(exc: aws.AwsError) -> CommandError:
+    """Exit 1: AWS refused or could not be reached (nothing was saved)."""
+    return CommandError(f"AWS refused: {exc.code}: {exc.message}", returncode=EXIT_FAILED)

@@ -16,7 +16,7 @@ from accounts.choices import (
     DEFAULT_SERVICE_ROLE_NAME,
     DEFAULT_USER_AGENT_NAME,
 )
-from accounts.models import AgentIdentity, EcrAccount
+from accounts.models import AgentIdentity, EcrAccount, Organization
 
 from .policies import VERSION
 
@@ -85,6 +85,16 @@ IMPLIED_PERMISSIONS = {
     "iam:TagUser": "iam:CreateUser with Tags",
 }
 STS_ACTIONS = ["sts:GetCallerIdentity", "sts:AssumeRole"]
+# Discovery, in the management account (or a delegated administrator's): reads only. Organizations
+# grants these on "*" (DescribeOrganization, ListRoots and ListAccounts have no resource type).
+ORGANIZATION_ACTIONS = [
+    "organizations:DescribeOrganization",
+    "organizations:ListAccounts",
+    "organizations:ListChildren",
+    "organizations:ListOrganizationalUnitsForParent",
+    "organizations:ListRoots",
+    "organizations:ListTagsForResource",
+]
 
 ENGINE_ACTIONS = frozenset(
     SERVICE_ROLE_ACTIONS
@@ -94,6 +104,7 @@ ENGINE_ACTIONS = frozenset(
     + POLICY_ACTIONS
     + INSTANCE_PROFILE_ACTIONS
     + STS_ACTIONS
+    + ORGANIZATION_ACTIONS
 )
 
 
@@ -116,6 +127,10 @@ def managed_names() -> dict[str, set[str]]:
         names["agent_policies"].add(f"{policy_name}-*")
         if mgmt:
             names["management_roles"].add(mgmt.split(":role/", 1)[1])
+    for mgmt in Organization.objects.exclude(management_role_arn="").values_list(
+        "management_role_arn", flat=True
+    ):
+        names["management_roles"].add(mgmt.split(":role/", 1)[1])
     for role, policy, mgmt in EcrAccount.objects.values_list(
         "service_role_name", "read_policy_name", "management_role_arn"
     ):
@@ -250,3 +265,8 @@ def base_cloudformation_template(names: dict[str, set[str]] | None = None) -> di
 
 def actions_of(document: dict[str, Any]) -> set[str]:
     return {action for st in document["Statement"] for action in st["Action"]}
+
+
+def organization_policy(names: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    """What the organization's management role needs: Organizations' read-only calls, nothing else."""
+    return {"Version": VERSION, "Statement": [_statement("DiscoverOrganization", ORGANIZATION_ACTIONS, "*")]}

@@ -102,7 +102,9 @@ class RunInProgress(ValidationError):
     def __init__(self, run: Run):
         self.run = run
         what = (
-            f"account {run.targets[0]}"
+            "this organization"
+            if run.kind == RunKind.ORG_SYNC
+            else f"account {run.targets[0]}"
             if len(run.targets) == 1
             else (f"agent {run.agent.name}" if run.agent and not run.targets else "these accounts")
         )
@@ -111,9 +113,11 @@ class RunInProgress(ValidationError):
 
 def _lock_targets(run: Run, accounts: list[EcrAccount], agent: AgentIdentity | None) -> None:
     """Take the run's keys, or raise RunInProgress naming the run that holds one (see RunLock)."""
-    if run.kind == RunKind.AUDIT:
-        return  # an audit only reads: it never stops another run
+    if run.kind in (RunKind.AUDIT, RunKind.ORG_DISCOVER):
+        return  # it only reads: it never stops another run
     keys = [f"account:{a.pk}" for a in accounts] or ([f"agent:{agent.pk}"] if agent is not None else [])
+    if run.kind == RunKind.ORG_SYNC:  # one sync per organization at a time (it locks its accounts itself)
+        keys = [f"organization:{run.options['organization']}"]
     for attempt in range(2):
         try:
             with transaction.atomic():  # a savepoint: the caller's transaction stays usable

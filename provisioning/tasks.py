@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from portal.text import counted
 
-from . import runner
+from . import org_services, runner
 from .audit.notify import post_webhook
 from .audit.services import audit_request
 from .choices import ACTIVE_RUN_STATUSES, RunStatus
@@ -66,6 +66,12 @@ def sweep_stale_runs() -> int:
 def scheduled_audit() -> int:
     """Periodic audit (celery beat): queue an audit of every account (or return the one running)."""
     return audit_request(user=None).pk
+
+
+@shared_task
+def scheduled_organization_sync() -> list[int]:
+    """Periodic sync (celery beat) of every organization with rules: the runs it queued."""
+    return org_services.sync_scheduled()
 
 
 @shared_task(

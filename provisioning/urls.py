@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import audit_views, views
+from . import audit_views, org_views, views
 
 app_name = "provisioning"
 
@@ -10,6 +10,19 @@ urlpatterns = [
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
     path("runs/<int:pk>/operations/", views.run_operations, name="run_operations"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("organizations/", org_views.organization_list, name="organization_list"),
+    path("organizations/connect/", org_views.organization_connect, name="organization_connect"),
+    path("organizations/<slug:name>/", org_views.organization_detail, name="organization_detail"),
+    path("organizations/<slug:name>/rules/add/", org_views.rule_add, name="organization_rule_add"),
+    path(
+        "organizations/<slug:name>/discover/", org_views.organization_discover, name="organization_discover"
+    ),
+    path("organizations/<slug:name>/sync/", org_views.organization_sync, name="organization_sync"),
+    path(
+        "organizations/<slug:name>/sync/confirm/",
+        org_views.organization_sync_confirm,
+        name="organization_sync_confirm",
+    ),
     path("audit/", audit_views.audit_list, name="audit_list"),
     path("audit/refresh/", audit_views.audit_refresh, name="audit_refresh"),
     path("audit/export.csv", audit_views.audit_csv, name="audit_csv"),

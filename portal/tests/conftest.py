@@ -14,7 +14,7 @@ def sweep_inventory(db, aws, admin_user):
 
     from accounts import renderers
     from accounts import services as account_services
-    from accounts.models import EcrAccount
+    from accounts.models import EcrAccount, Organization
     from portal.models import AuditEntry
     from provisioning import services
     from provisioning.choices import OperationStatus
@@ -44,6 +44,7 @@ def sweep_inventory(db, aws, admin_user):
         status=OperationStatus.SUCCEEDED,
     )
     run.log("sweep fixture")
+    organization = Organization.objects.create(name="acme", account_id="123456789012")
     inventory = Inventory(
         objects={
             "accounts.agentidentity": agent,
@@ -64,6 +65,7 @@ def sweep_inventory(db, aws, admin_user):
             "content_type_id": lambda: ContentType.objects.get_for_model(EcrAccount).pk,
             "url": "no-such-page/",  # the admin's catch-all
             "fmt": lambda: list(renderers.FORMATS),  # every broker file format
+            "name": organization.name,  # organizations are named in their URLs
         },
     )
     aws.calls.clear()

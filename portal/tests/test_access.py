@@ -34,7 +34,7 @@ SECRET_WORDS = {"download", "env", "helm", "docker", "token", "secret", "key", "
 MUTATING_WORDS = {
     "onboard", "run", "rotate", "offboard", "fix", "reconcile", "retire", "cancel", "retry", "setup",
     "apply", "create", "add", "new", "edit", "update", "delete", "remove", "import", "upload", "refresh",
-    "confirm", "start",
+    "confirm", "start", "connect", "discover",
 }  # fmt: skip
 # "run" is a verb at the end of a name (audit_run) but the subject at its start (run_detail,
 # run_progress: pages about a run), where only the other words count.

@@ -243,6 +243,27 @@ def test_the_printed_admin_password_logs_in_and_shows_the_demo_inventory(portal)
     assert emulator.DEMO.agent_name in agents.text
 
 
+def test_the_demo_organization_is_discovered_and_its_sync_waits_for_confirmation(portal):
+    assert portal.wait_runs("org_discover", 1) == ["succeeded"]
+    assert portal.wait_runs("org_sync", 1) == ["succeeded"]
+    printed = re.findall(r"log in as admin / (\S+)", portal.output())
+    session = requests.Session()
+    session.get(f"{portal.web}/login/", timeout=10)
+    session.post(
+        f"{portal.web}/login/",
+        data={
+            "username": "admin",
+            "password": printed[0],
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{portal.web}/login/"},
+        timeout=10,
+    )
+    page = session.get(f"{portal.web}/organizations/{emulator.DEMO_ORGANIZATION.name}/", timeout=10).text
+    assert "A sync waits for confirmation" in page and "3 accounts to onboard" in page
+    assert "payments-legacy" in page and "Suspended or closed" in page
+
+
 def test_the_worker_applies_the_agent_setup_run_to_the_emulator(portal):
     assert portal.wait_runs("agent", 1) == ["succeeded"]
 

@@ -111,3 +111,33 @@ def test_run_embedded_refuses_shared_servers(settings, db):
     expected = "DATABASE_URL" if connection.vendor != "sqlite" else "CELERY_BROKER_URL"
     with pytest.raises(CommandError, match=expected):
         call_command("run_embedded")
+
+
+@pytest.mark.reliability
+def test_the_demo_organization_is_seeded_once_with_its_rule(db, tmp_path, monkeypatch):
+    """A root, two OUs with one nested, six accounts of which one suspended, and the demo rule."""
+    from accounts.models import Organization
+    from provisioning import aws, org_services
+
+    server = emulator.start()
+    try:
+        for name, value in emulator.aws_environ(server.url, tmp_path).items():
+            monkeypatch.setenv(name, value)
+        aws.sessions.clear()
+        first = emulator.seed_organization()
+        again = emulator.seed_organization()
+        assert first == again
+        assert sorted(first.units) == ["Apps", "Apps/Payments", "Platform"]
+        assert len(first.accounts) == len(emulator.DEMO_ORGANIZATION.accounts) == 6
+        agent = emulator.seed_inventory().agent
+        organization = emulator.seed_organization_inventory(first, agent)
+        assert emulator.seed_organization_inventory(again, agent) == organization
+        assert Organization.objects.count() == 1 and organization.rules.get().ou_ids == [first.units["Apps"]]
+        preview = org_services.plan_sync(organization)
+        names = {v: k for k, v in first.accounts.items()}
+        assert sorted(names[a] for a in preview.sync.onboard_ids) == ["apps-api", "apps-web", "payments-core"]
+        legacy = preview.sync.decisions[first.accounts["payments-legacy"]]
+        assert legacy.reason == "not ACTIVE (SUSPENDED)"
+    finally:
+        server.stop()
+        aws.sessions.clear()

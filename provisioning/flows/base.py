@@ -208,7 +208,9 @@ class Flow(ABC):
 
     def execute(self, run: Run) -> tuple[str, str]:
         """Walk the same steps and apply them; each account's outcome lands in `run.result`."""
-        scope = self.scope_of(run)
+        return self.execute_scope(run, self.scope_of(run))
+
+    def execute_scope(self, run: Run, scope: Scope) -> tuple[str, str]:
         outcomes = Outcomes()
         try:
             for step in self.steps(scope):

@@ -8,15 +8,19 @@ per run, however many accounts it covers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.conf import settings
 from django.utils.translation import ngettext
 
 from accounts import services as inventory
 from accounts.choices import Lifecycle
-from accounts.models import EcrAccount
+from accounts.models import EcrAccount, Organization
 from portal.text import counted
 
 from .. import compare
+from .. import organizations as orgs
 from ..audit.run import handle_audit_run
 from ..changes import Plan
 from ..choices import RunKind, RunStatus
@@ -41,6 +45,7 @@ from .steps import (
     ForEachAccount,
     ReconcileAccountStep,
     RemoveAccountStep,
+    SyncInventoryStep,
 )
 
 DEFAULT_BULK_CONCURRENCY = 8
@@ -311,6 +316,131 @@ class AuditFlow(Flow):
         raise NotImplementedError  # execute() returns the audit's own summary
 
 
+def organization_of(run: Run) -> Organization:
+    organization = Organization.objects.filter(pk=int((run.options or {}).get("organization") or 0)).first()
+    if organization is None:
+        raise RunFailed("The organization of this run no longer exists.")
+    return organization
+
+
+class OrgDiscoverFlow(Flow):
+    """Read the organization's whole tree and store it as a snapshot. Read-only: nothing to preview."""
+
+    kinds = (RunKind.ORG_DISCOVER,)
+
+    def scope_of(self, run: Run) -> Scope:
+        return Scope(options=run.options or {})
+
+    def steps(self, scope: Scope) -> list[Step]:
+        return []
+
+    def execute(self, run: Run) -> tuple[str, str]:
+        organization = organization_of(run)
+        tree = orgs.read_tree(organization)
+        snapshot = orgs.store_snapshot(organization, tree, run.pk)
+        states: dict[str, int] = {}
+        for account in tree["accounts"]:
+            states[account["state"]] = states.get(account["state"], 0) + 1
+        Run.objects.filter(pk=run.pk).update(result={"snapshot": snapshot.pk, "states": states})
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        return RunStatus.SUCCEEDED, (
+            f"Organization {tree['organization_id']}: {len(tree['accounts'])} account(s) ({counts}) "
+            f"in {len(tree['units'])} OU(s)."
+        )
+
+    def summarize(self, run: Run, scope: Scope, outcomes: Outcomes) -> tuple[str, str]:
+        raise NotImplementedError  # execute() returns the discovery's own summary
+
+
+def sync_scope(sync: orgs.SyncPlan, options: Mapping[str, Any]) -> Scope:
+    """A sync's accounts (new rows to onboard, leaving accounts to offboard) and how the agents'
+    members will differ once the inventory step has run."""
+    onboard = [
+        AccountTarget(
+            row.account,
+            compare.AccountWanted([row.external_id.value]),
+            origin=f"account {row.account.account_id}",
+        )
+        for rows in sync.onboard.values()
+        for row in rows
+    ]
+    offboard = [AccountTarget(a, compare.AccountWanted(remove=True)) for a in sync.offboard]
+    added: dict[int, dict[str, str]] = {}
+    for target in onboard:
+        added.setdefault(target.account.agent_id, {})[target.account_id] = target.account.service_role_arn
+    removed: dict[int, set[str]] = {}
+    for target in offboard:
+        removed.setdefault(target.account.agent_id, set()).add(target.account_id)
+    return Scope(
+        accounts=onboard + offboard,
+        options={**options, "sync": sync},
+        members_added=added,
+        members_removed=removed,
+    )
+
+
+class OrgSyncFlow(Flow):
+    """Discover, decide per account by the rules, then onboard and offboard as one run.
+
+    New accounts go through the bulk flow's steps (per agent: concurrency, failure tolerance), then
+    leaving accounts through the offboarding flow's: roles exist before the agent may assume them,
+    and the agent loses a leaving role before it is deleted. Without `apply` (auto-apply off) the
+    run only records the decisions: an operator confirms the previewed plan on the organization page.
+    """
+
+    kinds = (RunKind.ORG_SYNC,)
+
+    def scope_of(self, run: Run) -> Scope:
+        organization = organization_of(run)
+        options = dict(run.options or {})
+        tree = orgs.read_tree(organization)
+        orgs.store_snapshot(organization, tree, run.pk)
+        sync = orgs.sync_plan(organization, tree, pinned=options.get("pinned"))
+        if not options.get("apply"):
+            sync.hold()
+        return sync_scope(sync, options)
+
+    def steps(self, scope: Scope) -> list[Step]:
+        sync: orgs.SyncPlan = scope.options["sync"]
+        if not scope.accounts:
+            return []
+        preferences: dict[str, Any] = {
+            k: scope.options[k] for k in ("max_concurrency", "failure_tolerance") if k in scope.options
+        }
+        steps: list[Step] = [SyncInventoryStep(sync)]
+        for agent_id in sync.onboard:
+            targets = [t for t in scope.present if t.account.agent_id == agent_id]
+            steps += BULK.steps(Scope(accounts=targets, agent=sync.agents[agent_id], options=preferences))
+        removed = scope.removed
+        if removed:
+            steps += OFFBOARD.steps(Scope(accounts=removed))
+        return steps
+
+    def preview(self, scope: Scope) -> Plan:
+        plan = super().preview(scope)
+        sync: orgs.SyncPlan = scope.options["sync"]
+        plan.notes.insert(0, sync.summary())
+        return plan
+
+    def execute(self, run: Run) -> tuple[str, str]:
+        scope = self.scope_of(run)
+        sync: orgs.SyncPlan = scope.options["sync"]
+        try:
+            return self.execute_scope(run, scope)
+        finally:
+            result = dict(Run.objects.values_list("result", flat=True).get(pk=run.pk) or {})
+            result.update(decisions=sync.decisions_dict(), pending=sync.pending)
+            Run.objects.filter(pk=run.pk).update(result=result)
+
+    def summarize(self, run: Run, scope: Scope, outcomes: Outcomes) -> tuple[str, str]:
+        sync: orgs.SyncPlan = scope.options["sync"]
+        if not scope.accounts:
+            return RunStatus.SUCCEEDED, sync.summary()
+        status, explanation = accounts_summary(scope, outcomes, "synced")
+        by_itself = "Auto-apply is on: applied by the schedule. " if scope.options.get("scheduled") else ""
+        return status, f"{by_itself}{sync.summary()} {explanation}"
+
+
 AGENT_SETUP = AgentSetupFlow()
 ONBOARD = OnboardFlow()
 RECONCILE = ReconcileFlow()
@@ -318,9 +448,11 @@ OFFBOARD = OffboardFlow()
 BULK = BulkFlow()
 AUDIT = AuditFlow()
 ACCESS_KEY = AccessKeyFlow()
+ORG_DISCOVER = OrgDiscoverFlow()
+ORG_SYNC = OrgSyncFlow()
 
 FLOWS: dict[str, Flow] = {
     kind: flow
-    for flow in (AGENT_SETUP, ONBOARD, RECONCILE, OFFBOARD, BULK, AUDIT, ACCESS_KEY)
+    for flow in (AGENT_SETUP, ONBOARD, RECONCILE, OFFBOARD, BULK, AUDIT, ACCESS_KEY, ORG_DISCOVER, ORG_SYNC)
     for kind in flow.kinds
 }

@@ -7,19 +7,22 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from django.db import close_old_connections
+from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 from django.utils.translation import ngettext
 
+from accounts import services as inventory
 from accounts.choices import BrokerStatus, Lifecycle
 from accounts.models import AgentIdentity, EcrAccount, ExternalId
+from portal import audit
 from portal.text import counted
 
 from .. import aws, planner
 from ..applier import apply_step
 from ..changes import Plan
 from ..locks import agent_lock
-from ..models import Run
+from ..models import Run, RunLock
+from ..organizations import SyncPlan
 from .base import (
     CANCELLED_BEFORE_START,
     FAILED,
@@ -29,6 +32,7 @@ from .base import (
     AccountFanOut,
     AccountTarget,
     Outcomes,
+    RunFailed,
     Scope,
     Step,
 )
@@ -359,4 +363,53 @@ class AccountStatuses(Step):
             )
             for account in done:
                 account.status = Lifecycle.ACTIVE
+        return 0
+
+
+class SyncInventoryStep(Step):
+    """An organization sync's inventory change, before any AWS write (no AWS call, nothing to preview).
+
+    New accounts are saved (pending, remembering the organization and rule that onboard them);
+    leaving accounts are marked removed. Both join the run (its accounts and their run locks), and
+    each agent concerned must write its permissions again.
+    """
+
+    label = "organization inventory"
+
+    def __init__(self, sync: SyncPlan):
+        self.sync = sync
+
+    def plan(self, scope: Scope) -> Plan:
+        return Plan()
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        sync, accounts = self.sync, []
+        try:
+            with transaction.atomic():
+                for agent_id, rows in sync.onboard.items():
+                    for row in rows:
+                        row.account.status = Lifecycle.PENDING
+                        accounts.append(inventory.account_save(row.account, row.external_id, row.brokers))
+                    sync.agents[agent_id].bump_policy_generation()
+                for account in sync.offboard:
+                    was_member = account.status in inventory.MEMBER_STATUSES
+                    EcrAccount.objects.filter(pk=account.pk).update(
+                        status=Lifecycle.REMOVED, updated_at=timezone.now()
+                    )
+                    account.status = Lifecycle.REMOVED
+                    if was_member:
+                        account.agent.bump_policy_generation()
+                    audit.record(
+                        user=None,
+                        action="account.offboard",
+                        account_id=account.account_id,
+                        obj=account,
+                        by="organization sync",
+                    )
+                    accounts.append(account)
+                run.accounts.add(*accounts)
+                Run.objects.filter(pk=run.pk).update(targets=[a.account_id for a in accounts])
+                RunLock.objects.bulk_create([RunLock(key=f"account:{a.pk}", run=run) for a in accounts])
+        except IntegrityError:
+            raise RunFailed("Another run works on one of these accounts: the next sync retries.") from None
         return 0

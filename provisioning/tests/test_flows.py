@@ -274,6 +274,76 @@ def audit_everything() -> Case:
     )
 
 
+def _synced_organization(agent: AgentIdentity):
+    """The demo organization connected, its Apps OU (and below) onboarded by a first sync."""
+    from accounts import organizations as org_inventory
+    from portal import emulator
+    from provisioning import aws, org_services
+
+    from .conftest import BASE_ACCOUNT
+
+    base = aws.Access(BASE_ACCOUNT)
+    seeded = emulator.create_demo_organization(base)
+    organization = org_services.organization_connect(name="acme", account_id=BASE_ACCOUNT)
+    org_inventory.rule_create(
+        organization=organization,
+        agent=agent,
+        regions=["us-east-1"],
+        ou_ids=[seeded.units["Apps"]],
+        include_children=True,
+    )
+    run_inline(org_services.sync_request(organization=organization, apply=True, enqueue=False))
+    return base, seeded, organization
+
+
+def discover_an_organization() -> Case:
+    from provisioning import org_services
+
+    _, _, organization = _synced_organization(_role_agent())
+    return Case(
+        lambda: flows.ORG_DISCOVER.preview(flows.Scope()),
+        lambda: org_services.discover_request(organization=organization, enqueue=False),
+        expect_writes=False,
+    )
+
+
+def sync_an_organization_one_joining_one_leaving() -> Case:
+    from provisioning import aws, org_services
+
+    base, seeded, organization = _synced_organization(_role_agent())
+    joined = aws.call(
+        base, "organizations", "create_account", AccountName="apps-new", Email="new@example.com"
+    )
+    new_id = joined["CreateAccountStatus"]["AccountId"]
+    aws.call(
+        base,
+        "organizations",
+        "move_account",
+        AccountId=new_id,
+        SourceParentId=seeded.root_id,
+        DestinationParentId=seeded.units["Apps"],
+    )
+    aws.call(
+        base,
+        "organizations",
+        "move_account",
+        AccountId=seeded.accounts["apps-web"],
+        SourceParentId=seeded.units["Apps"],
+        DestinationParentId=seeded.units["Platform"],
+    )
+    previews: list[org_services.SyncPreview] = []
+
+    def preview() -> Plan:
+        previews.append(org_services.plan_sync(organization))
+        return previews[-1].plan
+
+    # As the organization page confirms a preview: its accounts and generated ExternalIds pinned.
+    return Case(
+        preview,
+        lambda: org_services.sync_confirm(organization=organization, preview=previews[-1], enqueue=False),
+    )
+
+
 CASES = [
     agent_setup_role,
     agent_setup_user_serving_accounts,
@@ -289,6 +359,8 @@ CASES = [
     bulk_with_an_active_user_agent_adopting_one,
     create_an_access_key_for_a_user_agent,
     audit_everything,
+    discover_an_organization,
+    sync_an_organization_one_joining_one_leaving,
 ]
 
 
@@ -308,4 +380,5 @@ def test_every_run_kind_has_a_flow_and_a_case_here():
     """A new run kind cannot land without its flow, nor without a case in the test above."""
     assert set(flows.FLOWS) == set(RunKind.values)
     kinds_tested = {"agent", "onboard", "reconcile", "rotate", "offboard", "bulk", "audit", "access_key"}
+    kinds_tested |= {"org_discover", "org_sync"}
     assert kinds_tested == set(RunKind.values)

@@ -22,6 +22,7 @@ server broker, so demo data and fake credentials never reach a shared deployment
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -38,6 +39,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -46,7 +48,7 @@ from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, EcrAccount
 from portal import beat, embedded, emulator, fields, processes
 from portal.text import counted
-from provisioning import aws, services
+from provisioning import aws, org_services, services
 
 BEAT_SCHEDULE = "celerybeat-schedule"
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
@@ -379,7 +381,23 @@ class Command(BaseCommand):
             for a in EcrAccount.objects.filter(pk__in=[a.pk for a in seeded.accounts])
         )
         what = "created" if seeded.created else "kept"
-        return f"agent {seeded.agent.name} in {seeded.agent.account_id} ({what}); ECR accounts {accounts}"
+        return (
+            f"agent {seeded.agent.name} in {seeded.agent.account_id} ({what}); ECR accounts {accounts}; "
+            f"{self._seed_organization(seeded.agent)}"
+        )
+
+    def _seed_organization(self, agent: AgentIdentity) -> str:
+        """The demo organization and its rule; a discovery and a sync (held: auto-apply is off) are
+        queued, so its page shows the tree and a sync waiting for confirmation."""
+        seeded = emulator.seed_organization()
+        organization = emulator.seed_organization_inventory(seeded, agent)
+        org_services.discover_request(organization=organization)
+        # Refused when one is queued already (a restart before the worker took it).
+        with contextlib.suppress(ValidationError):
+            org_services.sync_request(organization=organization, apply=organization.auto_apply)
+        return (
+            f"organization {organization.name} ({len(seeded.accounts)} accounts; discovery and sync queued)"
+        )
 
     def _converge(self) -> str:
         """Queue runs that make the fresh emulator hold what the database says exists.
