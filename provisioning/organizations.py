@@ -19,6 +19,7 @@ from accounts import organizations as org_rules
 from accounts import validators as v
 from accounts.choices import Lifecycle, OnLeave, OrgAccountStatus
 from accounts.models import AgentIdentity, EcrAccount, OnboardingRule, Organization, OrganizationSnapshot
+from portal.text import counted
 
 from . import aws, bulkfile
 from .bulkfile import BulkRow
@@ -153,7 +154,7 @@ class SyncPlan:
         for decision in self.decisions.values():
             counts[decision.action] += 1
         text = (
-            f"{len(self.decisions)} account(s): {counts[ONBOARD]} to onboard, "
+            f"{counted(len(self.decisions), 'account', 'accounts')}: {counts[ONBOARD]} to onboard, "
             f"{counts[OFFBOARD]} to offboard, {counts[KEEP]} kept, {counts[SKIP]} left alone."
         )
         if self.pending:

@@ -344,8 +344,9 @@ class OrgDiscoverFlow(Flow):
         Run.objects.filter(pk=run.pk).update(result={"snapshot": snapshot.pk, "states": states})
         counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
         return RunStatus.SUCCEEDED, (
-            f"Organization {tree['organization_id']}: {len(tree['accounts'])} account(s) ({counts}) "
-            f"in {len(tree['units'])} OU(s)."
+            f"Organization {tree['organization_id']}: "
+            f"{counted(len(tree['accounts']), 'account', 'accounts')} ({counts}) "
+            f"in {counted(len(tree['units']), 'OU', 'OUs')}."
         )
 
     def summarize(self, run: Run, scope: Scope, outcomes: Outcomes) -> tuple[str, str]:
