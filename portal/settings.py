@@ -229,7 +229,6 @@ IAM_PROPAGATION_TIMEOUT = _float("IAM_PROPAGATION_TIMEOUT", default=120.0, minim
 # beats missed) is taken over by a redelivered message, or re-queued by the sweeper.
 RUN_HEARTBEAT_INTERVAL = _int("RUN_HEARTBEAT_INTERVAL", default=10, minimum=1)
 RUN_LEASE_BEATS = 4
-RUN_LEASE_SECONDS = RUN_HEARTBEAT_INTERVAL * RUN_LEASE_BEATS
 # A queued run no worker has claimed for this long is sent again (its message was lost).
 RUN_STALE_AFTER = _int("RUN_STALE_AFTER", default=600, minimum=1)
 RUN_MAX_ATTEMPTS = _int("RUN_MAX_ATTEMPTS", default=3, minimum=1)

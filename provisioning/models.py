@@ -77,9 +77,14 @@ class Run(models.Model):
         expected = self.progress_expected
         return min(100, int(100 * self.progress_done / expected)) if expected else 0
 
+    @staticmethod
+    def lease_seconds() -> int:
+        """How long a claim lasts without a heartbeat: RUN_LEASE_BEATS missed beats."""
+        return int(settings.RUN_HEARTBEAT_INTERVAL * settings.RUN_LEASE_BEATS)
+
     def claim(self) -> bool:
         """Take this run for the current worker: a queued run, or a running one whose lease ran out
-        (its worker stopped beating RUN_LEASE_SECONDS ago) and that has attempts left.
+        (its worker stopped beating a lease ago) and that has attempts left.
 
         A conditional UPDATE: 0 rows means someone else has it. The claim token is the lease's
         holder: every heartbeat and the finish are conditional on it, so a worker presumed dead
@@ -89,7 +94,7 @@ class Run(models.Model):
         now = timezone.now()
         lapsed = Q(
             status=RunStatus.RUNNING,
-            heartbeat_at__lt=now - timedelta(seconds=settings.RUN_LEASE_SECONDS),
+            heartbeat_at__lt=now - timedelta(seconds=Run.lease_seconds()),
             attempts__lt=settings.RUN_MAX_ATTEMPTS,
         )
         updated = Run.objects.filter(Q(status=RunStatus.QUEUED) | lapsed, pk=self.pk).update(

@@ -38,7 +38,7 @@ def claim_or_take_over(run: Run) -> bool:
     meanwhile, its worker is alive and the message is a duplicate: never run a live run twice.
     """
     seen = run.heartbeat_at
-    deadline = time.monotonic() + settings.RUN_LEASE_SECONDS + settings.RUN_HEARTBEAT_INTERVAL
+    deadline = time.monotonic() + Run.lease_seconds() + settings.RUN_HEARTBEAT_INTERVAL
     while not run.claim():
         run.refresh_from_db()
         if run.status != RunStatus.RUNNING or run.heartbeat_at != seen or time.monotonic() > deadline:
@@ -56,7 +56,7 @@ def sweep_stale_runs() -> int:
     """Re-queue runs whose worker died (lease run out) or whose message was lost; give up on poison runs."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.RUN_STALE_AFTER)
-    lapsed = now - timedelta(seconds=settings.RUN_LEASE_SECONDS)
+    lapsed = now - timedelta(seconds=Run.lease_seconds())
     candidates = Run.objects.filter(
         Q(status=RunStatus.RUNNING, heartbeat_at__lt=lapsed)
         | Q(status=RunStatus.QUEUED, created_at__lt=stale, heartbeat_at__isnull=True)
