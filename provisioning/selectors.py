@@ -174,9 +174,11 @@ def run_progress(run: Run) -> dict[str, Any]:
     total_operations = run.operations.count()
     operations = list(run.operations.order_by("-sequence")[:PROGRESS_OPERATION_LIMIT])[::-1]
     if run.kind != RunKind.AUDIT:
-        # One applied change = one operation; the worker counts it a statement later, and the run row
-        # was read before the operations: never show an operation the bar does not count yet.
-        run.progress_done = max(run.progress_done, total_operations)
+        # One applied change = one settled operation; the worker counts it a statement later, and the
+        # run row was read before the operations: never show an operation the bar does not count yet.
+        # (A write in flight is not done yet; one a crash kept from AWS is made again, and counted then.)
+        uncounted = (OperationStatus.STARTED, OperationStatus.NOT_APPLIED)
+        run.progress_done = max(run.progress_done, run.operations.exclude(status__in=uncounted).count())
     failed = next((op for op in reversed(operations) if op.status == OperationStatus.FAILED), None)
     if failed is None and run.status in (RunStatus.FAILED, RunStatus.ERRORED, RunStatus.PARTIAL):
         failed = run.operations.filter(status=OperationStatus.FAILED).order_by("-sequence").first()
