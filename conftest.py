@@ -84,9 +84,11 @@ def _transactional(request) -> bool:
 
 @pytest.fixture(autouse=True)
 def _runs_in_one_thread_inside_a_test_transaction(request, settings):
-    """A test's open transaction would lock SQLite against the engine's account threads."""
+    """A test's open transaction would lock SQLite against the engine's account threads (and a run's
+    heartbeat thread: it beats only after an interval no such test's run lasts)."""
     if not _transactional(request):
         settings.RECONCILE_CONCURRENCY = 1
+        settings.RUN_HEARTBEAT_INTERVAL = 3600
 
 
 @pytest.hookimpl(wrapper=True)

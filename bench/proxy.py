@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -54,6 +54,30 @@ class Rule:
         if self.times is not None and self.hits >= self.times:
             return False
         return action == self.action and (not self.account or account == self.account)
+
+
+@dataclass
+class Hold:
+    """Keep the next matching call waiting until released: the moment a worker is killed mid-call.
+
+    made=True: the emulator makes the write first and only its answer waits (the write took effect);
+    made=False: the call waits before reaching the emulator and never does (it did not).
+    `arrived` is set once a call is held.
+    """
+
+    action: str
+    account: str = ""
+    made: bool = True
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False  # one call per hold
+
+    def matches(self, call: Call) -> bool:
+        return (
+            not self.taken
+            and call.action == self.action
+            and (not self.account or call.account == self.account)
+        )
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,7 @@ class FaultProxy:
         # fail only by our code's fault, never by the bad luck of N+ faults in a row (None: always).
         self.max_faults_per_call = max_faults_per_call
         self.rules: list[Rule] = []
+        self.holds: list[Hold] = []
         self.counts: Counter[str] = Counter()  # "iam:CreateRole" -> calls (every attempt)
         self.by_account: dict[str, Counter[str]] = defaultdict(Counter)
         self.faults: Counter[str] = Counter()  # "throttle" / "500" / "rule:AccessDenied"
@@ -148,6 +173,26 @@ class FaultProxy:
     def clear_rules(self) -> None:
         with self._lock:
             self.rules.clear()
+
+    def add_hold(self, hold: Hold) -> Hold:
+        with self._lock:
+            self.holds.append(hold)
+        return hold
+
+    def release_holds(self) -> None:
+        with self._lock:
+            for hold in self.holds:
+                hold.released.set()
+            self.holds.clear()
+
+    def _hold_for(self, call: Call) -> Hold | None:
+        with self._lock:
+            hold = next((h for h in self.holds if h.matches(call)), None)
+            if hold is not None:
+                hold.taken = True
+                if not hold.made:
+                    hold.arrived.set()
+            return hold
 
     def writes(self, account: str | None = None) -> int:
         """Calls that change something (not STS, not Get/List/Describe), in one account or all."""
@@ -252,6 +297,11 @@ class _Handler(BaseHTTPRequestHandler):
         proxy._record(call)
         if proxy.delay:
             time.sleep(proxy.delay)
+        hold = proxy._hold_for(call)
+        if hold is not None and not hold.made:
+            hold.released.wait()
+            self.close_connection = True  # dropped, never forwarded: the write was not made
+            return
         fault = proxy._fault(call)
         if fault is not None:
             status, code, message = fault
@@ -275,6 +325,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self._reply(502, [("Content-Type", "text/plain")], b"upstream unreachable")
                     return
         proxy._learn_key(call, payload)
+        if hold is not None:  # made: the emulator has done it, only the answer waits
+            hold.arrived.set()
+            hold.released.wait()
         reply_headers = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_HEADERS]
         # send_response() writes its own Server and Date; Content-Length is set from the payload.
         reply_headers = [
@@ -283,6 +336,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(response.status, reply_headers, payload)
 
     def _reply(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+        try:
+            self._send(status, headers, payload)
+        except OSError:  # the caller is gone (a killed worker): nobody to answer
+            self.close_connection = True
+
+    def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
         self.send_response(status)
         for key, value in headers:
             self.send_header(key, value)

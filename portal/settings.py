@@ -225,7 +225,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = _int(
 )
 # IAM eventual consistency: how long "Invalid principal" is retried before the run fails.
 IAM_PROPAGATION_TIMEOUT = _float("IAM_PROPAGATION_TIMEOUT", default=120.0, minimum=0)
-# A run that shows no sign of life for this long is re-queued by the sweeper (worker died).
+# A running run's worker renews its lease (the heartbeat) this often, from a thread of its own so a
+# long step (IAM propagation retries) keeps beating. A run whose lease ran out (RUN_LEASE_BEATS
+# beats missed) is taken over by a redelivered message, or re-queued by the sweeper.
+RUN_HEARTBEAT_INTERVAL = _int("RUN_HEARTBEAT_INTERVAL", default=10, minimum=1)
+RUN_LEASE_BEATS = 4
+# A queued run no worker has claimed for this long is sent again (its message was lost).
 RUN_STALE_AFTER = _int("RUN_STALE_AFTER", default=600, minimum=1)
 RUN_MAX_ATTEMPTS = _int("RUN_MAX_ATTEMPTS", default=3, minimum=1)
 RUN_SWEEP_INTERVAL = _int("RUN_SWEEP_INTERVAL", default=60, minimum=1)

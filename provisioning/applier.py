@@ -1,10 +1,13 @@
 """The applier: executes a plan's changes in order, one recorded Operation per AWS write.
 
-No database transaction is held across an AWS call: each call is made, then its Operation row is
-written in its own short statement. Throttling and 5xx are retried by botocore (standard mode);
-"Invalid principal" right after the principal was created is IAM's eventual consistency and is
-retried here with backoff; any other error stops the plan at that change, with every earlier
-operation already recorded, and a later run re-plans from the live state.
+No database transaction is held across an AWS call: its Operation row is written "started" (with
+the request and documents) in one short statement before the call, and settled in another after
+it, so a worker killed mid-call leaves a row saying what was in flight (settle_recovered, when the
+run is taken over, decides from the live state whether it took effect). Throttling and 5xx are
+retried by botocore (standard mode); "Invalid principal" right after the principal was created
+is IAM's eventual consistency and is retried here with backoff; any other error stops the plan at
+that change, with every earlier operation already recorded, and a later run re-plans from the live
+state.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from accounts.models import EcrAccount
 from portal.redact import redact
 from portal.text import counted
 
-from . import aws
+from . import aws, policies
 from .changes import Change, Plan
 from .choices import OperationStatus
 from .models import Operation, Run
@@ -70,27 +73,27 @@ def _next_sequence(run: Run) -> int:
     return (last or 0) + 1
 
 
-def _record(run: Run, change: Change, *, error: aws.AwsError | None, **fields: Any) -> Operation:
-    return Operation.objects.create(
-        run=run,
-        sequence=_next_sequence(run),
-        account_id=change.account_id,
-        action=change.action,
-        resource_arn=change.arn,
-        summary=change.summary[:255],
-        request=redact({k: v for k, v in change.params.items() if k not in DOCUMENT_PARAMS}),
-        before=change.before,
-        after=change.after,
-        status=OperationStatus.FAILED if error else OperationStatus.SUCCEEDED,
-        error_code=error.code if error else "",
-        error_message=error.message if error else "",
-        **fields,
-    )
+def _start(run: Run, change: Change, step: str) -> Operation:
+    with _sequence_lock:
+        return Operation.objects.create(
+            run=run,
+            sequence=_next_sequence(run),
+            step=step[:255],
+            account_id=change.account_id,
+            action=change.action,
+            resource_arn=change.arn,
+            summary=change.summary[:255],
+            request=redact({k: v for k, v in change.params.items() if k not in DOCUMENT_PARAMS}),
+            before=change.before,
+            after=change.after,
+            status=OperationStatus.STARTED,
+        )
 
 
-def apply_change(run: Run, change: Change) -> Operation:
-    """Make one AWS write and record it (also when it fails)."""
+def apply_change(run: Run, change: Change, step: str = "") -> Operation:
+    """Make one AWS write, recorded as started before the call and settled after it (also when it fails)."""
     iam = aws.Iam(change.access)
+    operation = _start(run, change, step)
     started = time.monotonic()
     deadline = started + settings.IAM_PROPAGATION_TIMEOUT
     delay, attempts = min(1.0, settings.IAM_PROPAGATION_TIMEOUT / 10), 0
@@ -116,15 +119,16 @@ def apply_change(run: Run, change: Change) -> Operation:
                 delay = min(delay * 2, 16.0)
                 continue
             break
-    with _sequence_lock:
-        operation = _record(
-            run,
-            change,
-            error=error,
-            request_id=(error.request_id if error else request_id) or "",
-            duration_ms=int((time.monotonic() - started) * 1000),
-            attempts=attempts,
-        )
+    settled = operation.settle(
+        OperationStatus.FAILED if error else OperationStatus.SUCCEEDED,
+        error_code=error.code if error else "",
+        error_message=error.message if error else "",
+        request_id=(error.request_id if error else request_id) or "",
+        duration_ms=int((time.monotonic() - started) * 1000),
+        attempts=attempts,
+    )
+    if not settled:  # taken over meanwhile: the new holder settled it from the live state
+        raise RunLost(f"run {run.pk} was re-claimed while {change.action} on {change.arn} was in flight")
     Run.objects.filter(pk=run.pk).update(progress_done=F("progress_done") + 1)
     if error:
         raise ApplyError(change, error)
@@ -160,22 +164,25 @@ def flush_plan(run: Run) -> None:
         Run.objects.filter(pk=run.pk).update(plan=run.plan)
 
 
-def apply_step(run: Run, plan: Plan, label: str) -> int:
-    """Record one step's plan in the run and apply it; the number of writes made."""
+def apply_step(run: Run, plan: Plan, label: str, *, step: str = "") -> int:
+    """Record one step's plan in the run and apply it; the number of writes made.
+
+    `step` is the step's own label (Step.label), kept on each operation so that an attempt taking
+    over the run can re-plan that step; `label` is what the plan and the log show (default: it)."""
     record_plan(run, plan, label)
     if plan.is_empty:
         run.log(f"{label}: in sync, nothing to change")
         return 0
     run.log(f"{label}: applying {counted(len(plan.changes), 'change', 'changes')}")
-    return len(apply_plan(run, plan))
+    return len(apply_plan(run, plan, step or label))
 
 
-def apply_plan(run: Run, plan: Plan) -> list[Operation]:
+def apply_plan(run: Run, plan: Plan, step: str = "") -> list[Operation]:
     operations = []
     for change in plan.changes:
         if not run.beat():
             raise RunLost(f"run {run.pk} was re-claimed by another worker")
-        operations.append(apply_change(run, change))
+        operations.append(apply_change(run, change, step))
         if change.adopts:
             _mark_adopted(change)
     return operations
@@ -184,3 +191,28 @@ def apply_plan(run: Run, plan: Plan) -> list[Operation]:
 def _mark_adopted(change: Change) -> None:
     field = {"role": "role_adopted", "policy": "policy_adopted"}[change.adopts]
     EcrAccount.objects.filter(account_id=change.account_id).update(**{field: True})
+
+
+def settle_recovered(operation: Operation, replanned: Plan, attempt: int) -> str:
+    """Settle an operation a dead worker left started, from a fresh plan of its step (live reads
+    compared with the desired documents, as every plan is made).
+
+    The write took effect when the fresh plan no longer asks for it, or asks for it only because the
+    live document, which is what this operation wrote, has moved on from it since (the desired state
+    changed). It did not when the plan still asks for the same call on the same resource from a live
+    state that is not the operation's result.
+    """
+    again = next(
+        (c for c in replanned.changes if c.action == operation.action and c.arn == operation.resource_arn),
+        None,
+    )
+    applied = again is None or (
+        operation.after is not None and policies.same_document(again.before, operation.after)
+    )
+    status = OperationStatus.APPLIED if applied else OperationStatus.NOT_APPLIED
+    found = "in AWS: it took effect" if applied else "not in AWS: it did not take effect"
+    operation.settle(
+        status,
+        error_message=f"The worker stopped during this call; attempt {attempt} found its result {found}.",
+    )
+    return status

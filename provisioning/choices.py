@@ -35,8 +35,18 @@ TERMINAL_RUN_STATUSES = (
 
 
 class OperationStatus(models.TextChoices):
+    """An Operation is recorded "started" before its AWS call and settled once, after it."""
+
+    STARTED = "started", "Started, no answer yet"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    # Settled from the live state by the attempt that took over a run whose worker died mid-call.
+    APPLIED = "applied", "Applied (found after a crash)"
+    NOT_APPLIED = "not_applied", "Not applied (found after a crash)"
+
+
+# Operations whose write is in AWS (made and answered, or found there after a crash).
+APPLIED_OPERATION_STATUSES = (OperationStatus.SUCCEEDED, OperationStatus.APPLIED)
 
 
 class AuditStatus(models.TextChoices):

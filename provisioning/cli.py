@@ -15,7 +15,7 @@ from portal.text import counted
 
 from . import aws, policies, runner
 from .changes import Plan
-from .choices import RunStatus
+from .choices import OperationStatus, RunStatus
 from .models import Run
 from .selectors import revokes_outside_inventory
 
@@ -150,6 +150,8 @@ def wait_until_stopped(run: Run, *, timeout: float, each: Callable[[Run], None] 
 
 def _print_operations(stdout: OutputWrapper, run: Run, after: int) -> int:
     for op in run.operations.filter(sequence__gt=after).order_by("sequence"):
+        if op.status == OperationStatus.STARTED:
+            break  # printed once it is settled, in order
         line = f"  [{op.status}] {op.action} {op.resource_arn}"
         if op.error_code:
             line += f" — {op.error_code}: {op.error_message}"

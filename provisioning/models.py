@@ -1,10 +1,12 @@
 """Runs (one unit of engine work, claimed by one worker) and their append-only Operations."""
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -75,11 +77,27 @@ class Run(models.Model):
         expected = self.progress_expected
         return min(100, int(100 * self.progress_done / expected)) if expected else 0
 
+    @staticmethod
+    def lease_seconds() -> int:
+        """How long a claim lasts without a heartbeat: RUN_LEASE_BEATS missed beats."""
+        return int(settings.RUN_HEARTBEAT_INTERVAL * settings.RUN_LEASE_BEATS)
+
     def claim(self) -> bool:
-        """Take this run for the current worker. A conditional UPDATE: 0 rows means someone else has it."""
+        """Take this run for the current worker: a queued run, or a running one whose lease ran out
+        (its worker stopped beating a lease ago) and that has attempts left.
+
+        A conditional UPDATE: 0 rows means someone else has it. The claim token is the lease's
+        holder: every heartbeat and the finish are conditional on it, so a worker presumed dead
+        that comes back finds its token replaced and stops (RunLost) instead of writing on.
+        """
         token = str(uuid.uuid4())
         now = timezone.now()
-        updated = Run.objects.filter(pk=self.pk, status=RunStatus.QUEUED).update(
+        lapsed = Q(
+            status=RunStatus.RUNNING,
+            heartbeat_at__lt=now - timedelta(seconds=Run.lease_seconds()),
+            attempts__lt=settings.RUN_MAX_ATTEMPTS,
+        )
+        updated = Run.objects.filter(Q(status=RunStatus.QUEUED) | lapsed, pk=self.pk).update(
             status=RunStatus.RUNNING,
             claim_token=token,
             attempts=models.F("attempts") + 1,
@@ -147,10 +165,19 @@ class RunLogEntry(models.Model):
 
 
 class Operation(AppendOnly):
-    """One AWS write the engine made (or tried), with the documents before and after."""
+    """One AWS write the engine made (or tried), with the documents before and after.
+
+    Recorded "started", with everything it is about to do, before the call; settled once after it
+    (succeeded / failed), or, when its worker died mid-call, by the attempt that takes over the
+    run, from the live state (applied / not applied). Settling a started row is the only change an
+    Operation allows (`settle`): no other field changes, and a settled row never changes again.
+    """
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="operations")
     sequence = models.PositiveIntegerField()
+    step = models.CharField(
+        max_length=255, blank=True, help_text="The flow step that planned it (to re-plan it after a crash)."
+    )
     account_id = models.CharField(max_length=12, db_index=True)
     action = models.CharField(max_length=64)
     resource_arn = models.CharField(max_length=2048)
@@ -173,6 +200,25 @@ class Operation(AppendOnly):
 
     def __str__(self) -> str:
         return f"{self.action} {self.resource_arn} ({self.status})"
+
+    def settle(self, status: str, **outcome: Any) -> bool:
+        """Record the outcome of this started write, once; False if it was settled already (by the
+        attempt that took the run over while this worker was presumed dead)."""
+        if status == OperationStatus.STARTED:
+            raise ValueError("An operation is settled with its outcome, not started again.")
+        allowed = {"error_code", "error_message", "request_id", "duration_ms", "attempts"}
+        if set(outcome) - allowed:
+            raise ValueError(f"Only the outcome of an operation is settled, not {set(outcome) - allowed}.")
+        # The plain QuerySet: AppendOnlyQuerySet refuses every update, this one is conditional.
+        started: models.QuerySet[Operation] = models.QuerySet(Operation).filter(
+            pk=self.pk, status=OperationStatus.STARTED
+        )
+        if not started.update(status=status, **outcome):
+            return False
+        self.status = status
+        for name, value in outcome.items():
+            setattr(self, name, value)
+        return True
 
 
 class AuditSnapshot(models.Model):

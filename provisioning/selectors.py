@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from accounts.models import EcrAccount
@@ -172,12 +172,15 @@ def run_get(pk: int) -> Run:
 
 def run_progress(run: Run) -> dict[str, Any]:
     """The live part of a run page: operations so far, the failure, and (on success) the brokers."""
-    total_operations = run.operations.count()
+    # A write in flight is not done yet; one a crash kept from AWS is made again, and counted then.
+    uncounted = (OperationStatus.STARTED, OperationStatus.NOT_APPLIED)
+    counts = run.operations.aggregate(total=Count("pk"), done=Count("pk", filter=~Q(status__in=uncounted)))
+    total_operations = counts["total"]
     operations = list(run.operations.order_by("-sequence")[:PROGRESS_OPERATION_LIMIT])[::-1]
     if run.kind != RunKind.AUDIT:
-        # One applied change = one operation; the worker counts it a statement later, and the run row
-        # was read before the operations: never show an operation the bar does not count yet.
-        run.progress_done = max(run.progress_done, total_operations)
+        # One applied change = one settled operation; the worker counts it a statement later, and the
+        # run row was read before the operations: never show an operation the bar does not count yet.
+        run.progress_done = max(run.progress_done, counts["done"])
     failed = next((op for op in reversed(operations) if op.status == OperationStatus.FAILED), None)
     if failed is None and run.status in (RunStatus.FAILED, RunStatus.ERRORED, RunStatus.PARTIAL):
         failed = run.operations.filter(status=OperationStatus.FAILED).order_by("-sequence").first()

@@ -1,6 +1,7 @@
 """Celery tasks: thin wrappers that take ids only. The runner does the work."""
 
 import logging
+import time
 from datetime import timedelta
 
 from celery import shared_task
@@ -24,20 +25,42 @@ def execute_run(run_id: int) -> str:
     run = Run.objects.filter(pk=run_id).first()
     if run is None:
         return "missing"
-    if not run.claim():  # a redelivered message, or another worker has it
+    if not claim_or_take_over(run):  # another worker has it (alive), or it is over
         log.info("run %s is not queued (status %s): not running it twice", run_id, run.status)
         return "not-claimed"
     runner.execute(run)
     return run.status
 
 
+def claim_or_take_over(run: Run) -> bool:
+    """Claim a queued run, or take over a running one whose worker died.
+
+    A message is redelivered when its worker died, usually before that worker's lease has run out:
+    wait (at most one lease) for the lease to run out and take the run over then. If the run beats
+    meanwhile, its worker is alive and the message is a duplicate: never run a live run twice.
+    """
+    seen = run.heartbeat_at
+    deadline = time.monotonic() + Run.lease_seconds() + settings.RUN_HEARTBEAT_INTERVAL
+    while not run.claim():
+        run.refresh_from_db()
+        if run.status != RunStatus.RUNNING or run.heartbeat_at != seen or time.monotonic() > deadline:
+            return False
+        if run.attempts >= settings.RUN_MAX_ATTEMPTS:
+            return False  # the sweeper gives up on it
+        time.sleep(min(1.0, settings.RUN_HEARTBEAT_INTERVAL / 2))
+    if run.attempts > 1:
+        log.warning("run %s taken over (attempt %s)", run.pk, run.attempts)
+    return True
+
+
 @shared_task
 def sweep_stale_runs() -> int:
-    """Re-queue runs whose worker died (no heartbeat) or whose message was lost; give up on poison runs."""
+    """Re-queue runs whose worker died (lease run out) or whose message was lost; give up on poison runs."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.RUN_STALE_AFTER)
+    lapsed = now - timedelta(seconds=Run.lease_seconds())
     candidates = Run.objects.filter(
-        Q(status=RunStatus.RUNNING, heartbeat_at__lt=stale)
+        Q(status=RunStatus.RUNNING, heartbeat_at__lt=lapsed)
         | Q(status=RunStatus.QUEUED, created_at__lt=stale, heartbeat_at__isnull=True)
         | Q(status=RunStatus.QUEUED, heartbeat_at__lt=stale)
     )

@@ -20,8 +20,9 @@ from accounts import services as inventory
 from accounts.models import AgentIdentity, EcrAccount
 
 from .. import aws, compare, policies
-from ..applier import ApplyError, apply_step
+from ..applier import ApplyError, apply_step, settle_recovered
 from ..changes import Plan
+from ..choices import OperationStatus
 from ..models import Run
 
 # How a run ends for one account (Run.result["accounts"]).
@@ -176,6 +177,10 @@ class Step(ABC):
     def done(self, run: Run, scope: Scope) -> None:  # noqa: B027  optional hook, most steps keep none
         """The inventory's bookkeeping once the step's writes are made (no AWS call)."""
 
+    def substeps(self) -> list[Step]:
+        """The steps that plan and apply (and so label operations): itself, or those it fans out to."""
+        return [self]
+
 
 class AccountFanOut(Step):
     """Marks a step that records each account's writes in the outcomes itself (ForEachAccount)."""
@@ -213,7 +218,9 @@ class Flow(ABC):
     def execute_scope(self, run: Run, scope: Scope) -> tuple[str, str]:
         outcomes = Outcomes()
         try:
-            for step in self.steps(scope):
+            steps = self.steps(scope)
+            recover_started_operations(run, scope, steps)
+            for step in steps:
                 self._execute_step(run, scope, outcomes, step)
             return self.summarize(run, scope, outcomes)
         except STEP_ERRORS as exc:
@@ -243,3 +250,34 @@ class Flow(ABC):
             return
         if not isinstance(step, AccountFanOut):
             outcomes.add_writes(writes)
+
+
+def recover_started_operations(run: Run, scope: Scope, steps: list[Step]) -> None:
+    """Settle the writes an earlier attempt of this run left started (its worker died mid-call).
+
+    Before this attempt writes anything, each such operation's step is planned again, the way every
+    step plans (live reads, then the comparison), and the operation is marked applied or not
+    applied from that plan (applier.settle_recovered). A step that can no longer be planned (the
+    account left the run, AWS refuses the read) leaves its operation started, and says so in the log;
+    the run's own walk of that step then fails or succeeds as it would have anyway.
+    """
+    started = list(run.operations.filter(status=OperationStatus.STARTED).order_by("sequence"))
+    if not started:
+        return
+    by_label = {sub.label: sub for step in steps for sub in step.substeps()}
+    plans: dict[str, Plan] = {}
+    for operation in started:
+        step = by_label.get(operation.step)
+        try:
+            if step is None:
+                raise LookupError(f"no step {operation.step!r} in this run any more")
+            if step.label not in plans:
+                plans[step.label] = step.plan(scope)
+        except (*STEP_ERRORS, LookupError) as exc:
+            run.log(f"operation {operation.sequence} ({operation.action}) left started: {exc}", level="ERROR")
+            continue
+        status = settle_recovered(operation, plans[step.label], run.attempts)
+        run.log(
+            f"operation {operation.sequence} ({operation.action} on {operation.resource_arn}), in flight "
+            f"when the worker stopped: {OperationStatus(status).label.lower()}"
+        )

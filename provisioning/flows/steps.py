@@ -115,7 +115,7 @@ class AgentPermissionsStep(Step):
                 return 0
             generation = self.agent.policy_generation  # read before the members: a later bump is not covered
             plan = self.plan(scope)
-            writes = apply_step(run, plan, f"{self.label} ({plan.layout})")
+            writes = apply_step(run, plan, f"{self.label} ({plan.layout})", step=self.label)
             AgentIdentity.objects.filter(pk=agent_id, synced_generation__lt=generation).update(
                 synced_generation=generation
             )
@@ -245,6 +245,9 @@ class ForEachAccount(AccountFanOut):
             outcomes.not_started(step.target.account_id, reason)
         Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
         return outcomes.writes - writes_before
+
+    def substeps(self) -> list[Step]:
+        return list(self.account_steps)
 
     def stopped(self, run: Run) -> bool:
         self.cancelled = self.cancelled or Run.objects.filter(pk=run.pk, cancel_requested=True).exists()

@@ -23,7 +23,12 @@ from accounts.models import AgentIdentity, EcrAccount
 from bench.proxy import FaultProxy, Rule
 from bench.scenarios import agent_permission_arns
 from provisioning import aws, services
-from provisioning.choices import TERMINAL_RUN_STATUSES, OperationStatus, RunStatus
+from provisioning.choices import (
+    APPLIED_OPERATION_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    OperationStatus,
+    RunStatus,
+)
 from provisioning.models import Operation, Run
 
 from .conftest import AGENT_ACCOUNT, iam_in
@@ -123,12 +128,45 @@ def assert_operations_consistent(runs: list[Run]) -> None:
         assert sequences == list(range(1, len(sequences) + 1)), (run.pk, sequences)
     created = (
         Operation.objects.filter(run__in=runs, action__in=("iam:CreateRole", "iam:CreatePolicy"))
-        .filter(status=OperationStatus.SUCCEEDED)
+        .filter(status__in=APPLIED_OPERATION_STATUSES)
         .values("action", "resource_arn")
         .annotate(n=Count("pk"))
         .filter(n__gt=1)
     )
     assert list(created) == []
+
+
+CREATES = {"role": "iam:CreateRole", "policy": "iam:CreatePolicy"}
+
+
+def portal_made(account_id: str) -> list[tuple[str, str]]:
+    """(kind, ARN) of every role and customer-managed policy in the account tagged as the portal's."""
+    from provisioning.changes import MANAGED_TAG
+
+    iam = iam_in(account_id)
+    found = []
+    for role in iam.call("list_roles")["Roles"]:
+        tags = iam.call("list_role_tags", RoleName=role["RoleName"])["Tags"]
+        if MANAGED_TAG in tags:
+            found.append(("role", role["Arn"]))
+    for policy in iam.call("list_policies", Scope="Local")["Policies"]:
+        tags = iam.call("list_policy_tags", PolicyArn=policy["Arn"])["Tags"]
+        if MANAGED_TAG in tags:
+            found.append(("policy", policy["Arn"]))
+    return found
+
+
+def assert_every_portal_resource_has_its_operation(account_ids: list[str]) -> None:
+    """'Every AWS write is an Operation', read back from AWS: each resource the portal tagged was
+    created by an Operation that says so (succeeded, or found applied after a crash)."""
+    for account_id in account_ids:
+        made = portal_made(account_id)
+        assert made, account_id
+        for kind, arn in made:
+            recorded = Operation.objects.filter(
+                action=CREATES[kind], resource_arn=arn, status__in=APPLIED_OPERATION_STATUSES
+            )
+            assert recorded.count() == 1, (arn, list(Operation.objects.filter(resource_arn=arn).values()))
 
 
 def test_hundred_onboardings_at_once_over_two_workers(proxy):
@@ -161,13 +199,16 @@ def test_hundred_onboardings_at_once_over_two_workers(proxy):
 def test_worker_killed_mid_run_is_requeued_and_converges(proxy):
     """SIGKILL the worker (its whole process group) in the middle of a bulk run; a new worker and the
     sweeper finish it: every account converges, nothing is created twice, the run's rows line up."""
+    from django.conf import settings
+
     from portal.testing import celery_workers, wait_for, worker_env
     from provisioning.tasks import sweep_stale_runs
 
-    stale_after = 3
+    heartbeat = 1  # the lease: RUN_LEASE_BEATS heartbeats
+    env = worker_env(RUN_HEARTBEAT_INTERVAL=str(heartbeat))
     agent = make_agent()
     log_dir = _log_dir("killed")
-    with celery_workers(count=1, concurrency=1, log_dir=log_dir / "first") as (worker,):
+    with celery_workers(count=1, concurrency=1, env=env, log_dir=log_dir / "first") as (worker,):
         setup_agent(agent)
         proxy.delay = 0.25  # makes the run last ~10 s: 6 accounts, 2 at a time, ~7 calls each
         run, accounts = bulk_onboard(agent, 420000000000, 6, max_concurrency=2)
@@ -180,8 +221,7 @@ def test_worker_killed_mid_run_is_requeued_and_converges(proxy):
     assert done_before < 6 * 3 + 1  # it was killed before the end
 
     proxy.delay = 0.0
-    time.sleep(stale_after + 0.5)  # no heartbeat since the kill: the run is now stale
-    env = worker_env(RUN_STALE_AFTER=str(stale_after))
+    time.sleep(settings.RUN_LEASE_BEATS * heartbeat + 0.5)  # no heartbeat since the kill: its lease ran out
     with celery_workers(count=1, concurrency=1, env=env, log_dir=log_dir / "second"):
         sweep_stale_runs.apply_async()  # as celery beat sends it; the worker runs it with its settings
         (run,) = wait_terminal([run], timeout=120)
@@ -190,7 +230,9 @@ def test_worker_killed_mid_run_is_requeued_and_converges(proxy):
     assert run.attempts == 2
     assert_converged(agent, accounts)
     assert_operations_consistent([run])
-    assert not run.operations.filter(status=OperationStatus.FAILED).exists()
+    # The write the kill interrupted, if any, was settled from AWS by attempt 2.
+    assert not run.operations.filter(status__in=(OperationStatus.FAILED, OperationStatus.STARTED)).exists()
+    assert_every_portal_resource_has_its_operation([AGENT_ACCOUNT, *(a.account_id for a in accounts)])
     # Nothing written twice in AWS, even the write that the kill may have left unrecorded.
     for account in accounts:
         calls = proxy.by_account[account.account_id]

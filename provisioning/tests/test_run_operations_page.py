@@ -118,7 +118,10 @@ def test_the_account_filter_shows_only_that_accounts_operations_and_pages_keep_t
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"status": "exploded"}, "Status filter ignored: “exploded” is not one of succeeded, failed."),
+        (
+            {"status": "exploded"},
+            "Status filter ignored: “exploded” is not one of started, succeeded, failed, applied, not_applied.",
+        ),
         ({"account_id": "22222222222x"}, "Account filter ignored: “22222222222x”. An AWS account id is"),
         ({"account_id": "١٢٣٤٥٦٧٨٩٠١٢"}, "An AWS account id is exactly 12 digits."),  # Unicode digits
         ({"account_id": "<b>x</b>"}, "“&lt;b&gt;x&lt;/b&gt;”"),

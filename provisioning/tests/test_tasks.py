@@ -1,6 +1,6 @@
 """Run lifecycle: claiming, redelivery, and the sweeper that rescues runs of dead workers."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -47,9 +47,14 @@ def test_a_task_whose_run_raises_reports_it_errored(agent, monkeypatch):
     assert tasks.sweep_stale_runs() == 0  # terminal: never re-queued
 
 
+def lapsed() -> datetime:
+    """A heartbeat older than the lease: its worker is presumed dead."""
+    return timezone.now() - timedelta(seconds=Run.lease_seconds() + 5)
+
+
 def test_a_run_whose_worker_died_is_requeued_and_converges(agent, eager, settings):
     run = services.agent_setup(agent=agent, enqueue=False)
-    stale = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER + 5)
+    stale = lapsed()
     # As a worker killed mid-run leaves it: running, claimed, silent.
     Run.objects.filter(pk=run.pk).update(
         status=RunStatus.RUNNING, claim_token="dead", attempts=1, heartbeat_at=stale
@@ -70,7 +75,7 @@ def test_a_live_run_is_left_alone(agent, settings):
 
 def test_a_poison_run_ends_failed_instead_of_looping(agent, settings):
     run = services.agent_setup(agent=agent, enqueue=False)
-    stale = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER + 5)
+    stale = lapsed()
     Run.objects.filter(pk=run.pk).update(
         status=RunStatus.RUNNING, claim_token="dead", attempts=settings.RUN_MAX_ATTEMPTS, heartbeat_at=stale
     )
@@ -78,6 +83,41 @@ def test_a_poison_run_ends_failed_instead_of_looping(agent, settings):
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert f"after {settings.RUN_MAX_ATTEMPTS} attempt" in run.explanation
+
+
+def test_the_stale_deadline_follows_the_heartbeat_interval(settings):
+    settings.RUN_HEARTBEAT_INTERVAL = 7
+    assert Run.lease_seconds() == 7 * settings.RUN_LEASE_BEATS
+
+
+def test_a_redelivered_message_takes_over_a_run_whose_heartbeat_stopped(agent, aws):
+    """No wait for the sweeper: the message a dead worker's broker redelivers runs the run."""
+    run = services.agent_setup(agent=agent, enqueue=False)
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, claim_token="dead", attempts=1, heartbeat_at=lapsed()
+    )
+    assert tasks.execute_run(run.pk) == RunStatus.SUCCEEDED
+    run.refresh_from_db()
+    assert run.attempts == 2 and run.claim_token != "dead"
+
+
+def test_a_run_out_of_attempts_is_not_taken_over(agent, aws, settings):
+    run = services.agent_setup(agent=agent, enqueue=False)
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING,
+        claim_token="dead",
+        attempts=settings.RUN_MAX_ATTEMPTS,
+        heartbeat_at=lapsed(),
+    )
+    assert tasks.execute_run(run.pk) == "not-claimed"  # the sweeper fails it
+    assert aws.write_calls() == 0
+
+
+def test_a_running_run_within_its_lease_is_not_claimed(agent):
+    run = services.agent_setup(agent=agent, enqueue=False)
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, claim_token="alive", attempts=1)
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+    assert not Run.objects.get(pk=run.pk).claim()
 
 
 def test_a_late_worker_cannot_overwrite_a_reclaimed_run(agent):

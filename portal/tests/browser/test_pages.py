@@ -181,3 +181,68 @@ def test_screenshots_of_the_pages_a_new_user_meets(page, portal, login, operator
     ]:
         page.goto(portal + path)
         _shot(page, screenshots, name)
+
+
+def test_a_run_page_names_every_operation_state_after_a_crash(
+    page, portal, login, operator, agent, screenshots
+):
+    """A bulk run taken over after its worker died with two writes in flight: one found applied, one
+    not (and made again), one started now. Each state reads as words, the recovery says how."""
+    from provisioning import applier
+    from provisioning.changes import Plan
+    from provisioning.choices import OperationStatus
+    from provisioning.models import Operation
+
+    first, second = account(agent, ACTIVE, "payments"), account(agent, DRAFT, "search")
+    run = services.run_request(kind=RunKind.BULK, accounts=[first, second], enqueue=False)
+    assert run.claim()
+    options = {"max_concurrency": 2, "failure_tolerance": 0}
+    Run.objects.filter(pk=run.pk).update(attempts=2, progress_total=6, options=options)
+
+    def operation(account_id: str, action: str, name: str) -> Operation:
+        arn = f"arn:aws:iam::{account_id}:{name}"
+        sequence = run.operations.count() + 1
+        return Operation.objects.create(
+            run=run, sequence=sequence, account_id=account_id, action=action, resource_arn=arn,
+            summary=f"{action.split(':')[1]} {name.split('/')[-1]}", status=OperationStatus.STARTED,
+        )  # fmt: skip
+
+    for account_id in (ACTIVE, DRAFT):
+        operation(account_id, "iam:CreatePolicy", "policy/AmazonEC2ContainerRegistryReadOnlyForSnyk").settle(
+            OperationStatus.SUCCEEDED, duration_ms=41
+        )
+    role = "role/SnykEcrServiceRole"
+    applier.settle_recovered(operation(ACTIVE, "iam:CreateRole", role), Plan(), attempt=2)
+    lost = operation(DRAFT, "iam:CreateRole", role)
+    applier.settle_recovered(lost, Plan(changes=[_same_change(lost)]), attempt=2)
+    operation(DRAFT, "iam:CreateRole", role).settle(OperationStatus.SUCCEEDED, duration_ms=52)
+    operation(ACTIVE, "iam:AttachRolePolicy", role)  # in flight now
+
+    login(operator)
+    page.goto(portal + f"/runs/{run.pk}/")
+    badges = page.locator("#operations .badge").all_inner_texts()
+    assert badges == [
+        "Succeeded",
+        "Succeeded",
+        "Applied (found after a crash)",
+        "Not applied (found after a crash)",
+        "Succeeded",
+        "Started, no answer yet",
+    ]
+    notes = page.locator("#operations .recovered").all_inner_texts()
+    assert notes == [
+        "The worker stopped during this call; attempt 2 found its result in AWS: it took effect.",
+        "The worker stopped during this call; attempt 2 found its result not in AWS: it did not take effect.",
+    ]
+    assert "not_applied" not in page.locator("#operations").inner_text()
+    _shot(page, screenshots, "run-recovered")
+
+
+def _same_change(operation):
+    from provisioning import aws
+    from provisioning.changes import Change
+
+    access = aws.Access(operation.account_id)
+    return Change(
+        operation.account_id, access, "create", operation.action, "x", {}, operation.resource_arn, ""
+    )
