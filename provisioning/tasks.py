@@ -14,7 +14,7 @@ from portal.text import counted
 from . import org_services, runner
 from .audit.notify import post_webhook
 from .audit.services import audit_request
-from .choices import ACTIVE_RUN_STATUSES, RunStatus
+from .choices import ACTIVE_RUN_STATUSES, RunKind, RunStatus
 from .models import Run, RunLock
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,12 @@ def sweep_stale_runs() -> int:
     )
     requeued = 0
     for run in candidates:
+        if run.kind == RunKind.ACCESS_KEY:  # its secret goes back only in the request that ran it
+            _give_up(run, NOT_RERUN_ACCESS_KEY)
+            continue
         if run.attempts >= settings.RUN_MAX_ATTEMPTS:
-            Run.objects.filter(pk=run.pk, status=run.status, claim_token=run.claim_token).update(
-                status=RunStatus.FAILED,
-                finished_at=now,
-                explanation=f"Gave up after {counted(run.attempts, 'attempt', 'attempts')}: "
-                "the worker stopped each time.",
-            )
-            RunLock.objects.filter(run=run).exclude(run__status__in=ACTIVE_RUN_STATUSES).delete()
+            attempts = counted(run.attempts, "attempt", "attempts")
+            _give_up(run, f"Gave up after {attempts}: the worker stopped each time.")
             continue
         # Conditional: only if nobody touched it since we read it.
         if Run.objects.filter(pk=run.pk, status=run.status, claim_token=run.claim_token).update(
@@ -83,6 +81,21 @@ def sweep_stale_runs() -> int:
             requeued += 1
             log.warning("re-queued stale run %s (attempt %s)", run.pk, run.attempts + 1)
     return requeued
+
+
+NOT_RERUN_ACCESS_KEY = (
+    "The process creating this access key stopped. It is not run again: a key made now would go to "
+    "a worker, and nobody would see its secret. Check the agent's keys (a key may have been made) "
+    "and create one again."
+)
+
+
+def _give_up(run: Run, explanation: str) -> None:
+    """End a stale run as failed, if nobody touched it since it was read, and free its accounts."""
+    Run.objects.filter(pk=run.pk, status=run.status, claim_token=run.claim_token).update(
+        status=RunStatus.FAILED, finished_at=timezone.now(), explanation=explanation
+    )
+    RunLock.objects.filter(run=run).exclude(run__status__in=ACTIVE_RUN_STATUSES).delete()
 
 
 @shared_task

@@ -8,8 +8,8 @@ from django.utils import timezone
 from accounts import services as account_services
 from portal.celery import app
 from provisioning import flows, services, tasks
-from provisioning.choices import RunStatus
-from provisioning.models import Run
+from provisioning.choices import RunKind, RunStatus
+from provisioning.models import Run, RunLock
 
 from .conftest import BASE_ACCOUNT
 
@@ -183,3 +183,21 @@ def test_cancel_is_an_operator_action(agent, client, viewer, operator, settings)
     assert 'id="cancel-run"' in client.get(reverse("provisioning:run_detail", args=[run.pk])).content.decode()
     assert client.post(url).status_code == 302
     assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+def test_an_access_key_run_whose_process_died_fails_instead_of_running_again(agent, eager, aws):
+    """Its secret goes only to the person who asked, in the request that ran it: a worker taking the
+    run over would create a key nobody ever sees."""
+    run = services.run_request(kind=RunKind.ACCESS_KEY, user=None, agent=agent, enqueue=False)
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, claim_token="dead", attempts=1, heartbeat_at=lapsed()
+    )
+    writes = aws.write_calls()
+
+    assert tasks.sweep_stale_runs() == 0
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert "nobody would see" in run.explanation
+    assert aws.write_calls() == writes
+    assert not RunLock.objects.filter(run=run).exists()
