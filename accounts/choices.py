@@ -6,6 +6,19 @@ class AgentKind(models.TextChoices):
     USER = "user", "IAM user (access keys)"
 
 
+class AgentRuntime(models.TextChoices):
+    """Where a role agent runs, which decides whom its role trusts (a user agent's keys work anywhere)."""
+
+    EC2 = "ec2", "EC2 instance (instance profile)"
+    ECS = "ecs", "ECS task (task role)"
+    EKS_IRSA = "eks-irsa", "EKS pod (IRSA: the cluster's OIDC provider)"
+    EKS_POD_IDENTITY = "eks-pod-identity", "EKS pod (Pod Identity association)"
+
+
+# Runtimes whose agent runs in a Kubernetes namespace under a service account.
+EKS_RUNTIMES = (AgentRuntime.EKS_IRSA, AgentRuntime.EKS_POD_IDENTITY)
+
+
 class Lifecycle(models.TextChoices):
     DRAFT = "draft", "Draft"
     PENDING = "pending", "Onboarding"
@@ -57,3 +70,7 @@ DEFAULT_USER_AGENT_NAME = "SnykCraUser"
 DEFAULT_AGENT_POLICY_NAME = "SnykCraAssumeRolePolicy"
 DEFAULT_SERVICE_ROLE_NAME = "SnykEcrServiceRole"
 DEFAULT_READ_POLICY_NAME = "AmazonEC2ContainerRegistryReadOnlyForSnyk"
+# Where an EKS agent runs unless told otherwise: the namespace of the broker files' Helm releases and
+# the service account name Snyk's chart uses by default.
+DEFAULT_K8S_NAMESPACE = "snyk-broker"
+DEFAULT_K8S_SERVICE_ACCOUNT = "snyk-broker"

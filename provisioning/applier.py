@@ -89,7 +89,7 @@ def _record(run: Run, change: Change, *, error: aws.AwsError | None, **fields: A
 
 def apply_change(run: Run, change: Change) -> Operation:
     """Make one AWS write and record it (also when it fails)."""
-    iam = aws.Iam(change.access)
+    client = aws.client_for_change(change.access, change.action, change.region)
     started = time.monotonic()
     deadline = started + settings.IAM_PROPAGATION_TIMEOUT
     delay, attempts = min(1.0, settings.IAM_PROPAGATION_TIMEOUT / 10), 0
@@ -99,10 +99,10 @@ def apply_change(run: Run, change: Change) -> Operation:
         attempts += 1
         try:
             if change.keeps_answer:
-                change.answer = iam.call(change.method, **_wire_params(change.params))
+                change.answer = client.call(change.method, **_wire_params(change.params))
                 request_id = aws.request_id(change.answer)
             else:
-                request_id = iam.write(change.method, **_wire_params(change.params))
+                request_id = client.write(change.method, **_wire_params(change.params))
             error = None
             break
         except aws.AwsError as exc:
