@@ -2,7 +2,7 @@ from django.db import models
 
 
 class AgentKind(models.TextChoices):
-    ROLE = "role", "IAM role (EC2 instance profile)"
+    ROLE = "role", "IAM role (runs on EC2, ECS or EKS: see its runtime)"
     USER = "user", "IAM user (access keys)"
 
 

@@ -78,11 +78,10 @@ def _apply_runtime(agent: AgentIdentity, fields: dict[str, str]) -> None:
         agent.service_account = agent.service_account or DEFAULT_K8S_SERVICE_ACCOUNT
 
 
-def agent_set_runtime(*, agent: AgentIdentity, user: Actor = None, **runtime: str) -> bool:
-    """Move a role agent to another runtime (or change its runtime's parameters); validated whole,
-    nothing saved on bad input. Parameters the new runtime does not take are cleared; the others are
-    kept unless given. False when nothing changes. The trust follows in the agent's next setup run,
-    previewed like any other."""
+def agent_preview_runtime(*, agent: AgentIdentity, runtime: dict[str, str]) -> dict[str, str]:
+    """Give the (unsaved) agent another runtime or runtime parameters, validated whole; on bad input
+    the agent is left as it was. Parameters the new runtime does not take are cleared, the others
+    kept unless given. Returns the fields as they were."""
     before = {name: getattr(agent, name) for name in RUNTIME_FIELDS}
     new = runtime.get("runtime") or agent.runtime
     if new != agent.runtime and new in AgentRuntime.values:
@@ -95,6 +94,14 @@ def agent_set_runtime(*, agent: AgentIdentity, user: Actor = None, **runtime: st
         for name, value in before.items():
             setattr(agent, name, value)
         raise
+    return before
+
+
+def agent_set_runtime(*, agent: AgentIdentity, runtime: dict[str, str], user: Actor = None) -> bool:
+    """Move a role agent to another runtime (or change its runtime's parameters), as
+    `agent_preview_runtime` does, and save it. False when nothing changes. The trust follows in the
+    agent's next setup run, previewed like any other."""
+    before = agent_preview_runtime(agent=agent, runtime=runtime)
     after = {name: getattr(agent, name) for name in RUNTIME_FIELDS}
     if after == before:
         return False

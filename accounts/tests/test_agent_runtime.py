@@ -80,15 +80,15 @@ def test_switching_runtime_keeps_what_the_new_one_takes_and_refuses_bad_input_un
     agent = services.agent_create(
         name="cra", kind="role", account_id=ACCOUNT, runtime="eks-pod-identity", cluster_arn=EKS
     )
-    assert services.agent_set_runtime(agent=agent, runtime="eks-irsa", oidc_issuer=ISSUER)
+    assert services.agent_set_runtime(agent=agent, runtime={"runtime": "eks-irsa", "oidc_issuer": ISSUER})
     agent.refresh_from_db()
     assert (agent.runtime, agent.cluster_arn, agent.namespace) == ("eks-irsa", EKS, "snyk-broker")
     with pytest.raises(ValidationError):
-        services.agent_set_runtime(agent=agent, runtime="ecs", cluster_arn="nope")
+        services.agent_set_runtime(agent=agent, runtime={"runtime": "ecs", "cluster_arn": "nope"})
     assert agent.runtime == "eks-irsa"
     agent.refresh_from_db()
     assert agent.runtime == "eks-irsa"
-    assert not services.agent_set_runtime(agent=agent, runtime="eks-irsa")
-    assert services.agent_set_runtime(agent=agent, runtime="ec2")
+    assert not services.agent_set_runtime(agent=agent, runtime={"runtime": "eks-irsa"})
+    assert services.agent_set_runtime(agent=agent, runtime={"runtime": "ec2"})
     agent.refresh_from_db()
     assert (agent.runtime, agent.cluster_arn, agent.oidc_issuer, agent.namespace) == ("ec2", "", "", "")

@@ -188,7 +188,9 @@ def exercise_runtimes(setup, management):
     run_inline(services.agent_setup(agent=mover, enqueue=False))
     with setup():
         eks_in_agent_account().create_cluster(name="tools", roleArn=mover.arn, resourcesVpcConfig={})
-    account_services.agent_set_runtime(agent=mover, runtime="eks-pod-identity", cluster_arn=CLUSTER_ARN)
+    account_services.agent_set_runtime(
+        agent=mover, runtime={"runtime": "eks-pod-identity", "cluster_arn": CLUSTER_ARN}
+    )
     run_inline(services.agent_setup(agent=mover, enqueue=False))
     with setup():  # someone gives the service account another role: setting the agent up repairs it
         eks = eks_in_agent_account()
@@ -197,7 +199,7 @@ def exercise_runtimes(setup, management):
             clusterName="tools", associationId=association["associationId"], roleArn=irsa.arn
         )
     run_inline(services.agent_setup(agent=mover, enqueue=False))
-    account_services.agent_set_runtime(agent=mover, runtime="eks-irsa", oidc_issuer=ISSUER)
+    account_services.agent_set_runtime(agent=mover, runtime={"runtime": "eks-irsa", "oidc_issuer": ISSUER})
     run_inline(services.agent_setup(agent=mover, enqueue=False))
 
 
