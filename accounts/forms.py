@@ -12,7 +12,7 @@ from accounts.choices import AgentKind, AgentRuntime, BrokerServer, Lifecycle
 
 from . import regions, services
 from . import validators as v
-from .models import AgentIdentity
+from .models import RUNTIME_PARAMETERS, AgentIdentity
 
 
 def _regions() -> list[tuple[str, str]]:
@@ -130,7 +130,11 @@ class AgentRuntimeForm(ExactTextForm):
         return data
 
     def runtime_fields(self) -> dict[str, str]:
-        return {name: self.cleaned_data.get(name) or "" for name in services.RUNTIME_FIELDS}
+        """The chosen runtime and the parameters it takes (the page posts every field, the old
+        runtime's still filled in)."""
+        runtime = self.cleaned_data.get("runtime") or AgentRuntime.EC2
+        takes = RUNTIME_PARAMETERS.get(AgentRuntime(runtime), ()) if runtime in AgentRuntime.values else ()
+        return {"runtime": runtime, **{name: self.cleaned_data.get(name) or "" for name in takes}}
 
 
 class OnboardForm(ExactTextForm):

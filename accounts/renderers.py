@@ -38,6 +38,13 @@ MASK = "********-****-****-****-************"
 FORMATS = ("env", "helm", "docker", "ecs")
 
 
+def formats_for(agent: AgentIdentity) -> tuple[str, ...]:
+    """The files a broker of this agent is run from: an ECS agent's brokers run as ECS tasks, the
+    others from Helm (their role trusts no ECS task)."""
+    ecs = agent.kind == AgentKind.ROLE and agent.runtime == AgentRuntime.ECS
+    return ("env", "ecs", "docker") if ecs else ("env", "helm", "docker")
+
+
 class BrokerFileError(ValueError):
     """The broker's settings cannot make a file the broker client would accept."""
 
@@ -620,6 +627,7 @@ def _ecs_region(broker: BrokerInstance) -> str:
 def render_ecs(broker: BrokerInstance) -> str:
     """A script registering the task definition and creating its service, for an ECS agent."""
     agent = broker.account.agent
+    broker_settings(broker, masked=True)  # what is missing or unsafe is said first, as for every file
     if agent.kind != AgentKind.ROLE or agent.runtime != AgentRuntime.ECS:
         raise BrokerFileError(
             f"The agent {agent.name} does not run on ECS (its role trusts "
