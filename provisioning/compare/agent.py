@@ -1,5 +1,6 @@
-"""The agent compared: its identity (role with EC2 trust and instance profile, or user) and the
-permissions that let it assume exactly its accounts' service roles."""
+"""The agent compared: its identity (a role with the trust of where it runs — EC2 and its instance
+profile, ECS tasks, EKS through IRSA's OIDC provider or a Pod Identity association — or a user) and
+the permissions that let it assume exactly its accounts' service roles."""
 
 from __future__ import annotations
 
