@@ -66,10 +66,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture
 def aws():
-    """In-process moto with a clean session cache and call counter."""
+    """In-process moto with a clean session cache and call counter (and the Pod Identity fake)."""
     from moto import mock_aws
 
+    from portal import moto_eks
     from provisioning import aws as aws_module
+
+    moto_eks.install()
 
     with mock_aws():
         aws_module.sessions.clear()

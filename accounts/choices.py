@@ -2,8 +2,21 @@ from django.db import models
 
 
 class AgentKind(models.TextChoices):
-    ROLE = "role", "IAM role (EC2 instance profile)"
+    ROLE = "role", "IAM role (runs on EC2, ECS or EKS: see its runtime)"
     USER = "user", "IAM user (access keys)"
+
+
+class AgentRuntime(models.TextChoices):
+    """Where a role agent runs, which decides whom its role trusts (a user agent's keys work anywhere)."""
+
+    EC2 = "ec2", "EC2 instance (instance profile)"
+    ECS = "ecs", "ECS task (task role)"
+    EKS_IRSA = "eks-irsa", "EKS pod (IRSA: the cluster's OIDC provider)"
+    EKS_POD_IDENTITY = "eks-pod-identity", "EKS pod (Pod Identity association)"
+
+
+# Runtimes whose agent runs in a Kubernetes namespace under a service account.
+EKS_RUNTIMES = (AgentRuntime.EKS_IRSA, AgentRuntime.EKS_POD_IDENTITY)
 
 
 class Lifecycle(models.TextChoices):
@@ -82,3 +95,9 @@ class OrgAccountStatus(models.TextChoices):
     REMOVED = "removed", "Offboarded"
     LEFT = "left", "Left the organization"
     SUSPENDED = "suspended", "Suspended or closed"
+
+
+# Where an EKS agent runs unless told otherwise: the namespace of the broker files' Helm releases and
+# the service account name Snyk's chart uses by default.
+DEFAULT_K8S_NAMESPACE = "snyk-broker"
+DEFAULT_K8S_SERVICE_ACCOUNT = "snyk-broker"

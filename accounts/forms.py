@@ -9,12 +9,12 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from accounts.choices import AgentKind, BrokerServer, Lifecycle, OnLeave
+from accounts.choices import AgentKind, AgentRuntime, BrokerServer, Lifecycle, OnLeave
 
 from . import organizations as org_inventory
 from . import regions, services
 from . import validators as v
-from .models import AgentIdentity, OnboardingRule, Organization
+from .models import RUNTIME_PARAMETERS, AgentIdentity, OnboardingRule, Organization
 
 
 def _regions() -> list[tuple[str, str]]:
@@ -74,6 +74,30 @@ class AgentForm(ExactTextForm):
         max_length=2048, required=False, help_text="Role the portal assumes in the agent account (optional)."
     )
     management_external_id = forms.CharField(max_length=1224, required=False)
+    runtime = forms.ChoiceField(
+        choices=AgentRuntime.choices,
+        initial=AgentRuntime.EC2,
+        required=False,
+        help_text="Where a role agent runs: whom its role trusts. A user agent has none.",
+    )
+    cluster_arn = forms.CharField(
+        max_length=2048, required=False, label="Cluster ARN", help_text="ECS (optional) or EKS Pod Identity."
+    )
+    oidc_issuer = forms.CharField(
+        max_length=255, required=False, label="OIDC issuer", help_text="EKS IRSA: the cluster's issuer URL."
+    )
+    oidc_thumbprint = forms.CharField(
+        max_length=40,
+        required=False,
+        label="OIDC thumbprint",
+        help_text="EKS IRSA: the portal creates the OIDC provider when missing, with this thumbprint.",
+    )
+    namespace = forms.CharField(
+        max_length=63, required=False, label="Kubernetes namespace", help_text="EKS. Default: snyk-broker."
+    )
+    service_account = forms.CharField(
+        max_length=253, required=False, label="Service account", help_text="EKS. Default: snyk-broker."
+    )
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -85,6 +109,41 @@ class AgentForm(ExactTextForm):
         except ValidationError as exc:
             _attach_errors(self, exc)
         return data
+
+
+class AgentRuntimeForm(ExactTextForm):
+    """Move a role agent to another runtime: the setup plan then previews the trust change."""
+
+    runtime = AgentForm.base_fields["runtime"]
+    cluster_arn = AgentForm.base_fields["cluster_arn"]
+    oidc_issuer = AgentForm.base_fields["oidc_issuer"]
+    oidc_thumbprint = AgentForm.base_fields["oidc_thumbprint"]
+    namespace = AgentForm.base_fields["namespace"]
+    service_account = AgentForm.base_fields["service_account"]
+
+    def __init__(self, *args: Any, agent: AgentIdentity, **kwargs: Any) -> None:
+        initial = {name: getattr(agent, name) for name in services.RUNTIME_FIELDS}
+        super().__init__(*args, initial=initial, **kwargs)
+        self.agent = agent
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        try:  # validated on the agent the way it would be saved, which stays as it is here
+            before = services.agent_preview_runtime(agent=self.agent, runtime=self.runtime_fields())
+        except ValidationError as exc:
+            _attach_errors(self, exc)
+        else:
+            for name, value in before.items():
+                setattr(self.agent, name, value)
+        return data
+
+    def runtime_fields(self) -> dict[str, str]:
+        """The chosen runtime and the parameters it takes (the page posts every field, the old
+        runtime's still filled in)."""
+        runtime = self.cleaned_data.get("runtime") or AgentRuntime.EC2
+        takes = RUNTIME_PARAMETERS.get(AgentRuntime(runtime), ()) if runtime in AgentRuntime.values else ()
+        return {"runtime": runtime, **{name: self.cleaned_data.get(name) or "" for name in takes}}
 
 
 class OnboardForm(ExactTextForm):

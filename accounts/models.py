@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F
@@ -16,7 +17,9 @@ from .choices import (
     DEFAULT_MEMBER_ROLE_NAME,
     DEFAULT_READ_POLICY_NAME,
     DEFAULT_SERVICE_ROLE_NAME,
+    EKS_RUNTIMES,
     AgentKind,
+    AgentRuntime,
     BrokerServer,
     BrokerState,
     BrokerStatus,
@@ -49,6 +52,30 @@ class AgentIdentity(ManagementAccess):
         max_length=128, default=DEFAULT_AGENT_POLICY_NAME, validators=[v.validate_policy_name]
     )
     status = models.CharField(max_length=8, choices=Lifecycle.choices, default=Lifecycle.DRAFT, db_index=True)
+    # Where a role agent runs, and what its trust names there (see clean() for which runtime needs what).
+    runtime = models.CharField(max_length=20, choices=AgentRuntime.choices, default=AgentRuntime.EC2)
+    cluster_arn = models.CharField(
+        max_length=2048,
+        blank=True,
+        validators=[v.validate_cluster_arn],
+        help_text="ECS: the cluster its tasks run in (optional); EKS Pod Identity: the cluster.",
+    )
+    oidc_issuer = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[v.validate_oidc_issuer],
+        help_text="EKS IRSA: the cluster's OIDC issuer URL.",
+    )
+    oidc_thumbprint = models.CharField(
+        max_length=40,
+        blank=True,
+        validators=[v.validate_thumbprint],
+        help_text="EKS IRSA: create the OIDC provider when it is missing, with this thumbprint.",
+    )
+    namespace = models.CharField(max_length=63, blank=True, validators=[v.validate_k8s_namespace])
+    service_account = models.CharField(
+        max_length=253, blank=True, validators=[v.validate_k8s_service_account]
+    )
     # Agent-policy coalescing: every account change bumps `policy_generation`; whoever writes the
     # policy records the generation it wrote, so waiters already covered skip their write.
     policy_generation = models.PositiveBigIntegerField(default=0)
@@ -74,6 +101,16 @@ class AgentIdentity(ManagementAccess):
     def arn(self) -> str:
         return f"arn:aws:iam::{self.account_id}:{self.kind}/{self.iam_name}"
 
+    @property
+    def on_eks(self) -> bool:
+        return self.kind == AgentKind.ROLE and self.runtime in EKS_RUNTIMES
+
+    def clean(self) -> None:
+        """Each runtime's parameters, and only those: a stray one would name a cluster nothing uses."""
+        errors = _runtime_errors(self)
+        if errors:
+            raise ValidationError(errors)
+
     def get_absolute_url(self) -> str:
         return reverse("accounts:agent_detail", args=[self.pk])
 
@@ -81,6 +118,54 @@ class AgentIdentity(ManagementAccess):
         """The agent's permissions must be written again (an account joined or left): one atomic
         UPDATE, so concurrent bumps never lose one. `also` sets other fields in the same statement."""
         AgentIdentity.objects.filter(pk=self.pk).update(policy_generation=F("policy_generation") + 1, **also)
+
+
+RUNTIME_PARAMETERS = {
+    AgentRuntime.EC2: (),
+    AgentRuntime.ECS: ("cluster_arn",),
+    AgentRuntime.EKS_IRSA: ("cluster_arn", "oidc_issuer", "oidc_thumbprint", "namespace", "service_account"),
+    AgentRuntime.EKS_POD_IDENTITY: ("cluster_arn", "namespace", "service_account"),
+}
+_REQUIRED = {
+    AgentRuntime.EKS_IRSA: ("oidc_issuer", "namespace", "service_account"),
+    AgentRuntime.EKS_POD_IDENTITY: ("cluster_arn", "namespace", "service_account"),
+}
+
+
+def _runtime_errors(agent: AgentIdentity) -> dict[str, str]:
+    if agent.kind == AgentKind.USER and agent.runtime != AgentRuntime.EC2:
+        return {"runtime": "An IAM user agent has no runtime (its access keys work anywhere): use a role."}
+    runtime = AgentRuntime(agent.runtime) if agent.runtime in AgentRuntime.values else AgentRuntime.EC2
+    allowed = RUNTIME_PARAMETERS[runtime] if agent.kind == AgentKind.ROLE else ()
+    errors = {
+        name: f"Only for {', '.join(r for r, names in RUNTIME_PARAMETERS.items() if name in names)} agents."
+        for name in ("cluster_arn", "oidc_issuer", "oidc_thumbprint", "namespace", "service_account")
+        if getattr(agent, name) and name not in allowed
+    }
+    errors.update(
+        {
+            name: f"Required for a {runtime} agent."
+            for name in _REQUIRED.get(runtime, ())
+            if not getattr(agent, name)
+        }
+    )
+    if agent.cluster_arn and "cluster_arn" not in errors:
+        errors.update(_cluster_errors(agent, runtime))
+    return errors
+
+
+def _cluster_errors(agent: AgentIdentity, runtime: AgentRuntime) -> dict[str, str]:
+    try:
+        service, _, account_id, _ = v.cluster_arn_parts(agent.cluster_arn)
+    except (ValueError, IndexError):
+        return {}  # the field's own validator says what is wrong
+    wanted = "ecs" if runtime == AgentRuntime.ECS else "eks"
+    if service != wanted:
+        return {"cluster_arn": f"A {runtime} agent runs in an {wanted.upper()} cluster: arn:aws:{wanted}:…"}
+    if account_id != agent.account_id and runtime != AgentRuntime.EKS_IRSA:
+        # A task or pod gets a role of its own account only (iam:PassRole does not cross accounts).
+        return {"cluster_arn": f"The cluster must be in the agent's account {agent.account_id}."}
+    return {}
 
 
 class EcrAccount(ManagementAccess):

@@ -25,7 +25,7 @@ from django.core.exceptions import ValidationError
 from portal.fields import UnreadableSecret
 
 from . import validators as v
-from .choices import AgentKind, BrokerStatus, ExternalIdState
+from .choices import AgentKind, AgentRuntime, BrokerStatus, ExternalIdState
 
 if TYPE_CHECKING:
     from .models import AgentIdentity, BrokerInstance, EcrAccount
@@ -35,7 +35,14 @@ CRA_IMAGE = "snyk/container-registry-agent:latest"
 DEFAULT_CRA_PORT = 8081
 MASK = "********-****-****-****-************"
 
-FORMATS = ("env", "helm", "docker")
+FORMATS = ("env", "helm", "docker", "ecs")
+
+
+def formats_for(agent: AgentIdentity) -> tuple[str, ...]:
+    """The files a broker of this agent is run from: an ECS agent's brokers run as ECS tasks, the
+    others from Helm (their role trusts no ECS task)."""
+    ecs = agent.kind == AgentKind.ROLE and agent.runtime == AgentRuntime.ECS
+    return ("env", "ecs", "docker") if ecs else ("env", "helm", "docker")
 
 
 class BrokerFileError(ValueError):
@@ -190,14 +197,21 @@ class HelmRelease:
 
 
 def helm_release(broker: BrokerInstance) -> HelmRelease:
-    """A release per account and region, so that the releases of one namespace never collide."""
+    """A release per account and region, so that the releases of one namespace never collide; in the
+    agent's namespace when it runs on EKS (the one its trust names)."""
     name = f"{broker.account.account_id}-{broker.region}"
     if len(name) > HELM_RELEASE_MAX or not _RELEASE_NAME.fullmatch(name):
         raise BrokerFileError(
             f"Helm release {name!r} is not a DNS label of at most {HELM_RELEASE_MAX} characters "
             "(the chart labels its agent <release>-cr-<release>, at most 63)."
         )
-    return HelmRelease(name)
+    agent = broker.account.agent
+    return HelmRelease(name, agent.namespace) if agent.on_eks else HelmRelease(name)
+
+
+def broker_token_secret(release: HelmRelease) -> tuple[str, str]:
+    """(Secret, key) holding an EKS release's broker token: its values name it, never the token."""
+    return f"snyk-broker-token-{release.name}", "BROKER_TOKEN"
 
 
 def agent_secret_name(agent: AgentIdentity) -> str:
@@ -234,6 +248,13 @@ def yaml_document(values: dict[str, Any]) -> str:
 
 
 def _agent_identity_helm(agent: AgentIdentity, release: HelmRelease) -> str:
+    if agent.on_eks:
+        return _eks_identity_helm(agent, release)
+    if agent.kind != AgentKind.USER and agent.runtime == AgentRuntime.ECS:
+        raise BrokerFileError(
+            f"The agent {agent.name} runs as an ECS task (its role trusts ECS tasks only, not pods): use "
+            "the ECS task definition (format ecs), or move the agent to EKS first."
+        )
     if agent.kind != AgentKind.USER:
         return (
             f"# The agent runs as IAM role {agent.iam_name} through the instance profile of its node:\n"
@@ -259,6 +280,45 @@ def _agent_identity_helm(agent: AgentIdentity, release: HelmRelease) -> str:
     )
 
 
+def _eks_identity_helm(agent: AgentIdentity, release: HelmRelease) -> str:
+    """The chart's pods run as the service account the agent's trust names. Every release of the
+    agent in the namespace shares it, so it is made once, not by the chart (a second release
+    creating it would fail: Helm refuses a resource another release owns)."""
+    ns, sa = release.namespace, agent.service_account
+    secret, key = broker_token_secret(release)
+    lines = [
+        f"# The agent runs as IAM role {agent.iam_name} through service account {ns}/{sa}, the one its",
+        f"# trust names; every release of this agent in {ns} uses it. Create it once:",
+        f"#   kubectl -n {ns} create serviceaccount {sa}",
+    ]
+    if agent.runtime == AgentRuntime.EKS_IRSA:
+        lines += [
+            f"#   kubectl -n {ns} annotate serviceaccount {sa} {IRSA_ANNOTATION}={agent.arn}",
+            f"# (IRSA: the role trusts the cluster's OIDC provider for system:serviceaccount:{ns}:{sa}).",
+        ]
+    else:
+        lines.append(
+            f"# (EKS Pod Identity: the portal associates {ns}/{sa} with the role in {agent.cluster_arn}.)"
+        )
+    lines += [
+        f"# The broker token is not in this file: the chart reads it from Secret {secret}, key {key}.",
+        "# Create it from the BROKER_TOKEN of this broker's .env, exported in your shell:",
+        f'#   kubectl -n {ns} create secret generic {secret} --from-literal={key}="$BROKER_TOKEN"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+
+
+def _eks_values(agent: AgentIdentity, release: HelmRelease) -> dict[str, Any]:
+    secret, key = broker_token_secret(release)
+    service_account: dict[str, Any] = {"create": False, "name": agent.service_account}
+    if agent.runtime == AgentRuntime.EKS_IRSA:
+        service_account["annotations"] = {IRSA_ANNOTATION: agent.arn}  # what the SA must carry
+    return {"brokerTokenSecret": {"name": secret, "key": key}, "serviceAccount": service_account}
+
+
 def render_helm_values(broker: BrokerInstance, *, masked: bool = False) -> str:
     """values.yaml for Snyk's `snyk-broker` chart in container-registry-agent mode.
 
@@ -274,7 +334,8 @@ def render_helm_values(broker: BrokerInstance, *, masked: bool = False) -> str:
             "account's ExternalId to make a Helm file (its .env and docker script work as they are)."
         )
     release = helm_release(broker)
-    values = {
+    agent = broker.account.agent
+    values: dict[str, Any] = {
         "scmType": CHART_SCM_TYPE,
         "brokerToken": s["BROKER_TOKEN"],
         "brokerServerUrl": s["BROKER_SERVER_URL"],
@@ -284,8 +345,13 @@ def render_helm_values(broker: BrokerInstance, *, masked: bool = False) -> str:
         "crRegion": s["CR_REGION"],
         "crExternalId": external_id,
     }
+    header = _header(broker)
+    if agent.on_eks:  # the token comes from a Secret: this file holds none
+        del values["brokerToken"]
+        values.update(_eks_values(agent, release))
+        header = header.replace("it holds the broker token: keep it secret", "it holds no secret")
     return (
-        _header(broker)
+        header
         + f"#\n# Release {release.name} (one per account and region) in namespace {release.namespace}, with\n"
         + "# Snyk's chart repository added as snyk-broker:\n"
         + f"#   helm install {release.name} {HELM_CHART} -n {release.namespace} --create-namespace"
@@ -294,7 +360,7 @@ def render_helm_values(broker: BrokerInstance, *, masked: bool = False) -> str:
         + "# portal's broker client and agent URLs are for the .env and docker files):\n"
         + f"#   CR_AGENT_URL={release.agent_url}\n"
         + f"#   BROKER_CLIENT_URL={release.broker_client_url}\n#\n"
-        + _agent_identity_helm(broker.account.agent, release)
+        + _agent_identity_helm(agent, release)
         + yaml_document(values)
     )
 
@@ -479,10 +545,124 @@ def render_cra_env(*, access_key_id: str, secret_access_key: str, port: int = DE
     )
 
 
+# --- ECS: a task definition (broker + agent, the task role = the agent role) and its service --------
+
+ECS_EXECUTION_ROLE = "ecsTaskExecutionRole"  # AWS's usual name; it pulls images and reads the token
+
+
+def ssm_token_parameter(broker: BrokerInstance, region: str) -> str:
+    """The SecureString parameter an ECS broker's token is read from (by the execution role)."""
+    agent = broker.account.agent
+    return (
+        f"arn:aws:ssm:{region}:{agent.account_id}:parameter/snyk-broker/"
+        f"{broker.account.account_id}-{broker.region}/broker-token"
+    )
+
+
+def ecs_task_definition(broker: BrokerInstance) -> dict[str, Any]:
+    """RegisterTaskDefinition's input: the broker and its agent in one Fargate task, talking over the
+    task's localhost; the task role is the agent role; the token only by reference (SSM)."""
+    agent = broker.account.agent
+    s = broker_settings(broker, masked=True)
+    region = _ecs_region(broker)
+    port, agent_url = int(s["PORT"]), f"http://localhost:{DEFAULT_CRA_PORT}"
+    environment = {
+        **{k: val for k, val in s.items() if k != "BROKER_TOKEN"},
+        "BROKER_CLIENT_URL": f"http://localhost:{port}",
+        "CR_AGENT_URL": agent_url,
+        "BROKER_CLIENT_VALIDATION_URL": f"{agent_url}/systemcheck",
+    }
+    environment.pop("BROKER_CLIENT_URL_TLS_TERMINATED", None)
+    return {
+        "family": f"snyk-broker-{broker.account.account_id}-{broker.region}",
+        "taskRoleArn": agent.arn,
+        "executionRoleArn": f"arn:aws:iam::{agent.account_id}:role/{ECS_EXECUTION_ROLE}",
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": "1024",
+        "memory": "3072",
+        "containerDefinitions": [
+            {
+                "name": "broker",
+                "image": BROKER_IMAGE,
+                "essential": True,
+                "portMappings": [{"containerPort": port, "protocol": "tcp"}],
+                "environment": [{"name": k, "value": val} for k, val in environment.items()],
+                "secrets": [{"name": "BROKER_TOKEN", "valueFrom": ssm_token_parameter(broker, region)}],
+                "dependsOn": [{"containerName": "container-registry-agent", "condition": "START"}],
+            },
+            {
+                "name": "container-registry-agent",
+                "image": CRA_IMAGE,
+                "essential": True,
+                "memoryReservation": 2048,
+                "portMappings": [{"containerPort": DEFAULT_CRA_PORT, "protocol": "tcp"}],
+                "environment": [{"name": "SNYK_PORT", "value": str(DEFAULT_CRA_PORT)}],
+            },
+        ],
+        "tags": [{"key": "managed-by", "value": "ecr-broker-portal"}],
+    }
+
+
+def ecs_service(broker: BrokerInstance) -> dict[str, Any]:
+    """CreateService's input, but for the network (the script passes the operator's subnets)."""
+    agent = broker.account.agent
+    task = ecs_task_definition(broker)
+    service: dict[str, Any] = {
+        "serviceName": task["family"],
+        "taskDefinition": task["family"],
+        "desiredCount": 1,
+        "launchType": "FARGATE",
+    }
+    if agent.cluster_arn:
+        service = {"cluster": agent.cluster_arn, **service}
+    return service
+
+
+def _ecs_region(broker: BrokerInstance) -> str:
+    cluster = broker.account.agent.cluster_arn
+    return cluster.split(":")[3] if cluster else broker.region
+
+
+def render_ecs(broker: BrokerInstance) -> str:
+    """A script registering the task definition and creating its service, for an ECS agent."""
+    agent = broker.account.agent
+    broker_settings(broker, masked=True)  # what is missing or unsafe is said first, as for every file
+    if agent.kind != AgentKind.ROLE or agent.runtime != AgentRuntime.ECS:
+        raise BrokerFileError(
+            f"The agent {agent.name} does not run on ECS (its role trusts "
+            f"{'no task' if agent.kind == AgentKind.ROLE else 'nothing: it is a user'}): move it to the ecs "
+            "runtime first (agent_set --runtime ecs)."
+        )
+    task, service = ecs_task_definition(broker), ecs_service(broker)
+    region = _ecs_region(broker)
+    parameter = ssm_token_parameter(broker, region).split(":parameter", 1)[1]
+    compact = functools.partial(json.dumps, indent=2)
+    return (
+        "#!/bin/sh\n"
+        f"# Snyk Broker client for ECR account {broker.account.account_id}, region {broker.region},\n"
+        "# as an ECS service: the broker and its Container Registry Agent in one Fargate task,\n"
+        f"# talking over its localhost. The task role is the agent role {agent.arn},\n"
+        "# which trusts ECS tasks of its account only. Generated by the ECR Broker Portal; it holds no\n"
+        "# secret: the broker token is read from SSM by the execution role. Before running it, put the\n"
+        "# BROKER_TOKEN of this broker's .env there (exported in your shell), and give the execution role\n"
+        f"# {ECS_EXECUTION_ROLE} ssm:GetParameters on it:\n"
+        f"#   aws ssm put-parameter --region {region} --type SecureString --name {parameter} \\\n"
+        '#     --value "$BROKER_TOKEN"\n'
+        "# SUBNETS and SECURITY_GROUPS: comma-separated ids the task's network interface gets.\n"
+        "set -eu\n"
+        f"aws ecs register-task-definition --region {region} --cli-input-json '{compact(task)}'\n"
+        f"aws ecs create-service --region {region} --cli-input-json '{compact(service)}' \\\n"
+        '  --network-configuration "awsvpcConfiguration={subnets=[$SUBNETS],'
+        'securityGroups=[$SECURITY_GROUPS]}"\n'
+    )
+
+
 _CONTENT_TYPES = {
     "env": "text/plain; charset=utf-8",
     "helm": "application/yaml; charset=utf-8",
     "docker": "text/x-shellscript; charset=utf-8",
+    "ecs": "text/x-shellscript; charset=utf-8",
 }
 
 
@@ -492,6 +672,8 @@ def filename_for(broker: BrokerInstance, fmt: str) -> str:
         return (
             f"{broker.account.agent.name}-{agent_url.hostname or 'cra'}-{agent_url.port or ''}-docker-run.sh"
         )
+    if fmt == "ecs":
+        return f"broker-{broker.account.account_id}-{broker.region}-ecs.sh"
     separator, suffix = (".", "env") if fmt == "env" else ("-", "values.yaml")
     return f"broker-{broker.account.account_id}-{broker.region}{separator}{suffix}"
 
@@ -512,6 +694,8 @@ def render(
     elif fmt == "docker":
         content, members = _docker_script(broker, host_brokers, masked)
         brokers = tuple(member.broker for member in members)
+    elif fmt == "ecs":
+        content, brokers = render_ecs(broker), ()
     else:
         raise BrokerFileError(f"Unknown format {fmt!r}: choose one of {', '.join(FORMATS)}.")
     return BrokerFile(filename_for(broker, fmt), content, _CONTENT_TYPES[fmt], brokers)

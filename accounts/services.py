@@ -18,14 +18,18 @@ from portal.audit import Actor
 
 from . import renderers
 from .choices import (
+    DEFAULT_K8S_NAMESPACE,
+    DEFAULT_K8S_SERVICE_ACCOUNT,
     DEFAULT_ROLE_AGENT_NAME,
     DEFAULT_USER_AGENT_NAME,
+    EKS_RUNTIMES,
     AgentKind,
+    AgentRuntime,
     BrokerServer,
     BrokerStatus,
     Lifecycle,
 )
-from .models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
+from .models import RUNTIME_PARAMETERS, AgentIdentity, BrokerInstance, EcrAccount, ExternalId
 
 # Accounts whose service role the agent's permissions must list.
 MEMBER_STATUSES = (Lifecycle.PENDING, Lifecycle.ACTIVE, Lifecycle.FAILED)
@@ -40,8 +44,11 @@ def agent_build(
     policy_name: str = "",
     management_role_arn: str = "",
     management_external_id: str = "",
+    **runtime: str,
 ) -> AgentIdentity:
-    """An unsaved, validated agent (for --plan and for agent_create)."""
+    """An unsaved, validated agent (for --plan and for agent_create).
+
+    `runtime`: runtime, cluster_arn, oidc_issuer, oidc_thumbprint, namespace, service_account."""
     agent = AgentIdentity(
         name=name,
         kind=kind,
@@ -52,8 +59,56 @@ def agent_build(
     )
     if policy_name:
         agent.policy_name = policy_name
+    _apply_runtime(agent, runtime)
     agent.full_clean()
     return agent
+
+
+RUNTIME_FIELDS = ("runtime", "cluster_arn", "oidc_issuer", "oidc_thumbprint", "namespace", "service_account")
+
+
+def _apply_runtime(agent: AgentIdentity, fields: dict[str, str]) -> None:
+    unknown = set(fields) - set(RUNTIME_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown agent fields: {', '.join(sorted(unknown))}")
+    for name, value in fields.items():
+        setattr(agent, name, value if name != "runtime" else (value or AgentRuntime.EC2))
+    if agent.runtime in EKS_RUNTIMES:  # the Helm releases' namespace and the chart's default name
+        agent.namespace = agent.namespace or DEFAULT_K8S_NAMESPACE
+        agent.service_account = agent.service_account or DEFAULT_K8S_SERVICE_ACCOUNT
+
+
+def agent_preview_runtime(*, agent: AgentIdentity, runtime: dict[str, str]) -> dict[str, str]:
+    """Give the (unsaved) agent another runtime or runtime parameters, validated whole; on bad input
+    the agent is left as it was. Parameters the new runtime does not take are cleared, the others
+    kept unless given. Returns the fields as they were."""
+    before = {name: getattr(agent, name) for name in RUNTIME_FIELDS}
+    new = runtime.get("runtime") or agent.runtime
+    if new != agent.runtime and new in AgentRuntime.values:
+        for name in set(RUNTIME_FIELDS[1:]) - set(RUNTIME_PARAMETERS[AgentRuntime(new)]):
+            setattr(agent, name, "")
+    _apply_runtime(agent, runtime)
+    try:
+        agent.full_clean()
+    except ValidationError:
+        for name, value in before.items():
+            setattr(agent, name, value)
+        raise
+    return before
+
+
+def agent_set_runtime(*, agent: AgentIdentity, runtime: dict[str, str], user: Actor = None) -> bool:
+    """Move a role agent to another runtime (or change its runtime's parameters), as
+    `agent_preview_runtime` does, and save it. False when nothing changes. The trust follows in the
+    agent's next setup run, previewed like any other."""
+    before = agent_preview_runtime(agent=agent, runtime=runtime)
+    after = {name: getattr(agent, name) for name in RUNTIME_FIELDS}
+    if after == before:
+        return False
+    agent.save(update_fields=[*RUNTIME_FIELDS, "updated_at"])
+    changes = {k: [before[k], after[k]] for k in RUNTIME_FIELDS if before[k] != after[k]}
+    audit.record(user=user, action="agent.runtime", obj=agent, arn=agent.arn, changes=changes)
+    return True
 
 
 def agent_create(*, user: Actor = None, **fields: Any) -> AgentIdentity:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("agents/<int:pk>/", views.agent_detail, name="agent_detail"),
     path("agents/<int:pk>/plan/", views.agent_plan, name="agent_plan"),
     path("agents/<int:pk>/setup/", views.agent_setup, name="agent_setup"),
+    path("agents/<int:pk>/runtime/", views.agent_runtime, name="agent_runtime"),
     path("agents/<int:pk>/access-key/", views.agent_access_key, name="agent_access_key"),
     path("accounts/", views.account_list, name="account_list"),
     path("accounts/onboard/", views.account_onboard, name="account_onboard"),

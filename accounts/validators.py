@@ -291,3 +291,81 @@ def validate_url_template(template: str, regions_: list[str] | None = None) -> N
         )
     for region in regions_ or ["us-east-1"]:
         validate_service_url(render_template(template, account_id=SAMPLE_ACCOUNT_ID, region=region))
+
+
+# --- where a role agent runs (ECS, EKS) -------------------------------------------------------------
+
+# ECS cluster names: up to 255 letters, digits, hyphens and underscores; EKS: 1-100, starting with a
+# letter or digit (the services' CreateCluster rules).
+_CLUSTER_ARN = {
+    "ecs": re.compile(r"^arn:aws:ecs:([a-z0-9-]+):([0-9]{12}):cluster/[A-Za-z0-9_-]{1,255}\Z"),
+    "eks": re.compile(r"^arn:aws:eks:([a-z0-9-]+):([0-9]{12}):cluster/[A-Za-z0-9][A-Za-z0-9_-]{0,99}\Z"),
+}
+# Kubernetes names (apimachinery's IsDNS1123Label / IsDNS1123Subdomain).
+_DNS1123_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?\Z")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*\Z")
+_THUMBPRINT = re.compile(r"^[0-9A-Fa-f]{40}\Z")
+
+
+def validate_cluster_arn(value: str) -> None:
+    """An ECS or EKS cluster ARN of the aws partition (which one a runtime needs is the model's rule)."""
+    if not any(pattern.match(value) for pattern in _CLUSTER_ARN.values()):
+        raise ValidationError(
+            "Enter a cluster ARN: arn:aws:ecs:<region>:<12-digit account>:cluster/<name> (ECS) or "
+            "arn:aws:eks:<region>:<12-digit account>:cluster/<name> (EKS).",
+            code="cluster_arn",
+        )
+
+
+def cluster_arn_parts(value: str) -> tuple[str, str, str, str]:
+    """(service, region, account id, cluster name) of a valid cluster ARN."""
+    _, _, service, region, account_id, resource = value.split(":", 5)
+    return service, region, account_id, resource.split("/", 1)[1]
+
+
+def validate_oidc_issuer(value: str) -> None:
+    """The cluster's OIDC issuer URL, as `aws eks describe-cluster` answers it: https, a host, a path
+    and nothing else (IAM names the provider and the trust's condition keys after host and path)."""
+    parts = urlsplit(value) if value.isascii() else None
+    host = parts.hostname if parts else None
+    if (
+        parts is None
+        or parts.scheme != "https"
+        or not host
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+        or BROKER_UNSAFE.search(value)
+        or value.endswith("/")
+    ):
+        raise ValidationError(
+            "Enter the cluster's OIDC issuer: an https URL without query, fragment or trailing slash, "
+            "e.g. https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE",
+            code="oidc_issuer",
+        )
+
+
+def validate_k8s_namespace(value: str) -> None:
+    if len(value) > 63 or not _DNS1123_LABEL.match(value):
+        raise ValidationError(
+            "A Kubernetes namespace is a DNS-1123 label: at most 63 lower-case letters, digits and "
+            "'-', starting and ending with a letter or digit.",
+            code="k8s_namespace",
+        )
+
+
+def validate_k8s_service_account(value: str) -> None:
+    if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+        raise ValidationError(
+            "A Kubernetes service account name is a DNS-1123 subdomain: at most 253 lower-case "
+            "letters, digits, '-' and '.', each part starting and ending with a letter or digit.",
+            code="k8s_service_account",
+        )
+
+
+def validate_thumbprint(value: str) -> None:
+    if not _THUMBPRINT.match(value):
+        raise ValidationError(
+            "An OIDC thumbprint is the 40 hexadecimal characters of the issuer certificate's SHA-1.",
+            code="thumbprint",
+        )

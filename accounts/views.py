@@ -27,7 +27,7 @@ from provisioning.changes import Plan
 from . import renderers, selectors
 from . import services as account_services
 from .choices import AgentKind
-from .forms import AgentForm, OnboardForm
+from .forms import AgentForm, AgentRuntimeForm, OnboardForm
 from .models import AgentIdentity, EcrAccount
 
 CAN_VIEW = "accounts.view_ecraccount"
@@ -46,8 +46,29 @@ def agent_list(request: PortalRequest) -> HttpResponse:
 
 
 @permission_required(CAN_VIEW_AGENTS)
-def agent_detail(request: PortalRequest, pk: int) -> HttpResponse:
-    return render(request, "accounts/agentidentity_detail.html", selectors.agent_detail(pk))
+def agent_detail(
+    request: PortalRequest, pk: int, runtime_form: AgentRuntimeForm | None = None
+) -> HttpResponse:
+    context = selectors.agent_detail(pk)
+    agent = context["agent"]
+    if agent.kind == AgentKind.ROLE and request.user.has_perm(CAN_MANAGE_AGENTS):
+        context["runtime_form"] = runtime_form or AgentRuntimeForm(agent=agent)
+    return render(request, "accounts/agentidentity_detail.html", context)
+
+
+@permission_required(CAN_MANAGE_AGENTS)
+@require_POST
+def agent_runtime(request: PortalRequest, pk: int) -> HttpResponse:
+    """Move a role agent to another runtime, then preview the trust change its setup makes."""
+    agent = selectors.agent_get(pk)
+    form = AgentRuntimeForm(request.POST, agent=agent)
+    if not form.is_valid():
+        return agent_detail(request, pk, runtime_form=form)
+    if not account_services.agent_set_runtime(agent=agent, runtime=form.runtime_fields(), user=request.user):
+        messages.info(request, f"Agent {agent.name} already runs so: nothing changed.")
+        return redirect(agent)
+    messages.info(request, f"Agent {agent.name} now runs on {agent.runtime}: review the trust change.")
+    return redirect("accounts:agent_plan", pk=agent.pk)
 
 
 @permission_required(CAN_MANAGE_AGENTS)

@@ -10,6 +10,8 @@ empty list means the resource is adopted as it is.
 from __future__ import annotations
 
 import fnmatch
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from portal.text import counted
@@ -221,3 +223,114 @@ def describe(label: str, arn: str, deviations: list[str], *, matches: bool, fix:
     if not deviations:
         return f"Adopt {label} {arn}: it means what the guide's does, in another form. {fix}"
     return f"Adopt {label} {arn}, which differs from the guide: " + "; ".join(deviations) + f". {fix}"
+
+
+# --- the agent role's trust: what a hand-made ECS/EKS trust lets in ----------------------------------
+
+
+@dataclass(frozen=True)
+class TrustWeakness:
+    """A statement of an agent role's trust that admits more than its runtime needs."""
+
+    code: str
+    message: str
+    statement: str  # the statement, compact JSON: what the finding is about
+
+
+def _compact(statement: dict[str, Any]) -> str:
+    return json.dumps(statement, sort_keys=True, separators=(",", ":"))
+
+
+def _conditions(statement: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(operator, key, values) of every condition, keys as written (IAM compares them case-blind)."""
+    found: list[tuple[str, str, list[str]]] = []
+    for operator, keys in (statement.get("Condition") or {}).items():
+        if isinstance(keys, dict):
+            found.extend(
+                (str(operator), str(key), [str(v) for v in _listed(value)]) for key, value in keys.items()
+            )
+    return found
+
+
+def _principals(statement: dict[str, Any], kind: str) -> list[str]:
+    principal = statement.get("Principal")
+    return [str(p) for p in _listed(principal.get(kind))] if isinstance(principal, dict) else []
+
+
+def agent_trust_weaknesses(document: Any) -> list[TrustWeakness]:
+    """Every Allow statement of an agent role's trust that lets in more than one service account of
+    one cluster (IRSA), skips the audience (IRSA), cannot tag the session (Pod Identity) or lacks
+    the confused-deputy conditions (ECS), each in a sentence naming what the statement says."""
+    weaknesses: list[TrustWeakness] = []
+    for st in statements(document):
+        if st.get("Effect") != "Allow":
+            continue
+        weaknesses.extend(_irsa_weaknesses(st))
+        weaknesses.extend(_service_weaknesses(st))
+    return weaknesses
+
+
+def _irsa_weaknesses(st: dict[str, Any]) -> list[TrustWeakness]:
+    providers = [p for p in _principals(st, "Federated") if ":oidc-provider/" in p]
+    if not providers:
+        return []
+    provider, text = providers[0], _compact(st)
+    conditions = _conditions(st)
+    subs = [(op, values) for op, key, values in conditions if key.lower().endswith(":sub")]
+    found = []
+    if not subs:
+        found.append(
+            TrustWeakness(
+                "agent-trust-any-service-account",
+                f"lets tokens of {provider} in without a :sub condition: any service account of the "
+                "cluster may assume the agent role.",
+                text,
+            )
+        )
+    for operator, values in subs:
+        loose = [v for v in values if "Like" in operator and ("*" in v or "?" in v)]
+        if loose:
+            found.append(
+                TrustWeakness(
+                    "agent-trust-any-service-account",
+                    f"lets tokens of {provider} in for :sub {operator} {', '.join(loose)}: every service "
+                    "account matching it may assume the agent role, not only the agent's.",
+                    text,
+                )
+            )
+    if not any(key.lower().endswith(":aud") for _, key, _ in conditions):
+        found.append(
+            TrustWeakness(
+                "agent-trust-no-audience",
+                f"lets tokens of {provider} in without an :aud condition (sts.amazonaws.com): a token "
+                "the cluster issued for any other audience is accepted too.",
+                text,
+            )
+        )
+    return found
+
+
+def _service_weaknesses(st: dict[str, Any]) -> list[TrustWeakness]:
+    services = _principals(st, "Service")
+    actions = [str(a).lower() for a in _listed(st.get("Action"))]
+    text, found = _compact(st), list[TrustWeakness]()
+    if policies.POD_IDENTITY_PRINCIPAL in services and not any(_covers(a, "sts:TagSession") for a in actions):
+        found.append(
+            TrustWeakness(
+                "agent-trust-no-tag-session",
+                f"trusts {policies.POD_IDENTITY_PRINCIPAL} with {', '.join(_listed(st.get('Action')))} but "
+                "not sts:TagSession: EKS Pod Identity tags every session, so pods cannot get the role.",
+                text,
+            )
+        )
+    keys = {key.lower() for _, key, _ in _conditions(st)}
+    if policies.ECS_TASKS_PRINCIPAL in services and not keys & {"aws:sourceaccount", "aws:sourcearn"}:
+        found.append(
+            TrustWeakness(
+                "agent-trust-no-source-condition",
+                f"trusts {policies.ECS_TASKS_PRINCIPAL} without aws:SourceAccount or aws:SourceArn: ECS "
+                "acting for another account's task could be made to assume the agent role (confused deputy).",
+                text,
+            )
+        )
+    return found

@@ -92,7 +92,7 @@ def _start(run: Run, change: Change, step: str) -> Operation:
 
 def apply_change(run: Run, change: Change, step: str = "") -> Operation:
     """Make one AWS write, recorded as started before the call and settled after it (also when it fails)."""
-    iam = aws.Iam(change.access)
+    client = aws.client_for_change(change.access, change.action, change.region)
     operation = _start(run, change, step)
     started = time.monotonic()
     deadline = started + settings.IAM_PROPAGATION_TIMEOUT
@@ -103,10 +103,10 @@ def apply_change(run: Run, change: Change, step: str = "") -> Operation:
         attempts += 1
         try:
             if change.keeps_answer:
-                change.answer = iam.call(change.method, **_wire_params(change.params))
+                change.answer = client.call(change.method, **_wire_params(change.params))
                 request_id = aws.request_id(change.answer)
             else:
-                request_id = iam.write(change.method, **_wire_params(change.params))
+                request_id = client.write(change.method, **_wire_params(change.params))
             error = None
             break
         except aws.AwsError as exc:

@@ -34,7 +34,7 @@ SESSION_REFRESH_MARGIN = 300
 SESSION_NAME = "ecr-broker-portal"
 
 # The services the portal calls (a typo in a name fails the type check, not a run).
-Service = Literal["iam", "sts", "ecr", "organizations"]
+Service = Literal["iam", "sts", "ecr", "eks", "organizations"]
 
 
 class Credentials(TypedDict, total=False):
@@ -120,7 +120,7 @@ class _Sessions:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._assumed: dict[tuple[str, str], tuple[Credentials, float, str]] = {}
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
         self._base: boto3.Session | None = None
         self._verified: set[tuple[str, str, str]] = set()
 
@@ -137,11 +137,12 @@ class _Sessions:
                 self._base = boto3.session.Session()
             return self._base
 
-    def client_for(self, access: Access, service: Service) -> Any:
-        """A client acting in `access.account_id`, verified to land there."""
+    def client_for(self, access: Access, service: Service, region: str = "") -> Any:
+        """A client acting in `access.account_id` (in `region` for a regional service such as EKS),
+        verified to land there."""
         credentials, landed = self._credentials(access)
         self._verify(access, landed, credentials)
-        return self._client(credentials, service)
+        return self._client(credentials, service, region)
 
     def client(self, session: boto3.Session, service: Service) -> Any:
         """A client of the base credentials (kept for callers that hold the base session)."""
@@ -196,14 +197,17 @@ class _Sessions:
             self._assumed[key] = (credentials, creds["Expiration"].timestamp(), landed)
         return credentials, landed
 
-    def _client(self, credentials: Credentials, service: Service) -> Any:
-        key = (credentials.get("aws_access_key_id", "base"), service)
+    def _client(self, credentials: Credentials, service: Service, region: str = "") -> Any:
+        key = (credentials.get("aws_access_key_id", "base"), service, region)
         base = self.base()
         with self._lock:
             client = self._clients.get(key)
             if client is None:
                 client = base.client(
-                    service, config=CLIENT_CONFIG, region_name=base.region_name or "us-east-1", **credentials
+                    service,
+                    config=CLIENT_CONFIG,
+                    region_name=region or base.region_name or "us-east-1",
+                    **credentials,
                 )
                 client.meta.events.register("before-call", _count)
                 self._clients[key] = client
@@ -298,9 +302,49 @@ class Iam:
     def list_access_keys(self, user: str) -> list[dict[str, Any]]:
         return self.call("list_access_keys", UserName=user)["AccessKeyMetadata"]
 
+    def get_open_id_connect_provider(self, arn: str) -> dict[str, Any] | None:
+        response = self._maybe("get_open_id_connect_provider", OpenIDConnectProviderArn=arn)
+        return response if response else None
+
     # --- writes (each returns the AWS request id) ---------------------------------------------
     def write(self, method: str, **params: Any) -> str:
         return request_id(self.call(method, **params))
+
+
+class Eks:
+    """Thin EKS calls for one account and region (Pod Identity associations of a cluster)."""
+
+    def __init__(self, access: Access, region: str):
+        self.access = access
+        self.client = sessions.client_for(access, "eks", region)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        return _call(self.client, method, **params)
+
+    def write(self, method: str, **params: Any) -> str:
+        return request_id(self.call(method, **params))
+
+    def pod_identity_association(
+        self, cluster: str, namespace: str, service_account: str
+    ) -> dict[str, Any] | None:
+        """The association of one service account (EKS allows one per service account), described
+        (the list answers no role), or None."""
+        listed = self.call(
+            "list_pod_identity_associations",
+            clusterName=cluster,
+            namespace=namespace,
+            serviceAccount=service_account,
+        )["associations"]
+        if not listed:
+            return None
+        return self.call(
+            "describe_pod_identity_association", clusterName=cluster, associationId=listed[0]["associationId"]
+        )["association"]
+
+
+def client_for_change(access: Access, action: str, region: str = "") -> Iam | Eks:
+    """The client a planned write ("eks:CreatePodIdentityAssociation") is made with."""
+    return Eks(access, region) if action.startswith("eks:") else Iam(access)
 
 
 def _pages(pages: Iterable[_T]) -> Iterator[_T]:

@@ -32,6 +32,7 @@ class Change:
     # A write whose answer the step needs (a new access key): kept in memory, never stored or shown.
     keeps_answer: bool = False
     answer: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    region: str = ""  # a regional service's (EKS) region; IAM is global
 
     def to_dict(self) -> dict[str, Any]:
         return {

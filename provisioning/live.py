@@ -48,6 +48,18 @@ class LiveAgent:
     attached: list[str] = field(default_factory=list)
     managed: dict[str, LivePolicy] = field(default_factory=dict)  # the portal's managed policies by ARN
     inline_all: dict[str, Any] = field(default_factory=dict)  # every inline document: the audit only
+    runtime: LiveRuntime = field(default_factory=lambda: LiveRuntime())
+
+
+@dataclass
+class LiveRuntime:
+    """What a role agent's runtime needs besides its role: the cluster's OIDC provider (IRSA), the
+    Pod Identity association of its service account (Pod Identity, or one left from it)."""
+
+    oidc_provider: dict[str, Any] | None = None
+    oidc_read: bool = False
+    association: dict[str, Any] | None = None
+    association_read: bool = False
 
 
 def document(value: Any) -> Any:
@@ -81,11 +93,32 @@ def read_account(account: EcrAccount, wanted: compare.AccountWanted, *, full: bo
 
 
 def read_agent_identity(agent: AgentIdentity) -> LiveAgent:
-    """The role (with its instance profile) or the user."""
+    """The role (with its instance profile and what its runtime needs) or the user."""
     iam = aws.Iam(compare.access_of(agent))
     if agent.kind == "role":
-        return LiveAgent(identity=iam.get_role(agent.iam_name), instance_profile=read_instance_profile(agent))
+        return LiveAgent(
+            identity=iam.get_role(agent.iam_name),
+            instance_profile=read_instance_profile(agent),
+            runtime=read_runtime(agent),
+        )
     return LiveAgent(identity=iam.get_user(agent.iam_name))
+
+
+def read_runtime(agent: AgentIdentity) -> LiveRuntime:
+    """The OIDC provider an IRSA trust names; the association of an EKS agent's service account
+    (a Pod Identity agent's own, or one left when it moved to IRSA)."""
+    live = LiveRuntime()
+    if compare.needs_oidc_provider(agent):
+        arn = policies.oidc_provider_arn(agent.account_id, agent.oidc_issuer)
+        live.oidc_provider = aws.Iam(compare.access_of(agent)).get_open_id_connect_provider(arn)
+        live.oidc_read = True
+    cluster = compare.association_cluster(agent)
+    if cluster is not None:
+        region, name = cluster
+        eks = aws.Eks(compare.access_of(agent), region)
+        live.association = eks.pod_identity_association(name, agent.namespace, agent.service_account)
+        live.association_read = True
+    return live
 
 
 def read_access_keys(agent: AgentIdentity) -> list[dict[str, Any]]:

@@ -76,13 +76,30 @@ INSTANCE_PROFILE_ACTIONS = [
     "iam:GetInstanceProfile",
     "iam:CreateInstanceProfile",
     "iam:AddRoleToInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile",  # an agent moved off EC2 leaves its profile
+]
+# IRSA: the cluster's OIDC provider is read, and created only when the operator gave its thumbprint.
+OIDC_PROVIDER_ACTIONS = [
+    "iam:GetOpenIDConnectProvider",
+    "iam:CreateOpenIDConnectProvider",
+    "iam:TagOpenIDConnectProvider",
+]
+# EKS Pod Identity: the association of the agent's service account, on the agent's clusters only.
+CLUSTER_ACTIONS = ["eks:ListPodIdentityAssociations", "eks:CreatePodIdentityAssociation", "eks:TagResource"]
+ASSOCIATION_ACTIONS = [
+    "eks:DescribePodIdentityAssociation",
+    "eks:UpdatePodIdentityAssociation",
+    "eks:DeletePodIdentityAssociation",
 ]
 # Adding a role to an instance profile requires passing that role.
 PASS_ROLE = ["iam:PassRole"]
 # Permissions checked by IAM inside another call, never called themselves.
 IMPLIED_PERMISSIONS = {
-    "iam:PassRole": "iam:AddRoleToInstanceProfile passes the agent role",
+    "iam:PassRole": "iam:AddRoleToInstanceProfile and eks:Create/UpdatePodIdentityAssociation pass the "
+    "agent role",
     "iam:TagUser": "iam:CreateUser with Tags",
+    "iam:TagOpenIDConnectProvider": "iam:CreateOpenIDConnectProvider with Tags",
+    "eks:TagResource": "eks:CreatePodIdentityAssociation with tags",
 }
 STS_ACTIONS = ["sts:GetCallerIdentity", "sts:AssumeRole"]
 # Discovery, in the management account (or a delegated administrator's): reads only. Organizations
@@ -103,6 +120,9 @@ ENGINE_ACTIONS = frozenset(
     + ATTACH_AGENT_POLICIES
     + POLICY_ACTIONS
     + INSTANCE_PROFILE_ACTIONS
+    + OIDC_PROVIDER_ACTIONS
+    + CLUSTER_ACTIONS
+    + ASSOCIATION_ACTIONS
     + STS_ACTIONS
     + ORGANIZATION_ACTIONS
 )
@@ -119,11 +139,17 @@ def managed_names() -> dict[str, set[str]]:
         "read_policies": {DEFAULT_READ_POLICY_NAME},
         "agent_policies": {f"{DEFAULT_AGENT_POLICY_NAME}-*"},  # the managed layout's `<name>-<n>`
         "management_roles": set(),
+        "oidc_providers": set(),  # issuer host/path of IRSA agents
+        "clusters": set(),  # EKS cluster ARNs of agents whose service account may have an association
     }
-    for kind, iam_name, policy_name, mgmt in AgentIdentity.objects.values_list(
-        "kind", "iam_name", "policy_name", "management_role_arn"
+    for kind, iam_name, policy_name, mgmt, issuer, cluster in AgentIdentity.objects.values_list(
+        "kind", "iam_name", "policy_name", "management_role_arn", "oidc_issuer", "cluster_arn"
     ):
         names["agent_roles" if kind == "role" else "agent_users"].add(iam_name)
+        if issuer:
+            names["oidc_providers"].add(issuer.removeprefix("https://"))
+        if cluster.startswith("arn:aws:eks:"):
+            names["clusters"].add(cluster)
         names["agent_policies"].add(f"{policy_name}-*")
         if mgmt:
             names["management_roles"].add(mgmt.split(":role/", 1)[1])
@@ -171,9 +197,27 @@ def management_policy(names: dict[str, set[str]] | None = None) -> dict[str, Any
                 "InstanceProfiles", INSTANCE_PROFILE_ACTIONS, _arns("instance-profile", names["agent_roles"])
             ),
             _statement("PassAgentRole", PASS_ROLE, agent_roles),
+            *_runtime_statements(names),
             _statement("WhoAmI", ["sts:GetCallerIdentity"], "*"),
         ],
     }
+
+
+def _runtime_statements(names: dict[str, set[str]]) -> list[dict[str, Any]]:
+    """Only when an agent runs on EKS: its OIDC provider (IRSA) and its clusters' associations."""
+    statements = []
+    if names.get("oidc_providers"):
+        statements.append(
+            _statement(
+                "OidcProviders", OIDC_PROVIDER_ACTIONS, _arns("oidc-provider", names["oidc_providers"])
+            )
+        )
+    clusters = sorted(names.get("clusters", ()))
+    if clusters:
+        associations = [f"{arn.replace(':cluster/', ':podidentityassociation/', 1)}/*" for arn in clusters]
+        statements.append(_statement("PodIdentityClusters", CLUSTER_ACTIONS, clusters))
+        statements.append(_statement("PodIdentityAssociations", ASSOCIATION_ACTIONS, associations))
+    return statements
 
 
 def _statement(

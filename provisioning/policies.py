@@ -73,6 +73,122 @@ def agent_role_trust_policy() -> dict[str, Any]:
     }
 
 
+# --- where a role agent runs: whom its role trusts ---------------------------------------------------
+# Shapes from AWS's guides: ECS task roles (confused-deputy conditions), EKS IRSA (the cluster's IAM
+# OIDC provider) and EKS Pod Identity (the documented Sid, AssumeRole and TagSession, and the session
+# tags Pod Identity sets, naming the cluster, namespace and service account).
+
+ECS_TASKS_PRINCIPAL = "ecs-tasks.amazonaws.com"
+POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
+POD_IDENTITY_SID = "AllowEksAuthToAssumeRoleForPodIdentity"
+POD_IDENTITY_ACTIONS = ["sts:AssumeRole", "sts:TagSession"]
+IRSA_AUDIENCE = "sts.amazonaws.com"
+WEB_IDENTITY_ACTION = "sts:AssumeRoleWithWebIdentity"
+
+
+def ecs_task_trust_policy(account_id: str, cluster_arn: str = "") -> dict[str, Any]:
+    """Trust of an ECS task role: ECS tasks of this account only (aws:SourceAccount) and, when the
+    cluster is known, of its region and account (aws:SourceArn as AWS's task-role guide writes it)."""
+    condition: dict[str, Any] = {"StringEquals": {"aws:SourceAccount": account_id}}
+    if cluster_arn:
+        region = cluster_arn.split(":")[3]
+        condition["ArnLike"] = {"aws:SourceArn": f"arn:aws:ecs:{region}:{account_id}:*"}
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ECS_TASKS_PRINCIPAL},
+                "Action": "sts:AssumeRole",
+                "Condition": condition,
+            }
+        ],
+    }
+
+
+def oidc_provider_id(issuer: str) -> str:
+    """IAM names an OIDC provider, and its condition keys, by the issuer URL without https://."""
+    return issuer.removeprefix("https://")
+
+
+def oidc_provider_arn(account_id: str, issuer: str) -> str:
+    return f"arn:aws:iam::{account_id}:oidc-provider/{oidc_provider_id(issuer)}"
+
+
+def service_account_subject(namespace: str, service_account: str) -> str:
+    return f"system:serviceaccount:{namespace}:{service_account}"
+
+
+def irsa_trust_policy(account_id: str, issuer: str, namespace: str, service_account: str) -> dict[str, Any]:
+    """Trust of an IRSA role: tokens of the cluster's OIDC provider, for exactly one service account
+    (sub) and meant for STS (aud)."""
+    provider = oidc_provider_id(issuer)
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": oidc_provider_arn(account_id, issuer)},
+                "Action": WEB_IDENTITY_ACTION,
+                "Condition": {
+                    "StringEquals": {
+                        f"{provider}:sub": service_account_subject(namespace, service_account),
+                        f"{provider}:aud": IRSA_AUDIENCE,
+                    }
+                },
+            }
+        ],
+    }
+
+
+def pod_identity_trust_policy(cluster_arn: str, namespace: str, service_account: str) -> dict[str, Any]:
+    """Trust of a Pod Identity role: the EKS Auth service, with TagSession (it tags the session), for
+    pods of this cluster, namespace and service account only."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": POD_IDENTITY_SID,
+                "Effect": "Allow",
+                "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
+                "Action": list(POD_IDENTITY_ACTIONS),
+                "Condition": {
+                    "StringEquals": {
+                        "aws:RequestTag/eks-cluster-arn": cluster_arn,
+                        "aws:RequestTag/kubernetes-namespace": namespace,
+                        "aws:RequestTag/kubernetes-service-account": service_account,
+                    }
+                },
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where a role agent runs, as plain values (the inventory's AgentIdentity fields)."""
+
+    name: str = "ec2"
+    account_id: str = ""
+    cluster_arn: str = ""
+    oidc_issuer: str = ""
+    namespace: str = ""
+    service_account: str = ""
+
+
+def agent_trust_policy(runtime: Runtime) -> dict[str, Any]:
+    """The trust of a role agent for its runtime."""
+    if runtime.name == "ecs":
+        return ecs_task_trust_policy(runtime.account_id, runtime.cluster_arn)
+    if runtime.name == "eks-irsa":
+        return irsa_trust_policy(
+            runtime.account_id, runtime.oidc_issuer, runtime.namespace, runtime.service_account
+        )
+    if runtime.name == "eks-pod-identity":
+        return pod_identity_trust_policy(runtime.cluster_arn, runtime.namespace, runtime.service_account)
+    return agent_role_trust_policy()
+
+
 def service_role_trust_policy(agent_arn: str, external_ids: list[str]) -> dict[str, Any]:
     """SnykEcrServiceRole's trust: only the agent, only with one of the ExternalIds.
 

@@ -77,7 +77,7 @@ def test_env_uses_the_newest_active_external_id(broker):
 
 
 def test_masked_files_never_hold_the_token(broker):
-    for fmt in renderers.FORMATS:
+    for fmt in renderers.formats_for(broker.account.agent):
         content = renderers.render(broker, fmt, masked=True).content
         assert TOKEN not in content
         assert renderers.MASK in content

@@ -5,7 +5,7 @@ from __future__ import annotations
 from accounts.choices import Lifecycle
 from portal.text import counted
 
-from .. import policies
+from .. import adoption, policies
 from .catalogue import Finding
 from .documents import ROLE_ARN, Grant, _size, grants_in
 from .reads import AccountRead, AgentRead
@@ -28,6 +28,7 @@ def agent_findings(read: AgentRead, account_statuses: dict[str, str]) -> list[Fi
     findings = [Finding("inventory-invalid", read.plan_error, name)] if read.plan_error else []
     if read.identity is None:
         return [*findings, Finding("agent-missing", f"The agent {agent.arn} does not exist.", name)]
+    findings += _trust_findings(read)
     members = set(read.members.values())
     findings += [
         _grant_finding(grant, account_statuses, name)
@@ -44,6 +45,32 @@ def agent_findings(read: AgentRead, account_statuses: dict[str, str]) -> list[Fi
                 f"Reconciling the agent would make {counted(len(summaries), 'change', 'changes')}: "
                 f"{'; '.join(summaries[:3])}{more}.",
                 name,
+            )
+        )
+    return findings
+
+
+def _trust_findings(read: AgentRead) -> list[Finding]:
+    """Whom the role's trust lets in (every runtime's weak variants), and the OIDC provider IRSA needs."""
+    agent, name = read.agent, read.agent.name
+    if agent.kind != "role" or read.identity is None:
+        return []
+    trust = read.identity.get("AssumeRolePolicyDocument")
+    findings = [
+        Finding(
+            w.code, f"The trust of {agent.iam_name} {w.message} Statement: {w.statement}", name, w.statement
+        )
+        for w in adoption.agent_trust_weaknesses(trust)
+    ]
+    if read.runtime.oidc_read and read.runtime.oidc_provider is None:
+        arn = policies.oidc_provider_arn(agent.account_id, agent.oidc_issuer)
+        findings.append(
+            Finding(
+                "agent-oidc-provider-missing",
+                f"The OIDC provider {arn} that the IRSA trust of {agent.iam_name} names does not exist "
+                f"in account {agent.account_id}: no pod can assume the agent role.",
+                name,
+                arn,
             )
         )
     return findings

@@ -46,6 +46,11 @@ CHECKS: dict[str, Check] = {
         Check("agent-unmanaged-account", Severity.HIGH, "Agent may assume a role the portal does not manage"),
         Check("agent-removed-account", Severity.MEDIUM, "Agent may still assume a removed account's role"),
         Check("agent-permissions-differ", Severity.LOW, "Agent identity or permissions differ"),
+        Check("agent-trust-any-service-account", Severity.HIGH, "Any service account may assume the agent"),
+        Check("agent-trust-no-audience", Severity.MEDIUM, "IRSA trust without an audience condition"),
+        Check("agent-trust-no-tag-session", Severity.MEDIUM, "Pod Identity trust without sts:TagSession"),
+        Check("agent-trust-no-source-condition", Severity.MEDIUM, "ECS trust without source conditions"),
+        Check("agent-oidc-provider-missing", Severity.HIGH, "The agent's OIDC provider does not exist"),
     ]
 }
 HIGH_RANK = SEVERITY_RANK[Severity.HIGH]

@@ -98,6 +98,8 @@ class AgentRead:
     plan: Plan | None = None
     plan_error: str = ""
     desired: policies.AgentPermissions | None = None
+    runtime: live.LiveRuntime = field(default_factory=lambda: live.LiveRuntime())
+    identity_error: str = ""  # the identity's plan was refused (IRSA: no OIDC provider)
     findings: list[Finding] = field(default_factory=list)
     _indexes: dict[str, GrantIndex] = field(default_factory=dict, repr=False)
 
@@ -194,10 +196,12 @@ def read_agent(agent: AgentIdentity, members: dict[str, str]) -> AgentRead:
         state = live.read_agent_permissions(agent, result.desired, full=True)
         if agent.kind == "role":
             state.instance_profile = live.read_instance_profile(agent)
+            state.runtime = live.read_runtime(agent)
     except aws.AwsError as exc:
         result.error = f"{exc.code}: {exc.message}"
         return result
     result.identity = state.identity
+    result.runtime = state.runtime
     if state.identity is not None:
         pattern = compare.managed_policy_pattern(agent)
         result.inline = state.inline_all
@@ -206,7 +210,11 @@ def read_agent(agent: AgentIdentity, members: dict[str, str]) -> AgentRead:
             for arn, managed in state.managed.items()
             if arn in state.attached and pattern.match(arn)
         }
-    plan = compare.agent_identity_changes(agent, state)
+    try:
+        plan = compare.agent_identity_changes(agent, state)
+    except policies.LayoutError as exc:  # IRSA without its OIDC provider: a finding says so
+        plan = Plan()
+        result.identity_error = str(exc)
     if result.desired is not None:
         plan.extend(compare.agent_permission_changes(agent, members, result.desired, state))
     result.plan = plan

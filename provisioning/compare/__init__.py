@@ -14,8 +14,11 @@ from .agent import (
     access_key_changes,
     agent_identity_changes,
     agent_permission_changes,
+    association_cluster,
     grants_everything,
     managed_needs_versions,
+    needs_oidc_provider,
+    runtime_of,
 )
 from .common import AccountWanted, access_of, managed_arn, managed_policy_pattern, tagged
 
@@ -28,9 +31,12 @@ __all__ = [
     "account_needs_versions",
     "agent_identity_changes",
     "agent_permission_changes",
+    "association_cluster",
     "grants_everything",
     "managed_arn",
     "managed_needs_versions",
     "managed_policy_pattern",
+    "needs_oidc_provider",
+    "runtime_of",
     "tagged",
 ]

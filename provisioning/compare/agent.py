@@ -1,5 +1,6 @@
-"""The agent compared: its identity (role with EC2 trust and instance profile, or user) and the
-permissions that let it assume exactly its accounts' service roles."""
+"""The agent compared: its identity (a role with the trust of where it runs — EC2 and its instance
+profile, ECS tasks, EKS through IRSA's OIDC provider or a Pod Identity association — or a user) and
+the permissions that let it assume exactly its accounts' service roles."""
 
 from __future__ import annotations
 
@@ -15,8 +16,42 @@ if TYPE_CHECKING:
     from ..live import LiveAgent, LivePolicy
 
 
+RUNTIME_LABELS = {
+    "ec2": "EC2 trust",
+    "ecs": "ECS task trust",
+    "eks-irsa": "IRSA trust",
+    "eks-pod-identity": "Pod Identity trust",
+}
+MANAGED_TAGS_EKS = {MANAGED_TAG["Key"]: MANAGED_TAG["Value"]}  # EKS takes tags as a map
+
+
+def runtime_of(agent: AgentIdentity) -> policies.Runtime:
+    return policies.Runtime(
+        agent.runtime,
+        agent.account_id,
+        agent.cluster_arn,
+        agent.oidc_issuer,
+        agent.namespace,
+        agent.service_account,
+    )
+
+
+def needs_oidc_provider(agent: AgentIdentity) -> bool:
+    return agent.kind == "role" and agent.runtime == "eks-irsa" and bool(agent.oidc_issuer)
+
+
+def association_cluster(agent: AgentIdentity) -> tuple[str, str] | None:
+    """(region, cluster name) whose Pod Identity association of the agent's service account matters:
+    a Pod Identity agent's, or an EKS agent's that may still have one from before."""
+    if agent.kind != "role" or not (agent.cluster_arn and agent.namespace and agent.service_account):
+        return None
+    _, _, service, region, _, resource = agent.cluster_arn.split(":", 5)
+    return (region, resource.split("/", 1)[1]) if service == "eks" else None
+
+
 def agent_identity_changes(agent: AgentIdentity, live: LiveAgent) -> Plan:
-    """Role + EC2 trust + instance profile, or user; the permissions are compared separately."""
+    """Role + the trust of its runtime (+ instance profile on EC2, OIDC provider and association on
+    EKS), or user; the permissions are compared separately."""
     plan = Plan()
     add = ChangeList(plan, agent)
     name = agent.iam_name
@@ -31,29 +66,51 @@ def agent_identity_changes(agent: AgentIdentity, live: LiveAgent) -> Plan:
                 Tags=[MANAGED_TAG],
             )
         return plan
-    trust = policies.agent_role_trust_policy()
+    _oidc_provider(plan, add, agent, live)
+    _role_trust(plan, add, agent, live)
+    if agent.runtime == "ec2":
+        _instance_profile(add, agent, live)
+    else:
+        _leave_instance_profile(add, agent, live)
+    _association(add, agent, live)
+    return plan
+
+
+def _role_trust(plan: Plan, add: ChangeList, agent: AgentIdentity, live: LiveAgent) -> None:
+    name, label = agent.iam_name, RUNTIME_LABELS[agent.runtime]
+    trust = policies.agent_trust_policy(runtime_of(agent))
     if live.identity is None:
         add.add(
             "create",
             "iam:CreateRole",
             agent.arn,
-            f"Create agent role {name} (EC2 trust)",
+            f"Create agent role {name} ({label})",
             after=trust,
             RoleName=name,
             AssumeRolePolicyDocument=trust,
             Tags=[MANAGED_TAG],
         )
-    elif not policies.same_document(live.identity.get("AssumeRolePolicyDocument"), trust):
-        add.add(
-            "update",
-            "iam:UpdateAssumeRolePolicy",
-            agent.arn,
-            f"Set the EC2 trust of {name}",
-            before=live.identity.get("AssumeRolePolicyDocument"),
-            after=trust,
-            RoleName=name,
-            PolicyDocument=trust,
-        )
+        return
+    current = live.identity.get("AssumeRolePolicyDocument")
+    if policies.same_document(current, trust):
+        return
+    plan.notes.extend(
+        f"The trust of {name} {weakness.message}" for weakness in adoption.agent_trust_weaknesses(current)
+    )
+    add.add(
+        "update",
+        "iam:UpdateAssumeRolePolicy",
+        agent.arn,
+        f"Set the {label} of {name}",
+        before=current,
+        after=trust,
+        RoleName=name,
+        PolicyDocument=trust,
+    )
+
+
+def _instance_profile(add: ChangeList, agent: AgentIdentity, live: LiveAgent) -> None:
+    name = agent.iam_name
     profile_arn = f"arn:aws:iam::{agent.account_id}:instance-profile/{name}"
     profile = live.instance_profile
     if profile is None:
@@ -73,7 +130,97 @@ def agent_identity_changes(agent: AgentIdentity, live: LiveAgent) -> Plan:
             InstanceProfileName=name,
             RoleName=name,
         )
-    return plan
+
+
+def _leave_instance_profile(add: ChangeList, agent: AgentIdentity, live: LiveAgent) -> None:
+    """Off EC2 the role leaves its instance profile, so no instance can still run as the agent (the
+    empty profile stays: deleting it is no one's loss of access, and it may not be the portal's)."""
+    name, profile = agent.iam_name, live.instance_profile
+    if profile is not None and name in {r["RoleName"] for r in profile.get("Roles", [])}:
+        add.add(
+            "detach",
+            "iam:RemoveRoleFromInstanceProfile",
+            f"arn:aws:iam::{agent.account_id}:instance-profile/{name}",
+            f"Remove role {name} from instance profile {name} (the agent no longer runs on EC2)",
+            InstanceProfileName=name,
+            RoleName=name,
+        )
+
+
+def _oidc_provider(plan: Plan, add: ChangeList, agent: AgentIdentity, live: LiveAgent) -> None:
+    """IRSA needs the cluster's OIDC provider in the agent account: created only when the operator
+    gave the issuer's thumbprint, otherwise the plan is refused (a trust naming no provider admits
+    no one, and IAM refuses it)."""
+    if not needs_oidc_provider(agent) or not live.runtime.oidc_read or live.runtime.oidc_provider is not None:
+        return
+    arn = policies.oidc_provider_arn(agent.account_id, agent.oidc_issuer)
+    if not agent.oidc_thumbprint:
+        raise policies.LayoutError(
+            f"The OIDC provider {arn} does not exist in account {agent.account_id}: create it for the "
+            f"cluster (eksctl utils associate-iam-oidc-provider), or give the issuer's thumbprint "
+            "(--oidc-thumbprint) for the portal to create it."
+        )
+    add.add(
+        "create",
+        "iam:CreateOpenIDConnectProvider",
+        arn,
+        f"Create the OIDC provider of {agent.oidc_issuer} (audience {policies.IRSA_AUDIENCE})",
+        Url=agent.oidc_issuer,
+        ClientIDList=[policies.IRSA_AUDIENCE],
+        ThumbprintList=[agent.oidc_thumbprint.lower()],
+        Tags=[MANAGED_TAG],
+    )
+
+
+def _association(add: ChangeList, agent: AgentIdentity, live: LiveAgent) -> None:
+    """Pod Identity: the service account's association names the agent role; any other runtime: an
+    association that still gives the agent role to that service account goes."""
+    cluster = association_cluster(agent)
+    if cluster is None or not live.runtime.association_read:
+        return
+    region, cluster_name = cluster
+    current = live.runtime.association
+    where = f"{agent.namespace}/{agent.service_account} in cluster {cluster_name}"
+    if agent.runtime == "eks-pod-identity":
+        wanted = {"roleArn": agent.arn}
+        if current is None:
+            add.add(
+                "create",
+                "eks:CreatePodIdentityAssociation",
+                agent.cluster_arn,
+                f"Associate {where} with role {agent.iam_name}",
+                after=wanted,
+                region=region,
+                clusterName=cluster_name,
+                namespace=agent.namespace,
+                serviceAccount=agent.service_account,
+                roleArn=agent.arn,
+                tags=MANAGED_TAGS_EKS,
+            )
+        elif current.get("roleArn") != agent.arn:
+            add.add(
+                "update",
+                "eks:UpdatePodIdentityAssociation",
+                current.get("associationArn", agent.cluster_arn),
+                f"Associate {where} with role {agent.iam_name} instead of {current.get('roleArn')}",
+                before={"roleArn": current.get("roleArn")},
+                after=wanted,
+                region=region,
+                clusterName=cluster_name,
+                associationId=current["associationId"],
+                roleArn=agent.arn,
+            )
+    elif current is not None and current.get("roleArn") == agent.arn:
+        add.add(
+            "delete",
+            "eks:DeletePodIdentityAssociation",
+            current.get("associationArn", agent.cluster_arn),
+            f"Remove the Pod Identity association of {where} (the agent no longer uses Pod Identity)",
+            before={"roleArn": agent.arn},
+            region=region,
+            clusterName=cluster_name,
+            associationId=current["associationId"],
+        )
 
 
 # --- the agent's permissions ----------------------------------------------------------------------

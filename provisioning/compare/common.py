@@ -56,6 +56,7 @@ class ChangeList:
         before: Any = None,
         after: Any = None,
         adopts: str = "",
+        region: str = "",
         **params: Any,
     ) -> None:
         method = _method_of(action)
@@ -72,6 +73,7 @@ class ChangeList:
                 before,
                 after,
                 adopts,
+                region=region,
             )
         )
 
@@ -117,6 +119,7 @@ class ChangeList:
 
 
 def _method_of(action: str) -> str:
-    """boto3's method for "iam:CreatePolicyVersion": create_policy_version."""
+    """boto3's method for "iam:CreatePolicyVersion": create_policy_version (and for acronyms as
+    botocore splits them: CreateOpenIDConnectProvider -> create_open_id_connect_provider)."""
     name = action.split(":", 1)[1]
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()

@@ -42,7 +42,8 @@ RESULT_FLUSH_SECONDS = 1.0
 
 
 class AgentIdentityStep(Step):
-    """The agent's role (EC2 trust, instance profile) or user exists."""
+    """The agent's role (the trust of its runtime; instance profile on EC2, OIDC provider or Pod Identity
+    association on EKS) or user exists."""
 
     def __init__(self, agent: AgentIdentity):
         self.agent = agent

@@ -224,6 +224,104 @@ def agent_differs(agent, accounts):
     )
 
 
+ISSUER = "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+PROVIDER = ISSUER.removeprefix("https://")
+CLUSTER_ARN = f"arn:aws:eks:eu-west-1:{AGENT_ACCOUNT}:cluster/tools"
+
+
+def agent_trust(statement, **runtime):
+    """The agent moves to a runtime in the inventory, and its role's trust is `statement`."""
+    type_ = type(runtime.pop("agent"))
+    type_.objects.filter(name="cra").update(**runtime)
+    trust = {"Version": "2012-10-17", "Statement": [statement]}
+    iam_in(AGENT_ACCOUNT).write(
+        "update_assume_role_policy", RoleName=AGENT_ROLE, PolicyDocument=json.dumps(trust)
+    )
+
+
+def irsa_agent(agent, condition, *, provider=True):
+    if provider:
+        iam_in(AGENT_ACCOUNT).write(
+            "create_open_id_connect_provider",
+            Url=ISSUER,
+            ClientIDList=["sts.amazonaws.com"],
+            ThumbprintList=["a" * 40],
+        )
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Federated": f"arn:aws:iam::{AGENT_ACCOUNT}:oidc-provider/{PROVIDER}"},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+    }
+    if condition:
+        statement["Condition"] = condition
+    agent_trust(
+        statement,
+        agent=agent,
+        runtime="eks-irsa",
+        oidc_issuer=ISSUER,
+        namespace="snyk-broker",
+        service_account="cra",
+    )
+
+
+def ecs_without_source(agent, accounts):
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+    }
+    agent_trust(statement, agent=agent, runtime="ecs")
+
+
+def irsa_any_service_account(agent, accounts):
+    irsa_agent(
+        agent,
+        {
+            "StringLike": {f"{PROVIDER}:sub": "system:serviceaccount:snyk-broker:*"},
+            "StringEquals": {f"{PROVIDER}:aud": "sts.amazonaws.com"},
+        },
+    )
+
+
+def irsa_no_audience(agent, accounts):
+    irsa_agent(agent, {"StringEquals": {f"{PROVIDER}:sub": "system:serviceaccount:snyk-broker:cra"}})
+
+
+def irsa_provider_gone(agent, accounts):
+    irsa_agent(
+        agent,
+        {
+            "StringEquals": {
+                f"{PROVIDER}:sub": "system:serviceaccount:snyk-broker:cra",
+                f"{PROVIDER}:aud": "sts.amazonaws.com",
+            }
+        },
+        provider=False,
+    )
+
+
+def pod_identity_without_tag_session(agent, accounts):
+    from provisioning import aws
+
+    access = aws.Access(AGENT_ACCOUNT, f"arn:aws:iam::{AGENT_ACCOUNT}:role/PortalManagement")
+    aws.sessions.client_for(access, "eks", "eu-west-1").create_cluster(
+        name="tools", roleArn=AGENT_ARN, resourcesVpcConfig={}
+    )
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": "pods.eks.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+    }
+    agent_trust(
+        statement,
+        agent=agent,
+        runtime="eks-pod-identity",
+        cluster_arn=CLUSTER_ARN,
+        namespace="snyk-broker",
+        service_account="cra",
+    )
+
+
 # code -> (expected severity, craft, subject: "account" (ACCT) or "agent")
 CASES = {
     "account-unreachable": ("high", unreachable_account, "account"),
@@ -264,6 +362,11 @@ CASES = {
     "agent-unmanaged-account": ("high", agent_unmanaged, "agent"),
     "agent-removed-account": ("medium", agent_removed, "agent"),
     "agent-permissions-differ": ("low", agent_differs, "agent"),
+    "agent-trust-no-source-condition": ("medium", ecs_without_source, "agent"),
+    "agent-trust-any-service-account": ("high", irsa_any_service_account, "agent"),
+    "agent-trust-no-audience": ("medium", irsa_no_audience, "agent"),
+    "agent-trust-no-tag-session": ("medium", pod_identity_without_tag_session, "agent"),
+    "agent-oidc-provider-missing": ("high", irsa_provider_gone, "agent"),
 }
 
 

@@ -6,6 +6,7 @@ check that each message names the statement's principals, its ExternalId conditi
 and the policy or resource it is in.
 """
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -99,6 +100,47 @@ def agent_read(*sts: dict[str, Any], managed: dict[str, Any] | None = None, **fi
     inline = {"SnykCraAssumeRolePolicy": {"Version": "2012-10-17", "Statement": [assume(ROLE_ARN), *sts]}}
     values: dict[str, Any] = {"identity": {"Arn": AGENT_ARN}, "inline": inline, "managed": managed or {}}
     return AgentRead(agent_identity(), {"222222222222": ROLE_ARN}, **{**values, **fields})
+
+
+PROVIDER = "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+PROVIDER_ARN = f"arn:aws:iam::111111111111:oidc-provider/{PROVIDER}"
+WEB_IDENTITY = {
+    "Effect": "Allow",
+    "Principal": {"Federated": PROVIDER_ARN},
+    "Action": "sts:AssumeRoleWithWebIdentity",
+}
+
+
+def trusting(statement: dict[str, Any], **agent: Any) -> AgentRead:
+    """A role agent (on this runtime) whose trust is this one statement."""
+    identity = {"Arn": AGENT_ARN, "AssumeRolePolicyDocument": trust(statement)}
+    return AgentRead(agent_identity(**agent), {}, identity=identity)
+
+
+def compact(statement: dict[str, Any]) -> str:
+    return json.dumps(statement, sort_keys=True, separators=(",", ":"))
+
+
+SUB_LIKE = {
+    **WEB_IDENTITY,
+    "Condition": {
+        "StringLike": {f"{PROVIDER}:sub": "system:serviceaccount:*:*"},
+        "StringEquals": {f"{PROVIDER}:aud": "sts.amazonaws.com"},
+    },
+}
+SUB_ONLY = {**WEB_IDENTITY, "Condition": {"StringEquals": {f"{PROVIDER}:sub": "system:serviceaccount:a:b"}}}
+PODS = {"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"}, "Action": ["sts:AssumeRole"]}
+ECS = {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+
+
+def coded(read: Callable[[], AgentRead], code: str) -> Callable[[], list[Finding]]:
+    return lambda: [f for f in agent_findings(read(), STATUSES) if f.code == code]
+
+
+def without_provider() -> AgentRead:
+    read = trusting(WEB_IDENTITY, runtime="eks-irsa", oidc_issuer=f"https://{PROVIDER}")
+    read.runtime.oidc_read = True
+    return read
 
 
 STATUSES = {
@@ -515,6 +557,73 @@ CASES: list[tuple[str, str, Callable[[], list[Finding]], list[str]]] = [
         "four changes",
         of_agent(agent_read(plan=Plan([change(s) for s in ("one", "two", "three", "four")]))),
         ["Reconciling the agent would make 4 changes: one; two; three and 1 more."],
+    ),
+    (
+        "agent-trust-any-service-account",
+        "a sub pattern",
+        coded(lambda: trusting(SUB_LIKE), "agent-trust-any-service-account"),
+        [
+            f"The trust of SnykCraEc2Role lets tokens of {PROVIDER_ARN} in for :sub StringLike "
+            "system:serviceaccount:*:*: every service account matching it may assume the agent role, not "
+            f"only the agent's. Statement: {compact(SUB_LIKE)}"
+        ],
+    ),
+    (
+        "agent-trust-no-audience",
+        "sub only",
+        coded(lambda: trusting(SUB_ONLY), "agent-trust-no-audience"),
+        [
+            f"The trust of SnykCraEc2Role lets tokens of {PROVIDER_ARN} in without an :aud condition "
+            "(sts.amazonaws.com): a token the cluster issued for any other audience is accepted too. "
+            f"Statement: {compact(SUB_ONLY)}"
+        ],
+    ),
+    (
+        "agent-trust-no-tag-session",
+        "AssumeRole only",
+        of_agent(
+            trusting(
+                pods := {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "pods.eks.amazonaws.com"},
+                    "Action": ["sts:AssumeRole"],
+                }
+            )
+        ),
+        [
+            "The trust of SnykCraEc2Role trusts pods.eks.amazonaws.com with sts:AssumeRole but not "
+            "sts:TagSession: EKS Pod Identity tags every session, so pods cannot get the role. "
+            f"Statement: {compact(PODS)}"
+        ],
+    ),
+    (
+        "agent-trust-no-source-condition",
+        "no condition",
+        of_agent(
+            trusting(
+                ecs := {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            )
+        ),
+        [
+            "The trust of SnykCraEc2Role trusts ecs-tasks.amazonaws.com without aws:SourceAccount or "
+            "aws:SourceArn: ECS acting for another account's task could be made to assume the agent role "
+            f"(confused deputy). Statement: {compact(ECS)}"
+        ],
+    ),
+    (
+        "agent-oidc-provider-missing",
+        "deleted provider",
+        lambda: [
+            f for f in agent_findings(without_provider(), STATUSES) if f.code == "agent-oidc-provider-missing"
+        ],
+        [
+            f"The OIDC provider {PROVIDER_ARN} that the IRSA trust of SnykCraEc2Role names does not exist in "
+            "account 111111111111: no pod can assume the agent role."
+        ],
     ),
 ]
 

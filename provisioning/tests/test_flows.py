@@ -41,8 +41,16 @@ def writes(aws) -> list[tuple[str, dict[str, Any]]]:
 
     def record(params: dict[str, Any], model: Any, **_: Any) -> None:
         action = f"{model.service_model.endpoint_prefix}:{model.name}"
+        # botocore itself fills idempotency tokens (EKS's clientRequestToken): not the portal's ask.
+        members = model.input_shape.members if model.input_shape else {}
+        filled = {name for name, shape in members.items() if shape.metadata.get("idempotencyToken")}
         if aws.is_write(action):
-            recorded.append((action, {k: json.loads(v) if k in DOCUMENTS else v for k, v in params.items()}))
+            recorded.append(
+                (
+                    action,
+                    {k: json.loads(v) if k in DOCUMENTS else v for k, v in params.items() if k not in filled},
+                )
+            )
 
     aws.sessions.base().events.register("before-parameter-build", record)
     return recorded
@@ -123,6 +131,36 @@ def _bulk_report(agent: AgentIdentity, account_ids: list[str]) -> Any:
 
 def agent_setup_role() -> Case:
     agent = _role_agent()
+    return Case(lambda: services.plan_agent(agent), lambda: services.agent_setup(agent=agent, enqueue=False))
+
+
+def agent_setup_irsa_creating_its_oidc_provider() -> Case:
+    agent = account_services.agent_create(
+        name="cra",
+        kind="role",
+        account_id=AGENT_ACCOUNT,
+        management_role_arn=make_management_role(AGENT_ACCOUNT),
+        runtime="eks-irsa",
+        oidc_issuer="https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE",
+        oidc_thumbprint="9e99a48a9960b14926bb7f3b02e22da2b0ab7280",
+    )
+    return Case(lambda: services.plan_agent(agent), lambda: services.agent_setup(agent=agent, enqueue=False))
+
+
+def agent_moved_from_ec2_to_pod_identity() -> Case:
+    from provisioning import aws
+
+    agent = _role_agent()
+    account = _account(agent, "222222222222")
+    _active(agent, account)
+    access = aws.Access(AGENT_ACCOUNT, agent.management_role_arn)
+    aws.sessions.client_for(access, "eks", "eu-west-1").create_cluster(
+        name="tools", roleArn=agent.arn, resourcesVpcConfig={}
+    )
+    cluster = f"arn:aws:eks:eu-west-1:{AGENT_ACCOUNT}:cluster/tools"
+    account_services.agent_set_runtime(
+        agent=agent, runtime={"runtime": "eks-pod-identity", "cluster_arn": cluster}
+    )
     return Case(lambda: services.plan_agent(agent), lambda: services.agent_setup(agent=agent, enqueue=False))
 
 
@@ -346,6 +384,8 @@ def sync_an_organization_one_joining_one_leaving() -> Case:
 
 CASES = [
     agent_setup_role,
+    agent_setup_irsa_creating_its_oidc_provider,
+    agent_moved_from_ec2_to_pod_identity,
     agent_setup_user_serving_accounts,
     onboard_with_a_draft_role_agent,
     onboard_with_an_active_user_agent,

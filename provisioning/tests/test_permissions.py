@@ -93,6 +93,7 @@ def exercise_every_flow(monkeypatch, setup=contextlib.nullcontext):
             "update_assume_role_policy", RoleName=role_agent.iam_name, PolicyDocument=document(ecs)
         )
     run_inline(services.agent_setup(agent=role_agent, enqueue=False))
+    exercise_runtimes(setup, agent_management)
     user_agent = account_services.agent_create(name="user-agent", kind="user", account_id=BASE_ACCOUNT)
     run_inline(services.agent_setup(agent=user_agent, enqueue=False))
     services.agent_create_access_key(agent=user_agent)
@@ -151,6 +152,57 @@ def exercise_every_flow(monkeypatch, setup=contextlib.nullcontext):
     offboard(accounts[1])  # the user agent's last account: its inline policy is deleted
 
 
+ISSUER = "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+CLUSTER_ARN = f"arn:aws:eks:eu-west-1:{AGENT_ACCOUNT}:cluster/tools"
+
+
+def eks_in_agent_account():
+    from provisioning import aws
+
+    access = aws.Access(AGENT_ACCOUNT, f"arn:aws:iam::{AGENT_ACCOUNT}:role/PortalManagement")
+    return aws.sessions.client_for(access, "eks", "eu-west-1")
+
+
+def exercise_runtimes(setup, management):
+    """An IRSA agent whose OIDC provider the portal creates; an EC2 agent moved to Pod Identity (its
+    instance profile left, the association made, repaired after a hand edit), then to IRSA (the
+    association removed)."""
+    irsa = account_services.agent_create(
+        name="irsa-agent",
+        kind="role",
+        account_id=AGENT_ACCOUNT,
+        iam_name="SnykCraIrsaRole",
+        management_role_arn=management,
+        runtime="eks-irsa",
+        oidc_issuer=ISSUER,
+        oidc_thumbprint="a" * 40,
+    )
+    run_inline(services.agent_setup(agent=irsa, enqueue=False))
+    mover = account_services.agent_create(
+        name="mover",
+        kind="role",
+        account_id=AGENT_ACCOUNT,
+        iam_name="SnykCraMover",
+        management_role_arn=management,
+    )
+    run_inline(services.agent_setup(agent=mover, enqueue=False))
+    with setup():
+        eks_in_agent_account().create_cluster(name="tools", roleArn=mover.arn, resourcesVpcConfig={})
+    account_services.agent_set_runtime(
+        agent=mover, runtime={"runtime": "eks-pod-identity", "cluster_arn": CLUSTER_ARN}
+    )
+    run_inline(services.agent_setup(agent=mover, enqueue=False))
+    with setup():  # someone gives the service account another role: setting the agent up repairs it
+        eks = eks_in_agent_account()
+        association = eks.list_pod_identity_associations(clusterName="tools")["associations"][0]
+        eks.update_pod_identity_association(
+            clusterName="tools", associationId=association["associationId"], roleArn=irsa.arn
+        )
+    run_inline(services.agent_setup(agent=mover, enqueue=False))
+    account_services.agent_set_runtime(agent=mover, runtime={"runtime": "eks-irsa", "oidc_issuer": ISSUER})
+    run_inline(services.agent_setup(agent=mover, enqueue=False))
+
+
 ANY_ACCOUNT = "999999999999"  # the printed ARNs name every account ("*")
 
 
@@ -191,6 +243,16 @@ def authorisations(action, params):
         return [(action, params["RoleArn"], {})]
     if action == "sts:GetCallerIdentity":
         return [(action, "*", {})]
+    if action.startswith("eks:"):
+        return eks_authorisations(action, params)
+    if "OpenIDConnectProviderArn" in params or "Url" in params:
+        provider = params.get("OpenIDConnectProviderArn") or arn(
+            "oidc-provider", params["Url"].removeprefix("https://")
+        )
+        checks = [(action, provider.replace(f"::{AGENT_ACCOUNT}:", f"::{ANY_ACCOUNT}:"), {})]
+        if params.get("Tags"):
+            checks.append(("iam:TagOpenIDConnectProvider", checks[0][1], {}))
+        return checks
     if action == "iam:AddRoleToInstanceProfile":
         profile = arn("instance-profile", params["InstanceProfileName"])
         return [(action, profile, {}), ("iam:PassRole", arn("role", params["RoleName"]), {})]
@@ -207,6 +269,21 @@ def authorisations(action, params):
     checks = [(action, resource, {})]
     if params.get("Tags") and action == "iam:CreatePolicy":
         checks.append(("iam:TagPolicy", resource, {}))
+    return checks
+
+
+def eks_authorisations(action, params):
+    """EKS checks the cluster (list, create) or the association, and iam:PassRole for its role."""
+    cluster = CLUSTER_ARN.rsplit("/", 1)[0] + "/" + params["clusterName"]
+    if "associationId" in params:
+        resource = f"{cluster.replace(':cluster/', ':podidentityassociation/')}/{params['associationId']}"
+    else:
+        resource = cluster
+    checks = [(action, resource, {})]
+    if params.get("roleArn"):
+        checks.append(("iam:PassRole", arn("role", params["roleArn"].rsplit("/", 1)[1]), {}))
+    if params.get("tags"):
+        checks.append(("eks:TagResource", resource, {}))
     return checks
 
 

@@ -1,0 +1,54 @@
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandParser
+
+from accounts import services as inventory
+from accounts.models import AgentIdentity
+from provisioning import cli, services
+
+from .agent_add import add_runtime_arguments, runtime_fields
+
+
+class Command(BaseCommand):
+    help = (
+        "Change an agent's settings. --runtime (and its parameters) moves a role agent to where it "
+        "runs: the setup run then changes its trust (and instance profile or Pod Identity association)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name")
+        add_runtime_arguments(parser, default=None)
+        cli.add_run_arguments(parser)
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        agent = AgentIdentity.objects.filter(name=opts["name"]).first()
+        if agent is None:
+            raise cli.invalid(ValidationError({"name": f"no agent {opts['name']!r} in the portal."}))
+        runtime = runtime_fields(opts)
+        if not runtime:
+            raise cli.invalid("give a setting to change, e.g. --runtime eks-irsa --oidc-issuer URL.")
+        if opts["plan"]:
+            self._print_plan(agent, runtime)
+            return
+        try:
+            changed = inventory.agent_set_runtime(agent=agent, runtime=runtime)
+        except ValidationError as exc:
+            raise cli.invalid(exc) from None
+        if not changed:
+            self.stdout.write(f"Agent {agent.name} already runs on {agent.runtime} so: nothing changed.")
+            return
+        self.stdout.write(f"Agent {agent.name} now runs on {agent.runtime}: setting up its trust.")
+        cli.execute_for(self, services.agent_setup(agent=agent, enqueue=not opts["inline"]), opts)
+
+    def _print_plan(self, agent: AgentIdentity, runtime: dict[str, str]) -> None:
+        """The setup the change would run, planned on the changed agent, which is not saved."""
+        fields = {name: getattr(agent, name) for name in inventory.RUNTIME_FIELDS}
+        try:
+            inventory.agent_preview_runtime(agent=agent, runtime=runtime)
+            cli.print_plan(self.stdout, services.plan_agent(agent))
+        except ValidationError as exc:
+            raise cli.invalid(exc) from None
+        finally:
+            for name, value in fields.items():
+                setattr(agent, name, value)
