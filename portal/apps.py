@@ -7,3 +7,4 @@ class PortalConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401, PLC0415  registers the system checks once apps load
+        from .api import schema  # noqa: F401, PLC0415  registers the Bearer scheme with drf-spectacular

@@ -15,6 +15,7 @@ def sweep_inventory(db, aws, admin_user):
     from accounts import renderers
     from accounts import services as account_services
     from accounts.models import EcrAccount
+    from portal.api import tokens
     from portal.models import AuditEntry
     from provisioning import services
     from provisioning.choices import OperationStatus
@@ -44,6 +45,7 @@ def sweep_inventory(db, aws, admin_user):
         status=OperationStatus.SUCCEEDED,
     )
     run.log("sweep fixture")
+    api_token, _ = tokens.api_token_create(user=admin_user, name="sweep")
     inventory = Inventory(
         objects={
             "accounts.agentidentity": agent,
@@ -56,6 +58,7 @@ def sweep_inventory(db, aws, admin_user):
             "portal.auditentry": AuditEntry.objects.first(),
             "auth.user": admin_user,
             "auth.group": Group.objects.get(name="viewer"),
+            "portal.apitoken": api_token,
         },
         params={
             "account_id": account.account_id,
