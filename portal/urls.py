@@ -27,3 +27,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("provisioning.urls")),
 ]
+
+handler404 = "portal.views.not_found"

@@ -98,3 +98,15 @@ def _detail(exc: exceptions.APIException) -> str:
     if isinstance(exc.detail, str):
         return str(exc.detail)
     return str(exc.default_detail)
+
+
+def not_found_body(path: str) -> dict[str, Any]:
+    """The 404 problem for an API path no URL pattern matches (portal.views.not_found)."""
+    return {
+        "type": TYPE_PREFIX + "not-found",
+        "title": HTTPStatus.NOT_FOUND.phrase,
+        "status": 404,
+        "detail": "Nothing here, or nothing you may see.",
+        "instance": path,
+        "request_id": current_request_id(),
+    }

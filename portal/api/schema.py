@@ -49,15 +49,33 @@ class BearerScheme(OpenApiAuthenticationExtension):
         return {"type": "http", "scheme": "bearer", "description": "An API token (the API tokens page)."}
 
 
+ANYTHING_OR_NULL = [{}, {"type": "null"}]
+
+
+def _any_json(node: Any) -> None:
+    """A nullable JSONField comes out as oneOf [anything, null], which null matches twice (oneOf
+    wants exactly one): it is just anything."""
+    if isinstance(node, dict):
+        if node.get("oneOf") == ANYTHING_OR_NULL:
+            del node["oneOf"]
+        for value in node.values():
+            _any_json(value)
+    elif isinstance(node, list):
+        for value in node:
+            _any_json(value)
+
+
 def add_problems(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """POSTPROCESSING_HOOK: the Problem component and every error answer of every operation."""
+    _any_json(result.get("components", {}))
     result.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM
     ref = {"$ref": "#/components/schemas/Problem"}
     for item in result.get("paths", {}).values():
         for method, operation in item.items():
-            codes = READ_ERRORS if method == "get" else ERRORS
-            for code in codes:
-                operation["responses"].setdefault(
-                    code, {"description": ERRORS[code], "content": {CONTENT_TYPE: {"schema": ref}}}
-                )
+            responses = operation["responses"]
+            for code in READ_ERRORS if method == "get" else ERRORS:
+                responses.setdefault(code, {"description": ERRORS[code]})
+            for code, response in responses.items():
+                if int(code) >= 400:  # declared by a view (a GET's 409) or above: a problem
+                    response["content"] = {CONTENT_TYPE: {"schema": ref}}
     return result

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -296,9 +297,16 @@ class RunOperations(PortalListView):
 class RunCancel(PortalApiView):
     required_permissions = {"POST": CAN_ONBOARD}
 
-    @extend_schema(request=None, responses={200: s.RunSerializer}, summary="Cancel a queued or running run")
+    @extend_schema(
+        request=None,
+        responses={200: s.RunSerializer, 409: OpenApiResponse(description="The run has ended already")},
+        summary="Cancel a queued or running run",
+    )
     def post(self, request: Request, pk: int) -> Response:
-        run = services.run_cancel(run=run_selectors.run_get(pk), user=request.user)
+        try:
+            run = services.run_cancel(run=run_selectors.run_get(pk), user=request.user)
+        except DjangoValidationError as exc:  # the run has ended: its state, not the request, is why
+            raise Problem(status=409, code="run-ended", detail=" ".join(exc.messages)) from None
         return Response(s.RunSerializer(run).data)
 
 

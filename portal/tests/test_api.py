@@ -248,8 +248,8 @@ def test_cancel_and_long_poll(client, world, operator, settings):
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert AuditEntry.objects.get(action="run.cancel").details["api_token"] == f"{operator.username}-write"
     twice = post(client, f"/api/v1/runs/{run.pk}/cancel/", headers)
-    assert twice.status_code == 400
-    assert problem(twice)["errors"]["run"] == [f"Run {run.pk} is cancelled: there is nothing to cancel."]
+    assert twice.status_code == 409
+    assert problem(twice)["detail"] == f"Run {run.pk} is cancelled: there is nothing to cancel."
     bad = client.get(f"/api/v1/runs/{run.pk}/?wait=soon", headers=headers)
     assert bad.status_code == 400 and "wait" in problem(bad)["errors"]
 
