@@ -360,6 +360,7 @@ OIDC_TIMEOUT = 10
 OIDC_STORE_ID_TOKEN = bool(OIDC_OP_LOGOUT_ENDPOINT)  # the logout redirect hands it back as a hint
 OIDC_OP_LOGOUT_URL_METHOD = "portal.sso.provider_logout_url"
 OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+LOGIN_REDIRECT_URL_FAILURE = "/login/"  # a refused sign-in through the provider
 if OIDC_ENABLED:
     AUTHENTICATION_BACKENDS.append("portal.sso.RoleMappingBackend")
     for _name, _value in (
