@@ -313,7 +313,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "ECR Broker Portal API",
     "DESCRIPTION": (
         "Reads for viewers; previews and applies for operators, exactly as the pages do them. "
-        "Send `Authorization: Bearer <token>`. Errors are RFC 9457 problem details."
+        "Send the header Authorization: Bearer <token>. Errors are RFC 9457 problem details."
     ),
     "VERSION": "1",
     "OAS_VERSION": "3.1.0",

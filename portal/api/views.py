@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -78,12 +78,14 @@ class PortalDetailView(PortalApiView, generics.RetrieveAPIView):
 # --- agents ----------------------------------------------------------------------------------
 
 
+@extend_schema_view(get=extend_schema(summary="Agent identities"))
 class AgentList(PortalListView):
     required_permissions = {"GET": VIEW_AGENTS}
     serializer_class = s.AgentSerializer
     queryset = AgentIdentity.objects.order_by("name")
 
 
+@extend_schema_view(get=extend_schema(summary="One agent identity"))
 class AgentDetail(PortalDetailView):
     required_permissions = {"GET": VIEW_AGENTS}
     serializer_class = s.AgentSerializer
@@ -123,6 +125,9 @@ class AgentApply(PortalApiView):
 # --- accounts --------------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    get=extend_schema(summary="ECR accounts (filters as the Accounts page: status, agent, region, q, drift)")
+)
 class AccountList(PortalListView):
     required_permissions = {"GET": VIEW_ACCOUNTS, "POST": CAN_ONBOARD}
     serializer_class = s.AccountSerializer
@@ -147,6 +152,7 @@ class AccountList(PortalListView):
         return Response(s.AccountSerializer(account).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(get=extend_schema(summary="One ECR account with its ExternalIds and brokers"))
 class AccountDetail(PortalDetailView):
     required_permissions = {"GET": VIEW_ACCOUNTS}
     serializer_class = s.AccountSerializer
@@ -199,12 +205,14 @@ class AccountApply(PortalApiView):
 # --- brokers ---------------------------------------------------------------------------------
 
 
+@extend_schema_view(get=extend_schema(summary="Broker instances (tokens masked)"))
 class BrokerList(PortalListView):
     required_permissions = {"GET": VIEW_BROKERS}
     serializer_class = s.BrokerSerializer
     queryset = BrokerInstance.objects.select_related("account").order_by("account__account_id", "region")
 
 
+@extend_schema_view(get=extend_schema(summary="One broker instance (token masked)"))
 class BrokerDetail(PortalDetailView):
     required_permissions = {"GET": VIEW_BROKERS}
     serializer_class = s.BrokerSerializer
@@ -243,6 +251,7 @@ class BrokerFile(PortalApiView):
 # --- runs ------------------------------------------------------------------------------------
 
 
+@extend_schema_view(get=extend_schema(summary="Runs, newest first"))
 class RunList(PortalListView):
     required_permissions = {"GET": VIEW_RUNS}
     serializer_class = s.RunSerializer
@@ -260,6 +269,7 @@ class RunList(PortalListView):
         return run_selectors.run_queryset(run_selectors.RunFilters.from_query(self.request.query_params))
 
 
+@extend_schema_view(get=extend_schema(summary="One run; ?wait=N long-polls until it ends"))
 class RunDetail(PortalApiView):
     required_permissions = {"GET": VIEW_RUNS}
 
@@ -280,6 +290,7 @@ class RunDetail(PortalApiView):
         return Response(s.RunSerializer(run).data)
 
 
+@extend_schema_view(get=extend_schema(summary="A run's operations in order, paginated"))
 class RunOperations(PortalListView):
     required_permissions = {"GET": VIEW_RUNS}
     serializer_class = s.OperationSerializer
@@ -313,6 +324,7 @@ class RunCancel(PortalApiView):
 # --- audit -----------------------------------------------------------------------------------
 
 
+@extend_schema_view(get=extend_schema(summary="Every trust relationship with its latest audit and findings"))
 class AuditList(PortalListView):
     """Every trust relationship with its latest audit (the Audit page's table)."""
 
