@@ -160,6 +160,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "portal.middleware.SecurityHeadersMiddleware",
+    "portal.middleware.SessionIdleMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -219,8 +220,7 @@ AXES_VERBOSE = False
 AXES_ENABLE_ADMIN = False  # lockouts are lifted with `manage.py axes_reset_username USERNAME`
 # A session ends after this many seconds without a request (each request pushes the end back).
 SESSION_IDLE_TIMEOUT = _int("SESSION_IDLE_TIMEOUT", default=3600, minimum=60)
-SESSION_COOKIE_AGE = SESSION_IDLE_TIMEOUT
-SESSION_SAVE_EVERY_REQUEST = True
+SESSION_COOKIE_AGE = SESSION_IDLE_TIMEOUT  # from the latest save: portal.middleware.SessionIdleMiddleware
 # Local password sign-in on the login page; off leaves single sign-on only (the break-glass
 # `admin` then signs in through `manage.py` commands only, e.g. changepassword, createsuperuser).
 PASSWORD_LOGIN = _bool("PASSWORD_LOGIN", default=True)

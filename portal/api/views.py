@@ -226,10 +226,13 @@ class BrokerFile(PortalApiView):
 
     @extend_schema(
         responses={
-            (200, media): OpenApiResponse(
-                OpenApiTypes.STR, description="The file (it holds the broker token)"
-            )
-            for media in ("text/plain", "application/yaml", "text/x-shellscript")
+            **{
+                (200, media): OpenApiResponse(
+                    OpenApiTypes.STR, description="The file (it holds the broker token)"
+                )
+                for media in ("text/plain", "application/yaml", "text/x-shellscript")
+            },
+            409: OpenApiResponse(description="No file can be made for this broker now (the page's reason)"),
         },
         parameters=[OpenApiParameter("fmt", str, OpenApiParameter.PATH, enum=list(renderers.FORMATS))],
         summary="Download a broker file: env, helm or docker",

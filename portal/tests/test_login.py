@@ -51,8 +51,16 @@ def test_lockout_is_per_username(client, operator, viewer, settings):
     assert log_in(client, "pw-vera-viewer", username="vera-viewer").status_code == 302
 
 
-def test_sessions_expire_after_the_idle_time_and_each_request_extends_them(client, operator, settings):
+def test_sessions_expire_after_the_idle_time_and_each_request_extends_them(
+    client, operator, settings, monkeypatch
+):
+    from portal import middleware
+
     assert log_in(client, PASSWORD).status_code == 302
+    before = Session.objects.get().session_data
+    assert signed_in(client)
+    assert Session.objects.get().session_data == before  # a request right after: no session write
+    monkeypatch.setattr(middleware, "IDLE_REFRESH", 0)  # as if a minute had passed
     session = Session.objects.get()
     idle = timedelta(seconds=settings.SESSION_IDLE_TIMEOUT)
     assert session.expire_date - timezone.now() == pytest.approx(idle, abs=timedelta(seconds=5))
