@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
@@ -9,6 +10,18 @@ from django.contrib.auth.models import AnonymousUser, User
 from .middleware import current_request_id
 from .models import AuditEntry
 from .redact import redact
+
+# The name of the API token the current request came with ("" for pages, commands and workers).
+_api_token: contextvars.ContextVar[str] = contextvars.ContextVar("api_token", default="")
+
+
+def set_api_token(name: str) -> contextvars.Token[str]:
+    return _api_token.set(name)
+
+
+def reset_api_token(token: contextvars.Token[str]) -> None:
+    _api_token.reset(token)
+
 
 # Who did something: a signed-in user, an anonymous request, or the command line / a worker (None).
 Actor = User | AnonymousUser | None
@@ -22,6 +35,9 @@ def record(
     obj: Any = None,
     **details: Any,
 ) -> AuditEntry:
+    details = redact(details)
+    if _api_token.get():
+        details["api_token"] = _api_token.get()  # the token's name (redact() hides "*token*" keys)
     signed_in = user if user is not None and user.is_authenticated else None
     return AuditEntry.objects.create(
         user=signed_in,
@@ -30,5 +46,5 @@ def record(
         action=action,
         account_id=account_id,
         object_repr=str(obj)[:255] if obj is not None else "",
-        details=redact(details),
+        details=details,
     )

@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.cache import patch_cache_control
@@ -111,4 +112,32 @@ class SecurityHeadersMiddleware:
         if user is not None and user.is_authenticated:
             # Their pages show inventory and secrets: no shared proxy or back button keeps a copy.
             patch_cache_control(response, no_store=True)
+        return response
+
+
+# A signed-in session's end moves to SESSION_IDLE_TIMEOUT after its latest request, written at most
+# this often (seconds): not a session write on every request (and every htmx poll).
+IDLE_REFRESH = 60
+SEEN = "_seen"  # when the session last moved its end (epoch seconds)
+
+
+def mark_seen(session: Any) -> None:
+    session[SEEN] = int(time.time())
+
+
+class SessionIdleMiddleware:
+    """Sessions expire after SESSION_IDLE_TIMEOUT without a request (SESSION_COOKIE_AGE is set to it:
+    a modified session is saved with that much time left, and its cookie sent again)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        session = getattr(request, "session", None)
+        user = getattr(request, "user", None)
+        if session is None or user is None or not user.is_authenticated or not session.session_key:
+            return response
+        if time.time() - session.get(SEEN, 0) >= IDLE_REFRESH:
+            mark_seen(session)  # SessionMiddleware, outside this one, saves it
         return response

@@ -95,6 +95,22 @@ def _database(name: str, default: str) -> dict:
     return environ.Env.db_url_config(url)
 
 
+_ROLES = ("viewer", "operator", "admin")
+
+
+def _role_map(name: str) -> dict[str, str]:
+    """ "group=role,group=role" into {group: role}; a role the portal has not is refused by name."""
+    mapping = {}
+    for item in _list(name, default=[]):
+        group, sep, role = (part.strip() for part in item.partition("="))
+        if not sep or not group or role not in _ROLES:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} must be GROUP=ROLE with ROLE one of {', '.join(_ROLES)}."
+            )
+        mapping[group] = role
+    return mapping
+
+
 def _secret(name: str, default: str = "") -> str:
     """Read NAME, or the file named by NAME_FILE (docker/k8s secrets), failing loudly if unreadable."""
     path = env.str(f"{name}_FILE", default="")
@@ -127,6 +143,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",  # naturaltime, apnumber: times and counts read as words
     "django_htmx",
+    "rest_framework",
+    "drf_spectacular",
+    "axes",
+    "mozilla_django_oidc",
     "portal",
     "accounts",
     "provisioning",
@@ -141,10 +161,13 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "portal.middleware.SecurityHeadersMiddleware",
+    "portal.middleware.SessionIdleMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -180,6 +203,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Sign-in ----------------------------------------------------------------------------------
+# django-axes first: it refuses a locked-out username from this address before any password check.
+AUTHENTICATION_BACKENDS = [
+    "portal.login.LockoutBackend",
+    "portal.login.PasswordBackend",
+]
+# Local passwords: after LOGIN_FAILURE_LIMIT failures for one username from one address, that
+# pair is locked out for LOGIN_LOCKOUT_MINUTES (a success resets the count).
+AXES_FAILURE_LIMIT = _int("LOGIN_FAILURE_LIMIT", default=5, minimum=1)
+AXES_COOLOFF_TIME = _float("LOGIN_LOCKOUT_MINUTES", default=15.0, minimum=0.1) / 60  # axes reads hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+AXES_ENABLE_ADMIN = False  # lockouts are lifted with `manage.py axes_reset_username USERNAME`
+# A session ends after this many seconds without a request (each request pushes the end back).
+SESSION_IDLE_TIMEOUT = _int("SESSION_IDLE_TIMEOUT", default=3600, minimum=60)
+SESSION_COOKIE_AGE = SESSION_IDLE_TIMEOUT  # from the latest save: portal.middleware.SessionIdleMiddleware
+# Local password sign-in on the login page; off leaves single sign-on only (the break-glass
+# `admin` then signs in through `manage.py` commands only, e.g. changepassword, createsuperuser).
+PASSWORD_LOGIN = _bool("PASSWORD_LOGIN", default=True)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -247,6 +292,94 @@ EXTERNAL_ID_GRACE_DAYS = _int("EXTERNAL_ID_GRACE_DAYS", default=14, minimum=0)
 # boto3 reads AWS_ENDPOINT_URL itself; it is mirrored here so pages and checks can show it.
 AWS_ENDPOINT_URL: str = env.str("AWS_ENDPOINT_URL", default="")
 AWS_DEFAULT_REGION: str = env.str("AWS_DEFAULT_REGION", default="us-east-1")
+
+# --- REST API (/api/v1/) ------------------------------------------------------------------------
+# Requests per token (or signed-in user) and per address without credentials; more get 429.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/minute")
+API_ANON_RATE_LIMIT = env.str("API_ANON_RATE_LIMIT", default="60/minute")
+# The longest a client may wait on GET /api/v1/runs/<id>/?wait=N for a run to end.
+API_LONG_POLL_MAX = _int("API_LONG_POLL_MAX", default=30, minimum=0)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["portal.api.permissions.RolePermission"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "portal.api.pagination.Pagination",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {"anon": API_ANON_RATE_LIMIT, "user": API_RATE_LIMIT},
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "portal.api.problems.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ECR Broker Portal API",
+    "DESCRIPTION": (
+        "Reads for viewers; previews and applies for operators, exactly as the pages do them. "
+        "Send the header Authorization: Bearer <token>. Errors are RFC 9457 problem details."
+    ),
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatus": "provisioning.choices.RunStatus",
+        "OperationStatus": "provisioning.choices.OperationStatus",
+        "LifecycleStatus": "accounts.choices.Lifecycle",
+        "ExternalIdStateEnum": "accounts.choices.ExternalIdState",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.api.schema.add_problems",
+    ],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+}
+
+# --- Single sign-on (OpenID Connect, mozilla-django-oidc) ---------------------------------------
+# On when OIDC_ISSUER is set. The provider's endpoints are given explicitly (the library does no
+# discovery): see its /.well-known/openid-configuration.
+OIDC_ISSUER = _raw("OIDC_ISSUER")
+OIDC_ENABLED = bool(OIDC_ISSUER)
+OIDC_RP_CLIENT_ID = _raw("OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = _secret("OIDC_CLIENT_SECRET")
+OIDC_OP_AUTHORIZATION_ENDPOINT = _raw("OIDC_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = _raw("OIDC_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = _raw("OIDC_USERINFO_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = _raw("OIDC_JWKS_ENDPOINT")
+OIDC_OP_LOGOUT_ENDPOINT = _raw("OIDC_END_SESSION_ENDPOINT")
+OIDC_RP_SIGN_ALGO = _raw("OIDC_SIGN_ALGO") or "RS256"
+OIDC_RP_SCOPES = _raw("OIDC_SCOPES") or "openid email profile groups"
+OIDC_GROUPS_CLAIM = _raw("OIDC_GROUPS_CLAIM") or "groups"
+OIDC_USERNAME_CLAIM = _raw("OIDC_USERNAME_CLAIM") or "preferred_username"
+# Provider group -> portal role, e.g. "platform-admins=admin,platform=operator,engineering=viewer".
+# Recomputed at every sign-in: a group removed at the provider removes the role at the next one.
+OIDC_ROLE_MAP = _role_map("OIDC_ROLE_MAP")
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+OIDC_USE_NONCE = True
+OIDC_VERIFY_SSL = _bool("OIDC_VERIFY_SSL", default=True)
+OIDC_TIMEOUT = 10
+OIDC_STORE_ID_TOKEN = bool(OIDC_OP_LOGOUT_ENDPOINT)  # the logout redirect hands it back as a hint
+OIDC_OP_LOGOUT_URL_METHOD = "portal.sso.provider_logout_url"
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+LOGIN_REDIRECT_URL_FAILURE = "/login/"  # a refused sign-in through the provider
+if OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.append("portal.sso.RoleMappingBackend")
+    for _name, _value in (
+        ("OIDC_CLIENT_ID", OIDC_RP_CLIENT_ID),
+        ("OIDC_AUTHORIZATION_ENDPOINT", OIDC_OP_AUTHORIZATION_ENDPOINT),
+        ("OIDC_TOKEN_ENDPOINT", OIDC_OP_TOKEN_ENDPOINT),
+        ("OIDC_USERINFO_ENDPOINT", OIDC_OP_USER_ENDPOINT),
+        ("OIDC_JWKS_ENDPOINT", OIDC_OP_JWKS_ENDPOINT),
+    ):
+        if not _value:
+            raise ImproperlyConfigured(f"OIDC_ISSUER is set: {_name} must be set too.")
 
 LOGGING = {
     "version": 1,

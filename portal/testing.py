@@ -185,3 +185,77 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@contextmanager
+def plain_http_server() -> Iterator[str]:
+    """A live server of the portal speaking plain HTTP on loopback (pytest-django's `live_server`
+    is made before a test can change settings, and production settings redirect HTTP to HTTPS and
+    keep cookies to HTTPS). The caller turns those settings off first; yields the base URL."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler  # noqa: PLC0415
+    from django.test.testcases import LiveServerThread  # noqa: PLC0415  test machinery only
+
+    thread = LiveServerThread("127.0.0.1", StaticFilesHandler)
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    try:
+        yield f"http://127.0.0.1:{thread.port}"
+    finally:
+        thread.terminate()
+
+
+class NodeMissing(RuntimeError):
+    """node or npm is not on PATH: the tests that need a real npm package skip."""
+
+
+def npm_install(folder: Path, *packages: str) -> Path:
+    """Install npm packages into `folder` (under var/, not committed) once; later calls reuse them.
+    A file lock keeps parallel test processes from installing at the same time."""
+    import fcntl  # noqa: PLC0415  POSIX only, as the rest of the test machinery
+
+    if not (shutil.which("node") and shutil.which("npm")):
+        raise NodeMissing("node and npm are needed for this test's real npm package")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = [p for p in packages if not (folder / "node_modules" / p.rsplit("@", 1)[0]).is_dir()]
+        if missing:
+            (folder / "package.json").write_text('{"private": true}\n')
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--no-save", *packages],
+                cwd=folder, check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+    return folder
+
+
+@contextmanager
+def oidc_provider(*, client_id: str, client_secret: str, redirect_uri: str, post_logout_uri: str,
+                  groups_file: Path) -> Iterator[str]:  # fmt: skip
+    """The npm package `oidc-provider` (a certified OpenID provider) on a free loopback port,
+    configured by portal/tests/oidc/provider.mjs; yields its issuer URL."""
+    folder = npm_install(ROOT / "var" / "npm", "oidc-provider@9.13.3")
+    script = folder / "provider.mjs"  # beside node_modules: node resolves imports from the script
+    shutil.copyfile(ROOT / "portal" / "tests" / "oidc" / "provider.mjs", script)
+    port = free_port()
+    args = [str(port), client_id, client_secret, redirect_uri, post_logout_uri, str(groups_file)]
+    log = open(Path(settings.VAR_DIR) / f"oidc-provider-{port}.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(["node", str(script), *args], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    issuer = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(f"{issuer}/.well-known/openid-configuration"), timeout=30,
+                 message="the OpenID provider")  # fmt: skip
+        yield issuer
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False

@@ -1,9 +1,11 @@
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
+from django.views import defaults
 
 from . import selectors
+from .api.problems import CONTENT_TYPE, not_found_body
 from .middleware import PortalRequest
 from .roles import permission_required
 
@@ -19,3 +21,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponseBase:
+    """handler404: API paths answer with a problem (a client reads JSON), pages with the page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(not_found_body(request.path), status=404, content_type=CONTENT_TYPE)
+    return defaults.page_not_found(request, exception)

@@ -159,7 +159,7 @@ class Relationship:
         return {**top, "badge": SEVERITY_BADGE[top["severity"]]} if top else None
 
 
-def _relationships(accounts: list[EcrAccount]) -> list[Relationship]:
+def relationships(accounts: list[EcrAccount]) -> list[Relationship]:
     rows = []
     for account in accounts:
         # latest_snapshots: set by the Prefetch(to_attr=...) of relationship_queryset
@@ -173,7 +173,7 @@ def _relationships(accounts: list[EcrAccount]) -> list[Relationship]:
 
 def relationship_page(filters: AuditFilters, page_number: Any) -> Page:
     page = Paginator(relationship_queryset(filters), PAGE_SIZE).get_page(page_number)
-    page.object_list = _relationships(list(page.object_list))  # type: ignore[assignment]  # rows, not accounts
+    page.object_list = relationships(list(page.object_list))  # type: ignore[assignment]  # rows, not accounts
     return page
 
 
@@ -310,7 +310,7 @@ def audit_detail(account_id: str) -> dict[str, Any]:
 
 
 def export_json(filters: AuditFilters) -> dict[str, Any]:
-    rows = _relationships(list(relationship_queryset(filters)))
+    rows = relationships(list(relationship_queryset(filters)))
     snapshots = [r.snapshot for r in rows if r.snapshot is not None]
     last = last_audit()
     agents = (last.result or {}).get("agents", []) if last else []
@@ -346,7 +346,7 @@ def export_csv(filters: AuditFilters) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    for row in _relationships(list(relationship_queryset(filters))):
+    for row in relationships(list(relationship_queryset(filters))):
         snapshot, account, worst = row.snapshot, row.account, row.worst
         ids = [
             f"{e.value} ({e.state}{'' if e.in_live_trust else ', not in live trust'})"

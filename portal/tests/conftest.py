@@ -15,6 +15,7 @@ def sweep_inventory(db, aws, admin_user):
     from accounts import renderers
     from accounts import services as account_services
     from accounts.models import EcrAccount, Organization
+    from portal.api import tokens
     from portal.models import AuditEntry
     from provisioning import services
     from provisioning.choices import OperationStatus
@@ -45,6 +46,7 @@ def sweep_inventory(db, aws, admin_user):
     )
     run.log("sweep fixture")
     organization = Organization.objects.create(name="acme", account_id="123456789012")
+    api_token, _ = tokens.api_token_create(user=admin_user, name="sweep")
     inventory = Inventory(
         objects={
             "accounts.agentidentity": agent,
@@ -57,6 +59,7 @@ def sweep_inventory(db, aws, admin_user):
             "portal.auditentry": AuditEntry.objects.first(),
             "auth.user": admin_user,
             "auth.group": Group.objects.get(name="viewer"),
+            "portal.apitoken": api_token,
         },
         params={
             "account_id": account.account_id,

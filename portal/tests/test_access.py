@@ -16,7 +16,7 @@ from .urlsweep import Inventory, SweptUrl, Unfillable, sweep
 # --- The classification: one table -------------------------------------------------------------
 #
 #   public     anonymous users may open it                    -> answers 200 to anyone
-#   self       only touches the caller's own session          -> any logged-in user
+#   self       only touches the caller's own session or token -> any logged-in user
 #   staff      the Django admin site (staff accounts only)    -> viewers are sent to the admin's login
 #   secret     hands out a secret (broker file, token, key)   -> viewers get 403 on GET and POST
 #   mutating   changes inventory, starts runs, touches AWS    -> viewers get 403 on POST
@@ -26,8 +26,14 @@ from .urlsweep import Inventory, SweptUrl, Unfillable, sweep
 # Anonymous users are sent to a login page from every non-public URL. A URL is `secret` or
 # `mutating` when a word of its name (without namespace, split on _ - .) is listed below, or when
 # its view refuses GET (405). Everything outside the admin needs a name, so it can be placed.
-PUBLIC = {"login", "healthz", "admin:login"}
-SELF_SERVICE = {"logout", "admin:logout"}
+PUBLIC = {"login", "healthz", "admin:login", "api:schema"}
+# Single sign-on's own URLs: open to anyone while it is set up, 404 for everyone while it is not
+# (here); portal/tests/test_sso.py drives them against a real OpenID provider.
+SSO = {"oidc_authentication_init", "oidc_authentication_callback"}
+SELF_SERVICE = {"logout", "admin:logout", "api_token_revoke"}
+# The REST API answers a request without credentials with 401 (a problem), not a login redirect;
+# its docs page is a page like the others.
+API_NAMESPACE, API_PAGES = "api", {"api:docs"}
 STAFF_NAMESPACES = {"admin"}
 LOGIN_PAGES = {"admin": {"admin:login", "login"}}  # by first namespace; every other: {"login"}
 SECRET_WORDS = {"download", "env", "helm", "docker", "token", "secret", "key", "keys", "credentials"}
@@ -46,6 +52,8 @@ READ_ONLY: set[str] = set()
 def classify(url: SweptUrl) -> str:
     if url.name in PUBLIC:
         return "public"
+    if url.name in SSO:
+        return "sso"
     if url.name in SELF_SERVICE:
         return "self"
     if url.namespace.split(":")[0] in STAFF_NAMESPACES:
@@ -204,12 +212,21 @@ def anonymous_problems(client, kinds) -> tuple[list[str], int]:
     for url, kind in kinds.items():
         if kind == "public":
             continue
+        if kind == "sso":
+            for method in ("get", "post"):
+                if (status := getattr(client, method)(url.path).status_code) != 404:
+                    problems.append(f"{method.upper()} {url}: {status}, expected 404 (single sign-on is off)")
+            continue
         pages = LOGIN_PAGES.get(url.namespace.split(":")[0], {"login"})
         logins = tuple(f"{reverse(name)}?next=" for name in pages)
+        api = url.namespace == API_NAMESPACE and url.name not in API_PAGES
         for method in ("get", "post"):
             response = getattr(client, method)(url.path)
             location = response.get("Location", "")
-            if response.status_code != 302 or not location.startswith(logins):
+            if api:
+                if response.status_code != 401 or response["Content-Type"] != "application/problem+json":
+                    problems.append(f"{method.upper()} {url}: {response.status_code}, expected a 401 problem")
+            elif response.status_code != 302 or not location.startswith(logins):
                 problems.append(f"{method.upper()} {url}: {response.status_code} {location}")
             checked += 1
     return problems, checked

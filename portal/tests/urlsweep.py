@@ -36,6 +36,7 @@ MODEL_ALIASES = {
     "entry": "portal.auditentry",
     "user": "auth.user",
     "group": "auth.group",
+    "api_token": "portal.apitoken",
 }
 # URLs whose `pk` / `object_id` the name alone does not tell.
 PK_MODEL_BY_NAME = {"admin:view_on_site": "accounts.ecraccount"}
