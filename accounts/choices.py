@@ -6,6 +6,14 @@ class AgentKind(models.TextChoices):
     USER = "user", "IAM user (access keys)"
 
 
+class BrokerMode(models.TextChoices):
+    """How an agent's accounts reach Snyk: a classic broker per account and region (files handed to
+    the user), or Universal Broker connections the portal creates through Snyk's API."""
+
+    CLASSIC = "classic", "Classic (one broker per account and region)"
+    UNIVERSAL = "universal", "Universal Broker (connections managed through Snyk's API)"
+
+
 class Lifecycle(models.TextChoices):
     DRAFT = "draft", "Draft"
     PENDING = "pending", "Onboarding"

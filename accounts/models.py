@@ -16,6 +16,7 @@ from .choices import (
     DEFAULT_READ_POLICY_NAME,
     DEFAULT_SERVICE_ROLE_NAME,
     AgentKind,
+    BrokerMode,
     BrokerServer,
     BrokerState,
     BrokerStatus,
@@ -47,6 +48,7 @@ class AgentIdentity(ManagementAccess):
         max_length=128, default=DEFAULT_AGENT_POLICY_NAME, validators=[v.validate_policy_name]
     )
     status = models.CharField(max_length=8, choices=Lifecycle.choices, default=Lifecycle.DRAFT, db_index=True)
+    broker_mode = models.CharField(max_length=9, choices=BrokerMode.choices, default=BrokerMode.CLASSIC)
     # Agent-policy coalescing: every account change bumps `policy_generation`; whoever writes the
     # policy records the generation it wrote, so waiters already covered skip their write.
     policy_generation = models.PositiveBigIntegerField(default=0)
@@ -71,6 +73,10 @@ class AgentIdentity(ManagementAccess):
     @property
     def arn(self) -> str:
         return f"arn:aws:iam::{self.account_id}:{self.kind}/{self.iam_name}"
+
+    @property
+    def is_universal(self) -> bool:
+        return self.broker_mode == BrokerMode.UNIVERSAL
 
     def get_absolute_url(self) -> str:
         return reverse("accounts:agent_detail", args=[self.pk])

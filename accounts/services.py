@@ -21,6 +21,7 @@ from .choices import (
     DEFAULT_ROLE_AGENT_NAME,
     DEFAULT_USER_AGENT_NAME,
     AgentKind,
+    BrokerMode,
     BrokerServer,
     BrokerStatus,
     Lifecycle,
@@ -40,11 +41,13 @@ def agent_build(
     policy_name: str = "",
     management_role_arn: str = "",
     management_external_id: str = "",
+    broker_mode: str = "",
 ) -> AgentIdentity:
     """An unsaved, validated agent (for --plan and for agent_create)."""
     agent = AgentIdentity(
         name=name,
         kind=kind,
+        broker_mode=broker_mode or BrokerMode.CLASSIC,
         account_id=account_id,
         iam_name=iam_name or (DEFAULT_USER_AGENT_NAME if kind == AgentKind.USER else DEFAULT_ROLE_AGENT_NAME),
         management_role_arn=management_role_arn,
@@ -61,6 +64,24 @@ def agent_create(*, user: Actor = None, **fields: Any) -> AgentIdentity:
     agent.save()
     audit.record(user=user, action="agent.create", obj=agent, arn=agent.arn)
     return agent
+
+
+def agent_set_broker_mode(*, agent: AgentIdentity, broker_mode: str, user: Actor = None) -> bool:
+    """Switch how the agent's accounts reach Snyk; False when it already is in that mode.
+
+    Nothing is sent to Snyk here: the next sync of the agent's accounts creates (or removes) the
+    Universal Broker connections.
+    """
+    if broker_mode not in BrokerMode.values:
+        choices = ", ".join(BrokerMode.values)
+        raise ValidationError({"broker_mode": f"{broker_mode!r} is not one of {choices}."})
+    if agent.broker_mode == broker_mode:
+        return False
+    before = agent.broker_mode
+    AgentIdentity.objects.filter(pk=agent.pk).update(broker_mode=broker_mode)
+    agent.broker_mode = broker_mode
+    audit.record(user=user, action="agent.broker_mode", obj=agent, before=before, after=broker_mode)
+    return True
 
 
 def account_build(

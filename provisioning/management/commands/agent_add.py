@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import services as inventory
+from accounts.choices import BrokerMode
 from provisioning import cli, services
 
 
@@ -18,6 +19,12 @@ class Command(BaseCommand):
         parser.add_argument("--policy-name", default="")
         parser.add_argument("--management-role-arn", default="")
         parser.add_argument("--management-external-id", default="")
+        parser.add_argument(
+            "--broker-mode",
+            choices=BrokerMode.values,
+            default=BrokerMode.CLASSIC,
+            help="classic: a broker per account and region; universal: Universal Broker connections.",
+        )
         cli.add_run_arguments(parser)
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -29,6 +36,7 @@ class Command(BaseCommand):
             "policy_name": opts["policy_name"],
             "management_role_arn": opts["management_role_arn"],
             "management_external_id": opts["management_external_id"],
+            "broker_mode": opts["broker_mode"],
         }
         try:
             agent = inventory.agent_build(**fields)
