@@ -59,6 +59,15 @@ class BrokerServer(models.TextChoices):
     US = "https://broker.us.snyk.io", "US (broker.us.snyk.io)"
 
 
+class SnykApiHost(models.TextChoices):
+    """Snyk's regional API hosts (regional-hosting-and-data-residency); SNYK_API_URL picks the default."""
+
+    US_01 = "https://api.snyk.io", "SNYK-US-01 (api.snyk.io)"
+    US_02 = "https://api.us.snyk.io", "SNYK-US-02 (api.us.snyk.io)"
+    EU_01 = "https://api.eu.snyk.io", "SNYK-EU-01 (api.eu.snyk.io)"
+    AU_01 = "https://api.au.snyk.io", "SNYK-AU-01 (api.au.snyk.io)"
+
+
 # The guide's names, used as defaults.
 DEFAULT_ROLE_AGENT_NAME = "SnykCraEc2Role"
 DEFAULT_USER_AGENT_NAME = "SnykCraUser"

@@ -24,6 +24,9 @@ _VIEW = [
     "accounts.view_ecraccount",
     "accounts.view_externalid",
     "accounts.view_brokerinstance",
+    "accounts.view_snyktenant",
+    "accounts.view_snykdeployment",
+    "accounts.view_snykconnection",
     "provisioning.view_run",
     "provisioning.view_operation",
     "provisioning.view_runlogentry",
@@ -32,6 +35,7 @@ _VIEW = [
 _OPERATE = [
     "accounts.onboard_ecraccount",
     "accounts.download_brokerinstance",
+    "accounts.download_snykdeployment",
     "provisioning.request_audit",
 ]
 _ADMINISTER = [
@@ -52,6 +56,7 @@ ROLE_PERMISSIONS = {
 # Permission names used by views (one place to read what each role may do).
 CAN_ONBOARD = "accounts.onboard_ecraccount"
 CAN_DOWNLOAD = "accounts.download_brokerinstance"
+CAN_DOWNLOAD_DEPLOYMENT = "accounts.download_snykdeployment"
 CAN_AUDIT = "provisioning.request_audit"
 CAN_MANAGE_AGENTS = "accounts.manage_agentidentity"
 CAN_OFFBOARD = "accounts.offboard_ecraccount"
