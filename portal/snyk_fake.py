@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 BROKER_VERSIONS = {"2024-10-15", "2025-11-05"}
 TENANTS_VERSIONS = {"2024-10-14~experimental"}
@@ -127,7 +127,7 @@ class FakeSnyk:
 
     @contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        server = make_server(host, port, build_app(self), threaded=True)
+        server = make_server(host, port, build_app(self), threaded=True, request_handler=_QuietHandler)
         thread = threading.Thread(target=server.serve_forever, name="fake-snyk", daemon=True)
         thread.start()
         try:
@@ -135,6 +135,11 @@ class FakeSnyk:
         finally:
             server.shutdown()
             thread.join(timeout=10)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Calls are in FakeSnyk.log; one access-log line each would bury the tests' output."""
 
 
 def demo() -> tuple[FakeSnyk, str]:

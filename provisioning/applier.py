@@ -21,8 +21,8 @@ from django.db.models import F
 from accounts.models import EcrAccount
 from portal.redact import redact
 
-from . import aws
-from .changes import Change, Plan
+from . import aws, snyk
+from .changes import Change, Plan, SnykChange
 from .choices import OperationStatus
 from .models import Operation, Run
 
@@ -37,13 +37,13 @@ class RunLost(Exception):
 
 
 class ApplyError(Exception):
-    def __init__(self, change: Change, error: aws.AwsError):
+    def __init__(self, change: Change, error: aws.AwsError | snyk.SnykError):
         self.change = change
         self.error = error
         super().__init__(explain(change, error))
 
 
-def explain(change: Change, error: aws.AwsError) -> str:
+def explain(change: Change, error: aws.AwsError | snyk.SnykError) -> str:
     """The failure in plain words, for the run page and the command line."""
     hints = {
         "AccessDenied": "the portal's credentials (or the account's management role) may not do this; "
@@ -69,7 +69,9 @@ def _next_sequence(run: Run) -> int:
     return (last or 0) + 1
 
 
-def _record(run: Run, change: Change, *, error: aws.AwsError | None, **fields: Any) -> Operation:
+def _record(
+    run: Run, change: Change, *, error: aws.AwsError | snyk.SnykError | None, **fields: Any
+) -> Operation:
     return Operation.objects.create(
         run=run,
         sequence=_next_sequence(run),
@@ -89,6 +91,8 @@ def _record(run: Run, change: Change, *, error: aws.AwsError | None, **fields: A
 
 def apply_change(run: Run, change: Change) -> Operation:
     """Make one AWS write and record it (also when it fails)."""
+    if isinstance(change, SnykChange):
+        return apply_snyk_change(run, change)
     iam = aws.Iam(change.access)
     started = time.monotonic()
     deadline = started + settings.IAM_PROPAGATION_TIMEOUT
@@ -127,6 +131,40 @@ def apply_change(run: Run, change: Change) -> Operation:
     Run.objects.filter(pk=run.pk).update(progress_done=F("progress_done") + 1)
     if error:
         raise ApplyError(change, error)
+    return operation
+
+
+def apply_snyk_change(run: Run, change: SnykChange) -> Operation:
+    """Make one Snyk write and record it like an AWS write: the request (redacted, never the answer:
+    it may hold a client secret), Snyk's request id, attempts, duration and error."""
+    assert change.tenant is not None
+    started = time.monotonic()
+    path = change.resolved_path()
+    change.params = {"method": change.http, "path": path, "version": change.version, "body": change.body}
+    change.arn = path
+    error: snyk.SnykError | None = None
+    answer: snyk.SnykResponse | None = None
+    try:
+        answer = snyk.Client(change.tenant).request(
+            change.http, path, version=change.version, body=change.body, v1=change.v1
+        )
+        change.answer = answer.body
+    except snyk.SnykError as exc:
+        error = exc
+    with _sequence_lock:
+        operation = _record(
+            run,
+            change,
+            error=error,
+            request_id=(error.request_id if error else answer.request_id if answer else "") or "",
+            duration_ms=int((time.monotonic() - started) * 1000),
+            attempts=answer.attempts if answer else 1,
+        )
+    Run.objects.filter(pk=run.pk).update(progress_done=F("progress_done") + 1)
+    if error:
+        raise ApplyError(change, error)
+    if change.on_done is not None and answer is not None:
+        change.on_done(answer)
     return operation
 
 

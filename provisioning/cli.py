@@ -12,7 +12,7 @@ from django.core.management.base import CommandError, CommandParser, OutputWrapp
 
 from accounts.models import EcrAccount
 
-from . import aws, policies, runner
+from . import aws, policies, runner, snyk
 from .changes import Plan
 from .choices import RunStatus
 from .models import Run
@@ -168,3 +168,5 @@ def plan_or_fail(make: Callable[[], Plan]) -> Plan:
         raise CommandError(f"could not read AWS: {exc.code}: {exc.message}", returncode=EXIT_FAILED) from None
     except policies.LayoutError as exc:
         raise CommandError(str(exc), returncode=EXIT_FAILED) from None
+    except snyk.SnykError as exc:
+        raise CommandError(f"could not read Snyk: {exc.message}", returncode=EXIT_FAILED) from None

@@ -50,3 +50,46 @@ def test_agent_set_refuses_unknown_agents_and_modes(db):
     with pytest.raises(CommandError):  # argparse refuses the choice
         cli("agent_set", "cra", "--broker-mode", "hybrid")
     assert AgentIdentity.objects.get(name="cra").broker_mode == BrokerMode.CLASSIC
+
+
+def test_snyk_connect_tests_the_token_then_stores_it_encrypted(db, snyk_fake, tmp_path):
+    from django.db import connection
+
+    from accounts.models import SnykTenant
+
+    token_file = tmp_path / "token"
+    token_file.write_text(snyk_fake.token + "\n")
+    out = cli("snyk_connect", "--tenant-id", snyk_fake.tenant_id, "--token-file", str(token_file),
+              "--api-url", snyk_fake.url)  # fmt: skip
+    assert "as Tenant Admin (Tenant Admin)" in out and snyk_fake.token not in out
+    tenant = SnykTenant.objects.get()
+    assert tenant.token == snyk_fake.token and tenant.verified_at is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT token FROM accounts_snyktenant")
+        (stored,) = cursor.fetchone()
+    assert snyk_fake.token not in stored
+    entry = AuditEntry.objects.get(action="snyk.connect")
+    assert snyk_fake.token not in str(entry.details)
+
+
+def test_snyk_connect_refuses_bad_input_without_calling_snyk(db, snyk_fake, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(snyk_fake.token)
+    assert exit_code("snyk_connect", "--tenant-id", "not-a-uuid", "--token-file", str(token_file),
+                     "--api-url", snyk_fake.url) == 2  # fmt: skip
+    assert exit_code("snyk_connect", "--tenant-id", snyk_fake.tenant_id, "--token-file", str(tmp_path / "none"),
+                     "--api-url", snyk_fake.url) == 2  # fmt: skip
+    assert exit_code("snyk_connect", "--tenant-id", snyk_fake.tenant_id, "--token-file", str(token_file),
+                     "--api-url", "ftp://x") == 2  # fmt: skip
+    assert snyk_fake.log == []
+
+
+def test_snyk_connect_refuses_a_token_that_is_not_a_tenant_admins(db, snyk_fake, tmp_path):
+    from accounts.models import SnykTenant
+
+    snyk_fake.add_user(token="tok-member")
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-member")
+    assert exit_code("snyk_connect", "--tenant-id", snyk_fake.tenant_id, "--token-file", str(token_file),
+                     "--api-url", snyk_fake.url) == 1  # fmt: skip
+    assert not SnykTenant.objects.exists()
