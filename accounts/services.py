@@ -16,7 +16,7 @@ from django.db import transaction
 from portal import audit
 from portal.audit import Actor
 
-from . import renderers
+from . import renderers, universal_renderers
 from .choices import (
     DEFAULT_ROLE_AGENT_NAME,
     DEFAULT_USER_AGENT_NAME,
@@ -26,7 +26,7 @@ from .choices import (
     BrokerStatus,
     Lifecycle,
 )
-from .models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId
+from .models import AgentIdentity, BrokerInstance, EcrAccount, ExternalId, SnykDeployment
 
 # Accounts whose service role the agent's permissions must list.
 MEMBER_STATUSES = (Lifecycle.PENDING, Lifecycle.ACTIVE, Lifecycle.FAILED)
@@ -207,4 +207,24 @@ def broker_file_download(*, broker: BrokerInstance, fmt: str, user: Actor = None
             filename=broker_file.filename,
             external_id=renderers.current_external_id(held.account),
         )
+    return broker_file
+
+
+def deployment_file_download(
+    *, deployment: SnykDeployment, fmt: str, user: Actor = None
+) -> renderers.BrokerFile:
+    """Render a Universal Broker deployment's file and record who took it (as broker files are).
+
+    Raises renderers.BrokerFileError (nothing recorded) when the file cannot be made.
+    """
+    broker_file = universal_renderers.render(deployment, fmt)
+    audit.record(
+        user=user,
+        action="deployment.download",
+        obj=deployment,
+        deployment_id=deployment.deployment_id,
+        format=fmt,
+        filename=broker_file.filename,
+        connections=deployment.connections.count(),
+    )
     return broker_file

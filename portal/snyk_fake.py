@@ -34,6 +34,7 @@ TENANTS_VERSIONS = {"2024-10-14~experimental"}
 APP_INSTALL_VERSIONS = {"2024-05-31"}
 APP_SECRETS_VERSIONS = {"2024-05-23"}
 HIDDEN_VERSIONS = {"2024-02-08~experimental"}  # the broker client's API_VERSION (config.default.json)
+DISPATCHER_VERSIONS = {"2022-12-01~experimental"}  # its HA dispatcher (client/dispatcher/client/api.ts)
 BROKER_APP_ID = "cb43d761-bd17-4b44-9b6c-e5b8ad077d33"
 MAX_CONNECTIONS = 25
 ECR_REQUIRED = ("broker_client_url", "cr_agent_url", "cr_base", "cr_role_arn", "cr_region", "cr_external_id")
@@ -604,8 +605,30 @@ def build_app(fake: FakeSnyk) -> Flask:  # noqa: C901  one route table, read top
             rows.append(doc)
         return _document(rows)
 
+    @route("/hidden/brokers/<hashed_token>/connections/<client_id>", "POST")
+    def allocate_server(hashed_token: str, client_id: str) -> Response:
+        """HA mode: which broker server a connection's websocket goes to (one fake server here)."""
+        _version(DISPATCHER_VERSIONS)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or token not in fake.access_tokens:
+            return _plain({"error": "invalid_token", "error_description": "Bad access token."}, 401)
+        attributes = _body_attributes()
+        if not re.fullmatch(r"[0-9a-f]{64}", hashed_token) or "deployment_location" not in attributes:
+            raise ApiError(
+                400, "Bad Request", "A hashed connection token and data.attributes.deployment_location."
+            )
+        return _document({"id": client_id, "type": "server_allocation", "attributes": {"server_id": "0"}})
+
     app.config["ROUTES"] = routes
     return app
+
+
+def _body_attributes() -> dict[str, Any]:
+    """The broker's dispatcher posts JSON:API `data.attributes` without a `type`."""
+    body = request.get_json(force=True, silent=True) or {}
+    data = body.get("data") if isinstance(body, dict) else None
+    attributes = data.get("attributes") if isinstance(data, dict) else None
+    return attributes if isinstance(attributes, dict) else {}
 
 
 def _guarded(fake: FakeSnyk, view: Callable[..., Response]) -> Callable[..., Response]:

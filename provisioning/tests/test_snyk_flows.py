@@ -235,3 +235,39 @@ def test_classic_agents_never_call_snyk(aws, tenant, snyk_fake, inventory):
     agent, accounts = inventory
     setup_agent_and_onboard(agent, accounts)
     assert snyk_fake.log == ["GET /rest/self", f"GET /rest/tenants/{snyk_fake.tenant_id}/memberships"]
+
+
+def test_deployment_files_on_the_command_line_are_audited(aws, tenant, snyk_fake):
+    import io
+
+    import yaml
+    from django.core.management import call_command
+
+    from portal.models import AuditEntry
+
+    _, (account,) = universal_inventory(["222222222222"])
+    onboard(account)
+
+    def deployment_env(*args):
+        out = io.StringIO()
+        call_command("deployment_env", *args, stdout=out)
+        return out.getvalue()
+
+    env = deployment_env("ub-1")
+    secret = SnykTenant.objects.get().app_client_secret
+    assert f"CLIENT_SECRET={secret}\n" in env and "BROKER_CLIENT_URL=http://ub-client:8000\n" in env
+    assert f"DEPLOYMENT_ID={SnykDeployment.objects.get().deployment_id}\n" in env
+
+    SnykTenant.objects.update(api_url="https://api.eu.snyk.io")  # a real region, for the chart
+    values = yaml.safe_load(deployment_env("ub-1", "--format", "helm"))
+    assert values["region"] == "eu" and values["clientSecret"] == secret and values["replicaCount"] == 2
+    assert values["highAvailabilityMode"] == {"enabled": True}
+
+    manifest = list(yaml.safe_load_all(deployment_env("ub-1", "--format", "cra-manifest")))
+    assert [d["kind"] for d in manifest] == ["ServiceAccount", "Deployment", "Service"]
+    assert manifest[0]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == account.agent.arn
+    assert manifest[2]["metadata"]["name"] == "cra" and manifest[2]["spec"]["ports"][0]["port"] == 8081
+    assert secret not in yaml.safe_dump_all(manifest)
+    entries = AuditEntry.objects.filter(action="deployment.download")
+    assert sorted(e.details["format"] for e in entries) == ["cra-manifest", "env", "helm"]
+    assert secret not in json.dumps([e.details for e in entries])
