@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 BROKER_VERSIONS = {"2024-10-15", "2025-11-05"}
 TENANTS_VERSIONS = {"2024-10-14~experimental"}
@@ -85,6 +85,8 @@ class FakeSnyk:
     faults: list[tuple[str, int, str]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)  # "METHOD /path" of every call
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _server: BaseWSGIServer | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -128,14 +130,26 @@ class FakeSnyk:
 
     @contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        server = make_server(host, port, build_app(self), threaded=True, request_handler=_QuietHandler)
-        thread = threading.Thread(target=server.serve_forever, name="fake-snyk", daemon=True)
-        thread.start()
+        url = self.start(host, port)
         try:
-            yield f"http://{host}:{server.server_port}"
+            yield url
         finally:
-            server.shutdown()
-            thread.join(timeout=10)
+            self.stop()
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on a thread of this process; the URL (port 0: a free port, picked as it binds)."""
+        server = make_server(host, port, build_app(self), threaded=True, request_handler=_QuietHandler)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="fake-snyk", daemon=True)
+        self._thread.start()
+        return f"http://{host}:{server.server_port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._server = self._thread = None
 
 
 class _QuietHandler(WSGIRequestHandler):

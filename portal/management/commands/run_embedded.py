@@ -39,9 +39,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import services as inventory
 from accounts.choices import Lifecycle
-from accounts.models import AgentIdentity, EcrAccount
-from portal import embedded, emulator, fields
-from provisioning import aws, services
+from accounts.models import AgentIdentity, EcrAccount, SnykConnection, SnykDeployment, SnykTenant
+from portal import embedded, emulator, fields, snyk_fake
+from provisioning import aws, services, snyk_services
 
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 
@@ -147,6 +147,12 @@ class Command(BaseCommand):
             help="AWS emulator port on 127.0.0.1 (default: $PORTAL_AWS_PORT, or 0 for a free port).",
         )
         parser.add_argument(
+            "--snyk-port",
+            type=int,
+            default=_env_int("PORTAL_SNYK_PORT", 0),
+            help="Fake Snyk API port on 127.0.0.1 (default: $PORTAL_SNYK_PORT, or 0 for a free port).",
+        )
+        parser.add_argument(
             "--concurrency",
             type=int,
             default=_env_int("PORTAL_WORKER_CONCURRENCY", 2),
@@ -168,6 +174,7 @@ class Command(BaseCommand):
         self.options = options
         self.children: list[Child] = []
         self.emulator: emulator.Emulator | None = None
+        self.snyk_fake: snyk_fake.FakeSnyk | None = None
         self.hurry = False
         previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
         for sig in SIGNALS:
@@ -220,6 +227,10 @@ class Command(BaseCommand):
 
         aws.sessions.clear()
         base = emulator.base_account()  # fake credentials only work on the emulator
+        self.stdout.write("Starting the fake Snyk API…")
+        self.snyk_fake, self.snyk_token = snyk_fake.demo()
+        snyk_url = self.snyk_fake.start(port=self.options["snyk_port"])  # a thread: workers call it over HTTP
+        pinned["SNYK_API_URL"] = settings.SNYK_API_URL = snyk_url
 
         key_env, key_note = self._encryption_key(var_dir)
         self.stdout.write("Migrating the database…")
@@ -227,6 +238,7 @@ class Command(BaseCommand):
         if key_env:  # tokens an earlier run stored under the key derived from the public SECRET_KEY
             fields.reencrypt(fields.derived_key(settings.SECRET_KEY))
         password_note = self._ensure_admin()
+        snyk_note = self._connect_snyk(snyk_url)
 
         demo_note = "none (--no-demo)"
         self.demo_agent = None
@@ -299,6 +311,7 @@ class Command(BaseCommand):
             f"filesystem broker in {settings.CELERY_QUEUE_DIR}",
             f"  AWS      emulator {self.emulator.url} (moto; fake credentials; base account {base};"
             " real AWS is never used)",
+            f"  Snyk     fake API {snyk_url} ({snyk_note}; Snyk itself is never called)",
             f"  demo     {demo_note}",
             f"  runs     {runs_note}",
             f"  data     {var_dir} (this user only; {key_note})",
@@ -355,6 +368,21 @@ class Command(BaseCommand):
         )
         what = "created" if seeded.created else "kept"
         return f"agent {seeded.agent.name} in {seeded.agent.account_id} ({what}); ECR accounts {accounts}"
+
+    def _connect_snyk(self, url: str) -> str:
+        """Connect the portal to the fake's demo tenant. The fake starts empty every time, like the
+        AWS emulator: the ids Snyk gave last time are forgotten, and the converge runs make them anew."""
+        SnykConnection.objects.update(connection_id="", integration_id="", org_id="")
+        SnykDeployment.objects.update(deployment_id="")
+        SnykTenant.objects.update(app_install_id="", app_client_id="", app_client_secret="")
+        snyk_services.snyk_connect(
+            tenant_id=snyk_fake.DEMO_TENANT_ID,
+            token=self.snyk_token,
+            api_url=url,
+            app_org_id=snyk_fake.DEMO_ORG_ID,
+            group_id=snyk_fake.DEMO_GROUP_ID,
+        )
+        return f"tenant {snyk_fake.DEMO_TENANT_ID} connected"
 
     def _converge(self) -> str:
         """Queue runs that make the fresh emulator hold what the database says exists.
@@ -419,3 +447,5 @@ class Command(BaseCommand):
             child.kill_leftovers()
         if self.emulator is not None:
             self.emulator.stop()
+        if self.snyk_fake is not None:
+            self.snyk_fake.stop()
