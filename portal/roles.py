@@ -103,6 +103,7 @@ def context_processor(request: HttpRequest) -> dict[str, str | bool]:
         "user_role": role_of(user),
         "can_onboard": user.has_perm(CAN_ONBOARD),
         "can_download": user.has_perm(CAN_DOWNLOAD),
+        "can_download_deployment": user.has_perm(CAN_DOWNLOAD_DEPLOYMENT),
         "can_audit": user.has_perm(CAN_AUDIT),
         "can_manage_agents": user.has_perm(CAN_MANAGE_AGENTS),
         "can_offboard": user.has_perm(CAN_OFFBOARD),
