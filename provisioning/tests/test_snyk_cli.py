@@ -93,3 +93,24 @@ def test_snyk_connect_refuses_a_token_that_is_not_a_tenant_admins(db, snyk_fake,
     assert exit_code("snyk_connect", "--tenant-id", snyk_fake.tenant_id, "--token-file", str(token_file),
                      "--api-url", snyk_fake.url) == 1  # fmt: skip
     assert not SnykTenant.objects.exists()
+
+
+def test_switching_then_snyk_sync_inline_then_plan_shows_nothing(db, aws, snyk_fake):
+    from provisioning import snyk_services
+
+    from .test_snyk_flows import onboard, universal_inventory
+
+    snyk_services.snyk_connect(
+        tenant_id=snyk_fake.tenant_id, token=snyk_fake.token, api_url=snyk_fake.url,
+        app_org_id=snyk_fake.org_of(snyk_fake.tenant_id), group_id=snyk_fake.group_of(snyk_fake.tenant_id),
+    )  # fmt: skip
+    agent, (account,) = universal_inventory(["222222222222"])
+    AgentIdentity.objects.filter(pk=agent.pk).update(broker_mode="classic")
+    onboard(account)
+    assert exit_code("snyk_sync", "--agent", "ub", "--plan") == 2  # classic: nothing to sync
+    cli("agent_set", "ub", "--broker-mode", "universal")
+    plan = cli("snyk_sync", "--agent", "ub", "--plan")
+    assert "snyk:CreateConnection" in plan and "snyk:CreateIntegration" in plan
+    out = cli("snyk_sync", "--agent", "ub", "--inline")
+    assert "[succeeded] snyk:CreateIntegration" in out
+    assert cli("snyk_sync", "--plan").strip().endswith("No changes: AWS already matches.")
