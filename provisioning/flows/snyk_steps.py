@@ -63,7 +63,10 @@ class SnykAgentStep(Step):
 
 
 class SnykAccountStep(AccountStep):
-    """Each broker of the account has its `ecr` connection (as IAM trusts it), its Org, the integration."""
+    """Each broker of the account has its `ecr` connection (as IAM trusts it), its Org, the integration.
+
+    An account whose IAM step failed never gets here (ForEachAccount skips it): its trust may not
+    hold the id the connection would be given."""
 
     def __init__(self, target: AccountTarget, agent_step: SnykAgentStep):
         super().__init__(target)
@@ -82,11 +85,6 @@ class SnykAccountStep(AccountStep):
             found = self.found.setdefault(broker.pk, snyk_plan.Found())
             plan.extend(snyk_plan.plan_connection(state, broker, external_id, found))
         return plan
-
-    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
-        if outcomes.failed(self.target.account_id):
-            return 0  # its trust may not hold the id: the connection is left as it is
-        return super().execute(run, scope, outcomes)
 
     def done(self, run: Run, scope: Scope) -> None:
         for broker in _brokers([self.target]):

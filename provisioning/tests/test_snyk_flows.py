@@ -271,3 +271,26 @@ def test_deployment_files_on_the_command_line_are_audited(aws, tenant, snyk_fake
     entries = AuditEntry.objects.filter(action="deployment.download")
     assert sorted(e.details["format"] for e in entries) == ["cra-manifest", "env", "helm"]
     assert secret not in json.dumps([e.details for e in entries])
+
+
+def test_a_failed_snyk_removal_keeps_that_accounts_role(aws, tenant, snyk_fake, settings):
+    from accounts.choices import Lifecycle
+    from accounts.models import EcrAccount
+
+    settings.RECONCILE_CONCURRENCY = 1
+    _, accounts = universal_inventory(["222222222222", "333333333333"])
+    for account in accounts:
+        onboard(account)
+    failing = SnykConnection.objects.get(broker__account=accounts[0]).connection_id
+    snyk_fake.faults.append(
+        (f"DELETE /rest/tenants/{snyk_fake.tenant_id}/brokers/connections/{failing}/", 500, "")
+    )
+    settings.SNYK_RETRIES = 0
+    # Both removed in one run: the failed account's step stops it there; the other goes on.
+    EcrAccount.objects.update(status=Lifecycle.REMOVED)
+    run = run_inline(services.account_reconcile(accounts=list(EcrAccount.objects.all()), enqueue=False))
+    assert run.status == RunStatus.PARTIAL, run.explanation
+    assert run.result["accounts"] == {"222222222222": "failed", "333333333333": "succeeded"}
+    assert iam_in("222222222222").get_role("SnykEcrServiceRole")  # kept: its connection is still there
+    assert iam_in("333333333333").get_role("SnykEcrServiceRole") is None
+    assert [c["name"] for c in snyk_fake.connections.values()] == ["222222222222-eu-west-1"]
