@@ -19,6 +19,14 @@ class AgentRuntime(models.TextChoices):
 EKS_RUNTIMES = (AgentRuntime.EKS_IRSA, AgentRuntime.EKS_POD_IDENTITY)
 
 
+class BrokerMode(models.TextChoices):
+    """How an agent's accounts reach Snyk: a classic broker per account and region (files handed to
+    the user), or Universal Broker connections the portal creates through Snyk's API."""
+
+    CLASSIC = "classic", "Classic (one broker per account and region)"
+    UNIVERSAL = "universal", "Universal Broker (connections managed through Snyk's API)"
+
+
 class Lifecycle(models.TextChoices):
     DRAFT = "draft", "Draft"
     PENDING = "pending", "Onboarding"
@@ -62,6 +70,15 @@ class BrokerServer(models.TextChoices):
     EU = "https://broker.eu.snyk.io", "EU (broker.eu.snyk.io)"
     AU = "https://broker.au.snyk.io", "AU (broker.au.snyk.io)"
     US = "https://broker.us.snyk.io", "US (broker.us.snyk.io)"
+
+
+class SnykApiHost(models.TextChoices):
+    """Snyk's regional API hosts (regional-hosting-and-data-residency); SNYK_API_URL picks the default."""
+
+    US_01 = "https://api.snyk.io", "SNYK-US-01 (api.snyk.io)"
+    US_02 = "https://api.us.snyk.io", "SNYK-US-02 (api.us.snyk.io)"
+    EU_01 = "https://api.eu.snyk.io", "SNYK-EU-01 (api.eu.snyk.io)"
+    AU_01 = "https://api.au.snyk.io", "SNYK-AU-01 (api.au.snyk.io)"
 
 
 # The guide's names, used as defaults.

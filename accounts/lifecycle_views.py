@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from portal.middleware import PortalRequest
 from portal.roles import CAN_MANAGE_AGENTS, CAN_OFFBOARD, CAN_ONBOARD, permission_required
-from provisioning import aws, bulkfile, lifecycle, policies, services
+from provisioning import aws, bulkfile, lifecycle, policies, services, snyk
 from provisioning import selectors as run_selectors
 from provisioning.changes import Plan
 
@@ -28,7 +28,7 @@ from . import selectors
 from .lifecycle_forms import BulkConfirmForm, BulkUploadForm, OffboardForm, RotateForm
 from .models import ExternalId
 
-PLAN_ERRORS = (aws.AwsError, policies.LayoutError)
+PLAN_ERRORS = (aws.AwsError, snyk.SnykError, policies.LayoutError)
 CHANGED = "AWS or the inventory changed since this plan was shown: review the new plan and confirm again."
 
 

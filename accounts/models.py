@@ -1,5 +1,7 @@
 """Inventory of the AWS things the portal manages (not user logins): the desired state."""
 
+from __future__ import annotations
+
 import uuid
 
 from django.core.exceptions import ValidationError
@@ -20,6 +22,7 @@ from .choices import (
     EKS_RUNTIMES,
     AgentKind,
     AgentRuntime,
+    BrokerMode,
     BrokerServer,
     BrokerState,
     BrokerStatus,
@@ -76,6 +79,7 @@ class AgentIdentity(ManagementAccess):
     service_account = models.CharField(
         max_length=253, blank=True, validators=[v.validate_k8s_service_account]
     )
+    broker_mode = models.CharField(max_length=9, choices=BrokerMode.choices, default=BrokerMode.CLASSIC)
     # Agent-policy coalescing: every account change bumps `policy_generation`; whoever writes the
     # policy records the generation it wrote, so waiters already covered skip their write.
     policy_generation = models.PositiveBigIntegerField(default=0)
@@ -110,6 +114,10 @@ class AgentIdentity(ManagementAccess):
         errors = _runtime_errors(self)
         if errors:
             raise ValidationError(errors)
+
+    @property
+    def is_universal(self) -> bool:
+        return self.broker_mode == BrokerMode.UNIVERSAL
 
     def get_absolute_url(self) -> str:
         return reverse("accounts:agent_detail", args=[self.pk])
@@ -410,3 +418,96 @@ class OnboardingRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization.name} rule {self.position}"
+
+
+class SnykTenant(models.Model):
+    """The Snyk connection: the tenant the portal manages Universal Broker resources in.
+
+    The token (a Tenant Admin's personal API token) is stored encrypted and never shown again.
+    `app_*` is the Broker App install whose client id and secret every deployment runs with.
+    """
+
+    tenant_id = models.CharField(max_length=36, unique=True, validators=[v.validate_snyk_id])
+    api_url = models.CharField(max_length=255, validators=[v.validate_snyk_api_url])
+    token = EncryptedTextField()
+    # Where the Broker App is installed, and where new Orgs are created (blank: Orgs are mapped).
+    app_org_id = models.CharField(max_length=36, blank=True, validators=[v.validate_snyk_id])
+    group_id = models.CharField(max_length=36, blank=True, validators=[v.validate_snyk_id])
+    app_install_id = models.CharField(max_length=36, blank=True)
+    app_client_id = models.CharField(max_length=64, blank=True)
+    app_client_secret = EncryptedTextField(blank=True)
+    # Who the token belongs to, from the last connection test (GET /rest/self).
+    user_id = models.CharField(max_length=36, blank=True)
+    user_name = models.CharField(max_length=255, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Snyk connection"
+
+    def __str__(self) -> str:
+        return f"Snyk tenant {self.tenant_id} ({self.api_url})"
+
+    @classmethod
+    def current(cls) -> SnykTenant | None:
+        """The one tenant the portal works in (the latest connected)."""
+        return cls.objects.order_by("-pk").first()
+
+    @property
+    def broker_server_url(self) -> str:
+        # As snyk-broker-config prints it: the API host with //api. replaced by //broker.
+        return self.api_url.replace("//api.", "//broker.")
+
+
+class SnykDeployment(models.Model):
+    """One Universal Broker deployment serving (at most SNYK_CONNECTIONS_PER_DEPLOYMENT of) an agent's
+    connections: its own client replicas, DEPLOYMENT_ID and files. Its ordinal names it in Snyk."""
+
+    tenant = models.ForeignKey(SnykTenant, on_delete=models.PROTECT, related_name="deployments")
+    agent = models.ForeignKey(AgentIdentity, on_delete=models.PROTECT, related_name="snyk_deployments")
+    ordinal = models.PositiveIntegerField()
+    deployment_id = models.CharField(max_length=36, blank=True, help_text="Snyk's id, once created.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["agent__name", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "agent", "ordinal"], name="unique_snyk_deployment")
+        ]
+        permissions = [("download_snykdeployment", "Can download deployment files holding the client secret")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def name(self) -> str:
+        """How the portal finds it again among the tenant's deployments (metadata.name)."""
+        return f"{self.agent.name}-{self.ordinal}"
+
+
+class SnykConnection(models.Model):
+    """The Universal Broker `ecr` connection of one broker (account and region), its Org and integration.
+
+    The deployment is chosen when the row is made and never changes: Snyk cannot move a connection.
+    """
+
+    broker = models.OneToOneField(BrokerInstance, on_delete=models.CASCADE, related_name="snyk_connection")
+    deployment = models.ForeignKey(SnykDeployment, on_delete=models.PROTECT, related_name="connections")
+    connection_id = models.CharField(max_length=36, blank=True)
+    org_id = models.CharField(max_length=36, blank=True, validators=[v.validate_snyk_id])
+    org_mapped = models.BooleanField(default=False, help_text="The operator chose the Org (never created).")
+    integration_id = models.CharField(max_length=36, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["deployment_id", "broker__account__account_id", "broker__region"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def name(self) -> str:
+        """Unique per deployment and `^[\\w-]+$`: `<account>-<region>`."""
+        return f"{self.broker.account.account_id}-{self.broker.region}"

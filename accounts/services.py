@@ -16,7 +16,7 @@ from django.db import transaction
 from portal import audit
 from portal.audit import Actor
 
-from . import renderers
+from . import renderers, universal_renderers
 from .choices import (
     DEFAULT_K8S_NAMESPACE,
     DEFAULT_K8S_SERVICE_ACCOUNT,
@@ -25,11 +25,12 @@ from .choices import (
     EKS_RUNTIMES,
     AgentKind,
     AgentRuntime,
+    BrokerMode,
     BrokerServer,
     BrokerStatus,
     Lifecycle,
 )
-from .models import RUNTIME_PARAMETERS, AgentIdentity, BrokerInstance, EcrAccount, ExternalId
+from .models import RUNTIME_PARAMETERS, AgentIdentity, BrokerInstance, EcrAccount, ExternalId, SnykDeployment
 
 # Accounts whose service role the agent's permissions must list.
 MEMBER_STATUSES = (Lifecycle.PENDING, Lifecycle.ACTIVE, Lifecycle.FAILED)
@@ -44,6 +45,7 @@ def agent_build(
     policy_name: str = "",
     management_role_arn: str = "",
     management_external_id: str = "",
+    broker_mode: str = "",
     **runtime: str,
 ) -> AgentIdentity:
     """An unsaved, validated agent (for --plan and for agent_create).
@@ -52,6 +54,7 @@ def agent_build(
     agent = AgentIdentity(
         name=name,
         kind=kind,
+        broker_mode=broker_mode or BrokerMode.CLASSIC,
         account_id=account_id,
         iam_name=iam_name or (DEFAULT_USER_AGENT_NAME if kind == AgentKind.USER else DEFAULT_ROLE_AGENT_NAME),
         management_role_arn=management_role_arn,
@@ -116,6 +119,24 @@ def agent_create(*, user: Actor = None, **fields: Any) -> AgentIdentity:
     agent.save()
     audit.record(user=user, action="agent.create", obj=agent, arn=agent.arn)
     return agent
+
+
+def agent_set_broker_mode(*, agent: AgentIdentity, broker_mode: str, user: Actor = None) -> bool:
+    """Switch how the agent's accounts reach Snyk; False when it already is in that mode.
+
+    Nothing is sent to Snyk here: the next sync of the agent's accounts creates (or removes) the
+    Universal Broker connections.
+    """
+    if broker_mode not in BrokerMode.values:
+        choices = ", ".join(BrokerMode.values)
+        raise ValidationError({"broker_mode": f"{broker_mode!r} is not one of {choices}."})
+    if agent.broker_mode == broker_mode:
+        return False
+    before = agent.broker_mode
+    AgentIdentity.objects.filter(pk=agent.pk).update(broker_mode=broker_mode)
+    agent.broker_mode = broker_mode
+    audit.record(user=user, action="agent.broker_mode", obj=agent, before=before, after=broker_mode)
+    return True
 
 
 def account_build(
@@ -248,4 +269,24 @@ def broker_file_download(*, broker: BrokerInstance, fmt: str, user: Actor = None
             filename=broker_file.filename,
             external_id=renderers.current_external_id(held.account),
         )
+    return broker_file
+
+
+def deployment_file_download(
+    *, deployment: SnykDeployment, fmt: str, user: Actor = None
+) -> renderers.BrokerFile:
+    """Render a Universal Broker deployment's file and record who took it (as broker files are).
+
+    Raises renderers.BrokerFileError (nothing recorded) when the file cannot be made.
+    """
+    broker_file = universal_renderers.render(deployment, fmt)
+    audit.record(
+        user=user,
+        action="deployment.download",
+        obj=deployment,
+        deployment_id=deployment.deployment_id,
+        format=fmt,
+        filename=broker_file.filename,
+        connections=deployment.connections.count(),
+    )
     return broker_file

@@ -369,3 +369,30 @@ def validate_thumbprint(value: str) -> None:
             "An OIDC thumbprint is the 40 hexadecimal characters of the issuer certificate's SHA-1.",
             code="thumbprint",
         )
+
+
+def validate_snyk_api_url(value: str) -> None:
+    """scheme://host[:port] of Snyk's REST API (a regional host, or a stand-in such as the fake)."""
+    parts = urlsplit(value or "")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or value.rstrip("/") != (f"{parts.scheme}://{parts.netloc}")
+    ):
+        raise ValidationError(
+            "Enter the API's scheme and host only, e.g. https://api.eu.snyk.io", code="snyk_api_url"
+        )
+
+
+def validate_snyk_id(value: str) -> None:
+    """Snyk's ids (tenants, orgs, groups, deployments, connections) are UUIDs."""
+    try:
+        uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        raise ValidationError(
+            "%(value)s is not a Snyk id (a UUID).", code="snyk_id", params={"value": value}
+        ) from None
+
+
+# Universal Broker connection names (snyk-broker-config base-command.ts).
+SNYK_CONNECTION_NAME = re.compile(r"^[\w-]+\Z", re.ASCII)

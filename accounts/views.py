@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from portal.middleware import PortalRequest
 from portal.roles import CAN_DOWNLOAD, CAN_MANAGE_AGENTS, CAN_ONBOARD, permission_required
-from provisioning import aws, policies, services
+from provisioning import aws, policies, services, snyk
 from provisioning import selectors as run_selectors
 from provisioning.changes import Plan
 
@@ -32,7 +32,7 @@ from .models import AgentIdentity, EcrAccount
 
 CAN_VIEW = "accounts.view_ecraccount"
 CAN_VIEW_AGENTS = "accounts.view_agentidentity"
-PLAN_ERRORS = (aws.AwsError, policies.LayoutError)
+PLAN_ERRORS = (aws.AwsError, snyk.SnykError, policies.LayoutError)
 # What a plan preview is of: an account (onboarding, reconcile) or an agent (its setup).
 _Target = TypeVar("_Target", EcrAccount, AgentIdentity)
 

@@ -25,6 +25,9 @@ _VIEW = [
     "accounts.view_ecraccount",
     "accounts.view_externalid",
     "accounts.view_brokerinstance",
+    "accounts.view_snyktenant",
+    "accounts.view_snykdeployment",
+    "accounts.view_snykconnection",
     "provisioning.view_run",
     "provisioning.view_operation",
     "provisioning.view_runlogentry",
@@ -33,6 +36,7 @@ _VIEW = [
 _OPERATE = [
     "accounts.onboard_ecraccount",
     "accounts.download_brokerinstance",
+    "accounts.download_snykdeployment",
     "provisioning.request_audit",
 ]
 _ADMINISTER = [
@@ -53,6 +57,7 @@ ROLE_PERMISSIONS = {
 # Permission names used by views (one place to read what each role may do).
 CAN_ONBOARD = "accounts.onboard_ecraccount"
 CAN_DOWNLOAD = "accounts.download_brokerinstance"
+CAN_DOWNLOAD_DEPLOYMENT = "accounts.download_snykdeployment"
 CAN_AUDIT = "provisioning.request_audit"
 CAN_MANAGE_AGENTS = "accounts.manage_agentidentity"
 CAN_OFFBOARD = "accounts.offboard_ecraccount"
@@ -99,6 +104,7 @@ def context_processor(request: HttpRequest) -> dict[str, str | bool]:
         "user_role": role_of(user),
         "can_onboard": user.has_perm(CAN_ONBOARD),
         "can_download": user.has_perm(CAN_DOWNLOAD),
+        "can_download_deployment": user.has_perm(CAN_DOWNLOAD_DEPLOYMENT),
         "can_audit": user.has_perm(CAN_AUDIT),
         "can_manage_agents": user.has_perm(CAN_MANAGE_AGENTS),
         "can_offboard": user.has_perm(CAN_OFFBOARD),

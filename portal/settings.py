@@ -381,6 +381,25 @@ if OIDC_ENABLED:
         if not _value:
             raise ImproperlyConfigured(f"OIDC_ISSUER is set: {_name} must be set too.")
 
+# --- Snyk (Universal Broker agents) -----------------------------------------------------------
+# The REST API host new Snyk connections use (snyk_connect --api-url overrides it per connection).
+SNYK_API_URL: str = _raw("SNYK_API_URL").rstrip("/") or "https://api.snyk.io"
+if urlsplit(SNYK_API_URL).scheme not in ("http", "https") or not urlsplit(SNYK_API_URL).hostname:
+    raise ImproperlyConfigured(
+        f"SNYK_API_URL={SNYK_API_URL!r} is not an http(s) URL, e.g. https://api.eu.snyk.io"
+    )
+# Snyk's Broker App (snyk-broker-config's default); Snyk gives other ids for other environments.
+SNYK_BROKER_APP_ID: str = _raw("SNYK_BROKER_APP_ID") or "cb43d761-bd17-4b44-9b6c-e5b8ad077d33"
+# Seconds one Snyk API call may take, and how many times a 429 or 5xx is retried.
+SNYK_TIMEOUT = _float("SNYK_TIMEOUT", default=30.0, minimum=1)
+SNYK_RETRIES = _int("SNYK_RETRIES", default=5, minimum=0)
+# Connections per deployment: Snyk allows 25; one is left free so a deployment is never at the limit.
+SNYK_CONNECTIONS_PER_DEPLOYMENT = _int("SNYK_CONNECTIONS_PER_DEPLOYMENT", default=24, minimum=1)
+if SNYK_CONNECTIONS_PER_DEPLOYMENT > 25:
+    raise ImproperlyConfigured(
+        f"SNYK_CONNECTIONS_PER_DEPLOYMENT={SNYK_CONNECTIONS_PER_DEPLOYMENT} is too large: Snyk allows 25."
+    )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -25,8 +25,8 @@ from accounts.models import EcrAccount
 from portal.redact import redact
 from portal.text import counted
 
-from . import aws, policies
-from .changes import Change, Plan
+from . import aws, policies, snyk
+from .changes import Change, Plan, SnykChange
 from .choices import OperationStatus
 from .models import Operation, Run
 
@@ -41,13 +41,13 @@ class RunLost(Exception):
 
 
 class ApplyError(Exception):
-    def __init__(self, change: Change, error: aws.AwsError):
+    def __init__(self, change: Change, error: aws.AwsError | snyk.SnykError):
         self.change = change
         self.error = error
         super().__init__(explain(change, error))
 
 
-def explain(change: Change, error: aws.AwsError) -> str:
+def explain(change: Change, error: aws.AwsError | snyk.SnykError) -> str:
     """The failure in plain words, for the run page and the command line."""
     hints = {
         "AccessDenied": "the portal's credentials (or the account's management role) may not do this; "
@@ -92,6 +92,8 @@ def _start(run: Run, change: Change, step: str) -> Operation:
 
 def apply_change(run: Run, change: Change, step: str = "") -> Operation:
     """Make one AWS write, recorded as started before the call and settled after it (also when it fails)."""
+    if isinstance(change, SnykChange):
+        return apply_snyk_change(run, change, step)
     client = aws.client_for_change(change.access, change.action, change.region)
     operation = _start(run, change, step)
     started = time.monotonic()
@@ -132,6 +134,43 @@ def apply_change(run: Run, change: Change, step: str = "") -> Operation:
     Run.objects.filter(pk=run.pk).update(progress_done=F("progress_done") + 1)
     if error:
         raise ApplyError(change, error)
+    return operation
+
+
+def apply_snyk_change(run: Run, change: SnykChange, step: str = "") -> Operation:
+    """Make one Snyk write and record it like an AWS write (started before the call, settled after):
+    the request (redacted, never the answer: it may hold a client secret), Snyk's request id,
+    attempts, duration and error."""
+    assert change.tenant is not None
+    path = change.resolved_path()
+    change.params = {"method": change.http, "path": path, "version": change.version, "body": change.body}
+    change.arn = path
+    operation = _start(run, change, step)
+    started = time.monotonic()
+    error: snyk.SnykError | None = None
+    answer: snyk.SnykResponse | None = None
+    try:
+        answer = snyk.Client(change.tenant).request(
+            change.http, path, version=change.version, body=change.body, v1=change.v1
+        )
+        change.answer = answer.body
+    except snyk.SnykError as exc:
+        error = exc
+    settled = operation.settle(
+        OperationStatus.FAILED if error else OperationStatus.SUCCEEDED,
+        error_code=error.code if error else "",
+        error_message=error.message if error else "",
+        request_id=(error.request_id if error else answer.request_id if answer else "") or "",
+        duration_ms=int((time.monotonic() - started) * 1000),
+        attempts=answer.attempts if answer else 1,
+    )
+    if not settled:  # taken over meanwhile: the new holder settled it from the live state
+        raise RunLost(f"run {run.pk} was re-claimed while {change.action} on {change.arn} was in flight")
+    Run.objects.filter(pk=run.pk).update(progress_done=F("progress_done") + 1)
+    if error:
+        raise ApplyError(change, error)
+    if change.on_done is not None and answer is not None:
+        change.on_done(answer)
     return operation
 
 

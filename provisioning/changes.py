@@ -5,10 +5,11 @@ Pure data: built by compare.py, shown by the pages and `--plan`, applied in orde
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import aws
+from . import aws, snyk
 
 MANAGED_TAG = {"Key": "managed-by", "Value": "ecr-broker-portal"}
 
@@ -44,6 +45,42 @@ class Change:
             "before": self.before,
             "after": self.after,
         }
+
+
+@dataclass
+class SnykChange(Change):
+    """One Snyk API write, a change of the same plans (made by the applier through snyk.py).
+
+    `path` may name what an earlier change of the same plan creates, as `{name}`: `refs[name]` is
+    that change, and its answer's id fills the path when this one is made (an integration of a
+    connection created just before). `on_done` records what Snyk made (ids, a client secret shown
+    once) in the inventory right after the call, so a later failure loses none of it.
+    """
+
+    tenant: snyk.SnykAccess | None = None
+    http: str = ""
+    path: str = ""
+    version: str = ""
+    body: dict[str, Any] | None = None
+    v1: bool = False
+    refs: dict[str, SnykChange] = field(default_factory=dict, repr=False, compare=False)
+    on_done: Callable[[snyk.SnykResponse], None] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def answer_id(self) -> str:
+        data = (self.answer or {}).get("data")
+        return (
+            str((data or {}).get("id", ""))
+            if isinstance(data, dict)
+            else str((self.answer or {}).get("id", ""))
+        )
+
+    def resolved_path(self) -> str:
+        return (
+            self.path.format_map({name: ref.answer_id for name, ref in self.refs.items()})
+            if self.refs
+            else self.path
+        )
 
 
 @dataclass

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounts.models import EcrAccount, Organization
 from portal.text import counted
 
-from . import aws, policies, runner
+from . import aws, policies, runner, snyk
 from .changes import Plan
 from .choices import OperationStatus, RunStatus
 from .models import Run
@@ -183,6 +183,8 @@ def plan_or_fail(make: Callable[[], Plan]) -> Plan:
         raise CommandError(f"could not read AWS: {exc.code}: {exc.message}", returncode=EXIT_FAILED) from None
     except policies.LayoutError as exc:
         raise CommandError(str(exc), returncode=EXIT_FAILED) from None
+    except snyk.SnykError as exc:
+        raise CommandError(f"could not read Snyk: {exc.message}", returncode=EXIT_FAILED) from None
 
 
 def organization_or_invalid(name: str) -> Organization:

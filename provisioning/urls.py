@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import audit_views, org_views, views
+from . import audit_views, org_views, snyk_views, views
 
 app_name = "provisioning"
 
@@ -28,4 +28,12 @@ urlpatterns = [
     path("audit/export.csv", audit_views.audit_csv, name="audit_csv"),
     path("audit/export.json", audit_views.audit_json, name="audit_json"),
     path("audit/accounts/<str:account_id>/", audit_views.audit_detail, name="audit_detail"),
+    path("snyk/", snyk_views.snyk_overview, name="snyk_overview"),
+    path("snyk/sync/", snyk_views.snyk_sync, name="snyk_sync"),
+    path("snyk/agents/<int:pk>/broker-mode/", snyk_views.agent_broker_mode, name="agent_broker_mode"),
+    path(
+        "snyk/deployments/<int:pk>/download/<str:fmt>/",
+        snyk_views.deployment_download,
+        name="deployment_download",
+    ),
 ]

@@ -47,6 +47,15 @@ def sweep_inventory(db, aws, admin_user):
     run.log("sweep fixture")
     organization = Organization.objects.create(name="acme", account_id="123456789012")
     api_token, _ = tokens.api_token_create(user=admin_user, name="sweep")
+    from accounts.models import SnykDeployment, SnykTenant
+
+    tenant = SnykTenant.objects.create(
+        tenant_id="0d7a9c3e-5b1f-4e8a-9c2d-7f6e5a4b3c21", api_url="https://api.snyk.io", token="sweep-snyk-token",
+        app_install_id="i", app_client_id="c", app_client_secret="sweep-client-secret",
+    )  # fmt: skip
+    deployment = SnykDeployment.objects.create(
+        tenant=tenant, agent=agent, ordinal=1, deployment_id="5e2b8f14-9a3c-4d7e-8b6f-1a2c3d4e5f60"
+    )
     inventory = Inventory(
         objects={
             "accounts.agentidentity": agent,
@@ -60,6 +69,7 @@ def sweep_inventory(db, aws, admin_user):
             "auth.user": admin_user,
             "auth.group": Group.objects.get(name="viewer"),
             "portal.apitoken": api_token,
+            "accounts.snykdeployment": deployment,
         },
         params={
             "account_id": account.account_id,

@@ -100,8 +100,18 @@ def test_permission_required_answers_403_not_a_login_redirect(request, persona, 
     ("persona", "flags"),
     [
         ("viewer", set()),
-        ("operator", {"can_onboard", "can_download", "can_audit"}),
-        ("admin_user", {"can_onboard", "can_download", "can_audit", "can_manage_agents", "can_offboard"}),
+        ("operator", {"can_onboard", "can_download", "can_download_deployment", "can_audit"}),
+        (
+            "admin_user",
+            {
+                "can_onboard",
+                "can_download",
+                "can_download_deployment",
+                "can_audit",
+                "can_manage_agents",
+                "can_offboard",
+            },
+        ),
     ],
 )
 def test_navigation_flags_follow_the_role(request, persona, flags):

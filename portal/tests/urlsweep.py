@@ -28,6 +28,7 @@ MODEL_ALIASES = {
     "external": "accounts.externalid",
     "ext": "accounts.externalid",
     "broker": "accounts.brokerinstance",
+    "deployment": "accounts.snykdeployment",
     "run": "provisioning.run",
     "operation": "provisioning.operation",
     "op": "provisioning.operation",

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from accounts import services as inventory
 from accounts.models import AgentIdentity, EcrAccount
 
-from .. import aws, compare, policies
+from .. import aws, compare, policies, snyk
 from ..applier import ApplyError, apply_step, settle_recovered
 from ..changes import Plan
 from ..choices import OperationStatus
@@ -154,7 +154,7 @@ class RunFailed(Exception):
 
 
 # What makes one account (or one step) fail without ending the run: AWS said no, or a quota.
-STEP_ERRORS = (ApplyError, aws.AwsError, policies.LayoutError)
+STEP_ERRORS = (ApplyError, aws.AwsError, snyk.SnykError, policies.LayoutError)
 
 
 class Step(ABC):

@@ -37,6 +37,8 @@ from .base import (
     Step,
     agents_of,
 )
+from .snyk_steps import present_steps as snyk_present_steps
+from .snyk_steps import removal_steps as snyk_removal_steps
 from .steps import (
     AccessKeyStep,
     AccountStatuses,
@@ -130,9 +132,8 @@ class AccountsFlow(Flow):
         removed, present = scope.removed, scope.present
         check_live = self.check_live
         concurrency = settings.RECONCILE_CONCURRENCY
-        steps: list[Step] = [
-            AgentPermissionsStep(agent, check_live=check_live) for agent in agents_of(removed)
-        ]
+        steps: list[Step] = snyk_removal_steps(removed)
+        steps += [AgentPermissionsStep(agent, check_live=check_live) for agent in agents_of(removed)]
         if removed:
             steps.append(ForEachAccount([RemoveAccountStep(t) for t in removed], concurrency=concurrency))
         steps += [AgentIdentityStep(a) for a in agents_of(present) if a.status != Lifecycle.ACTIVE]
@@ -142,6 +143,7 @@ class AccountsFlow(Flow):
         for agent in agents_of(present):
             serves = [t.account_id for t in present if t.account.agent_id == agent.pk]
             steps.append(AgentPermissionsStep(agent, check_live=check_live, serves=serves))
+        steps += snyk_present_steps(present)
         if present:
             steps.append(AccountStatuses(present, failed=True, active=True))
         return steps
@@ -180,7 +182,8 @@ class OffboardFlow(Flow):
         if scope.agent_leaving:
             assert scope.agent is not None
             return [AgentPermissionsStep(scope.agent, check_live=True)]
-        steps: list[Step] = [AgentPermissionsStep(a, check_live=False) for a in agents_of(scope.accounts)]
+        steps: list[Step] = snyk_removal_steps(scope.accounts)
+        steps += [AgentPermissionsStep(a, check_live=False) for a in agents_of(scope.accounts)]
         removals = [RemoveAccountStep(t, retire_brokers=True) for t in scope.accounts]
         if removals:
             steps.append(ForEachAccount(removals, concurrency=settings.RECONCILE_CONCURRENCY))
@@ -235,7 +238,7 @@ class BulkFlow(Flow):
         )
         steps.append(AccountStatuses(targets, failed=True, active=True))
         steps.append(AgentPermissionsStep(agent, check_live=False, bump=True))
-        return steps
+        return steps + snyk_present_steps(targets)
 
     def preview(self, scope: Scope) -> Plan:
         plan = super().preview(scope)

@@ -256,6 +256,8 @@ class ForEachAccount(AccountFanOut):
 
     def run_one(self, run: Run, scope: Scope, outcomes: Outcomes, step: AccountStep) -> None:
         account_id = step.target.account_id
+        if outcomes.failed(account_id):
+            return  # an earlier step of this account failed: the run stops there for it
         try:
             outcomes.record(account_id, step.execute(run, scope, outcomes))
         except STEP_ERRORS as exc:

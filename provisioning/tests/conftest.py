@@ -71,3 +71,18 @@ def moto_endpoint(monkeypatch):
 
 def iam_in(account_id: str) -> aws_module.Iam:
     return aws_module.Iam(aws_module.Access(account_id, f"arn:aws:iam::{account_id}:role/PortalManagement"))
+
+
+@pytest.fixture
+def snyk_fake(settings):
+    """The fake Snyk API on a loopback port (threaded, in this process), with one tenant and its
+    Tenant Admin's token; retries back off at once so fault tests stay quick."""
+    from portal.snyk_fake import FakeSnyk
+
+    fake = FakeSnyk(page_size=3)
+    tenant_id = fake.add_tenant(name="Tests")
+    token = "tok-" + tenant_id[:8]
+    fake.add_user(token=token, admin_of=tenant_id)
+    with fake.serve() as url:
+        fake.url, fake.tenant_id, fake.token = url, tenant_id, token
+        yield fake

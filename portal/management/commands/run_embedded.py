@@ -45,10 +45,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import services as inventory
 from accounts.choices import Lifecycle
-from accounts.models import AgentIdentity, EcrAccount
-from portal import beat, embedded, emulator, fields, processes
+from accounts.models import AgentIdentity, EcrAccount, SnykConnection, SnykDeployment, SnykTenant
+from portal import beat, embedded, emulator, fields, processes, snyk_fake
 from portal.text import counted
-from provisioning import aws, org_services, services
+from provisioning import aws, org_services, services, snyk_services
 
 BEAT_SCHEDULE = "celerybeat-schedule"
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
@@ -158,6 +158,12 @@ class Command(BaseCommand):
             help="AWS emulator port on 127.0.0.1 (default: $PORTAL_AWS_PORT, or 0 for a free port).",
         )
         parser.add_argument(
+            "--snyk-port",
+            type=int,
+            default=_env_int("PORTAL_SNYK_PORT", 0),
+            help="Fake Snyk API port on 127.0.0.1 (default: $PORTAL_SNYK_PORT, or 0 for a free port).",
+        )
+        parser.add_argument(
             "--concurrency",
             type=int,
             default=_env_int("PORTAL_WORKER_CONCURRENCY", 2),
@@ -179,6 +185,7 @@ class Command(BaseCommand):
         self.options = options
         self.children: list[Child] = []
         self.emulator: emulator.Emulator | None = None
+        self.snyk_fake: snyk_fake.FakeSnyk | None = None
         self.hurry = False
         previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
         for sig in SIGNALS:
@@ -224,6 +231,7 @@ class Command(BaseCommand):
         var_dir = Path(settings.VAR_DIR)
         self._refuse_a_running_beat(var_dir)
         pinned = self._start_emulator(var_dir)
+        self._start_snyk_fake(pinned)
         key_env, notes = self._prepare_data(var_dir)
         env = self._child_env(var_dir, pinned, key_env)
         self._run_checks(env)
@@ -253,6 +261,13 @@ class Command(BaseCommand):
         aws.sessions.clear()
         return pinned
 
+    def _start_snyk_fake(self, pinned: dict[str, str]) -> None:
+        """The fake Snyk API, in a thread of this process: workers call it over HTTP."""
+        self.stdout.write("Starting the fake Snyk API…")
+        self.snyk_fake, self.snyk_token = snyk_fake.demo()
+        self.snyk_url = self.snyk_fake.start(port=self.options["snyk_port"])
+        pinned["SNYK_API_URL"] = settings.SNYK_API_URL = self.snyk_url
+
     def _prepare_data(self, var_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
         """Key, schema, admin user, demo data and the runs that rebuild the emulator; banner notes."""
         notes = {"base": emulator.base_account()}  # fake credentials only work on the emulator
@@ -262,6 +277,7 @@ class Command(BaseCommand):
         if key_env:  # tokens an earlier run stored under the key derived from the public SECRET_KEY
             fields.reencrypt(fields.derived_key(settings.SECRET_KEY))
         notes["password"] = self._ensure_admin()
+        notes["snyk"] = self._connect_snyk(self.snyk_url)
         notes["demo"] = "none (--no-demo)"
         self.demo_agent = None
         if not self.options["no_demo"]:
@@ -326,6 +342,7 @@ class Command(BaseCommand):
             f"filesystem broker in {settings.CELERY_QUEUE_DIR}",
             f"  AWS      emulator {self.emulator.url} (moto; fake credentials; base account {notes['base']};"
             " real AWS is never used)",
+            f"  Snyk     fake API {self.snyk_url} ({notes['snyk']}; Snyk itself is never called)",
             f"  demo     {notes['demo']}",
             f"  runs     {notes['runs']}",
             f"  data     {var_dir} (this user only; {notes['key']})",
@@ -399,6 +416,21 @@ class Command(BaseCommand):
             f"organization {organization.name} ({len(seeded.accounts)} accounts; discovery and sync queued)"
         )
 
+    def _connect_snyk(self, url: str) -> str:
+        """Connect the portal to the fake's demo tenant. The fake starts empty every time, like the
+        AWS emulator: the ids Snyk gave last time are forgotten, and the converge runs make them anew."""
+        SnykConnection.objects.update(connection_id="", integration_id="", org_id="")
+        SnykDeployment.objects.update(deployment_id="")
+        SnykTenant.objects.update(app_install_id="", app_client_id="", app_client_secret="")
+        snyk_services.snyk_connect(
+            tenant_id=snyk_fake.DEMO_TENANT_ID,
+            token=self.snyk_token,
+            api_url=url,
+            app_org_id=snyk_fake.DEMO_ORG_ID,
+            group_id=snyk_fake.DEMO_GROUP_ID,
+        )
+        return f"tenant {snyk_fake.DEMO_TENANT_ID} connected"
+
     def _converge(self) -> str:
         """Queue runs that make the fresh emulator hold what the database says exists.
 
@@ -465,3 +497,5 @@ class Command(BaseCommand):
             child.kill_leftovers()
         if self.emulator is not None:
             self.emulator.stop()
+        if self.snyk_fake is not None:
+            self.snyk_fake.stop()

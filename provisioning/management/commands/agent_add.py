@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import services as inventory
-from accounts.choices import AgentRuntime
+from accounts.choices import AgentRuntime, BrokerMode
 from provisioning import cli, services
 
 
@@ -20,6 +20,12 @@ class Command(BaseCommand):
         parser.add_argument("--management-role-arn", default="")
         parser.add_argument("--management-external-id", default="")
         add_runtime_arguments(parser, default=AgentRuntime.EC2)
+        parser.add_argument(
+            "--broker-mode",
+            choices=BrokerMode.values,
+            default=BrokerMode.CLASSIC,
+            help="classic: a broker per account and region; universal: Universal Broker connections.",
+        )
         cli.add_run_arguments(parser)
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -31,6 +37,7 @@ class Command(BaseCommand):
             "policy_name": opts["policy_name"],
             "management_role_arn": opts["management_role_arn"],
             "management_external_id": opts["management_external_id"],
+            "broker_mode": opts["broker_mode"],
             **runtime_fields(opts),
         }
         try:

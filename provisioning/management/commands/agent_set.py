@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import services as inventory
+from accounts.choices import BrokerMode
 from accounts.models import AgentIdentity
 from provisioning import cli, services
 
@@ -12,12 +13,15 @@ from .agent_add import add_runtime_arguments, runtime_fields
 
 class Command(BaseCommand):
     help = (
-        "Change an agent's settings. --runtime (and its parameters) moves a role agent to where it "
-        "runs: the setup run then changes its trust (and instance profile or Pod Identity association)."
+        "Change an agent's settings. --broker-mode switches its accounts between classic and universal "
+        "(then `snyk_sync --agent NAME` brings Snyk to it). --runtime (and its parameters) moves a role "
+        "agent to where it runs: the setup run then changes its trust (and instance profile or Pod "
+        "Identity association)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
+        parser.add_argument("--broker-mode", choices=BrokerMode.values)
         add_runtime_arguments(parser, default=None)
         cli.add_run_arguments(parser)
 
@@ -26,11 +30,29 @@ class Command(BaseCommand):
         if agent is None:
             raise cli.invalid(ValidationError({"name": f"no agent {opts['name']!r} in the portal."}))
         runtime = runtime_fields(opts)
-        if not runtime:
-            raise cli.invalid("give a setting to change, e.g. --runtime eks-irsa --oidc-issuer URL.")
+        if not runtime and not opts["broker_mode"]:
+            raise cli.invalid("give a setting to change, e.g. --broker-mode universal or --runtime eks-irsa.")
         if opts["plan"]:
-            self._print_plan(agent, runtime)
+            if opts["broker_mode"]:
+                self.stdout.write(f"Agent {agent.name} would switch to {opts['broker_mode']} mode.")
+            if runtime:
+                self._print_plan(agent, runtime)
             return
+        if opts["broker_mode"]:
+            self._set_broker_mode(agent, opts["broker_mode"])
+        if runtime:
+            self._set_runtime(agent, runtime, opts)
+
+    def _set_broker_mode(self, agent: AgentIdentity, broker_mode: str) -> None:
+        if not inventory.agent_set_broker_mode(agent=agent, broker_mode=broker_mode):
+            self.stdout.write(f"Agent {agent.name} is already in {agent.broker_mode} mode: nothing changed.")
+            return
+        self.stdout.write(
+            f"Agent {agent.name} is now in {agent.broker_mode} mode. "
+            f"Run `manage.py snyk_sync --agent {agent.name}` to bring Snyk to it."
+        )
+
+    def _set_runtime(self, agent: AgentIdentity, runtime: dict[str, str], opts: dict[str, Any]) -> None:
         try:
             changed = inventory.agent_set_runtime(agent=agent, runtime=runtime)
         except ValidationError as exc:

@@ -1,0 +1,86 @@
+"""Use cases of the Snyk side: connecting a tenant (tested before it is saved) and syncing agents.
+
+snyk_sync is a reconcile run over a universal agent's accounts: the same flow, whose Snyk steps
+follow its IAM steps, so a sync of an agent already in step writes nothing to either system.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from accounts.choices import Lifecycle
+from accounts.models import AgentIdentity, EcrAccount, SnykTenant
+from portal import audit
+from portal.audit import Actor
+
+from . import services, snyk
+from .changes import Plan
+from .models import Run
+from .snyk_plan import access_of
+
+SYNCED_STATUSES = (Lifecycle.ACTIVE, Lifecycle.FAILED)
+
+
+def snyk_connect(
+    *,
+    tenant_id: str,
+    token: str,
+    api_url: str = "",
+    app_org_id: str = "",
+    group_id: str = "",
+    user: Actor = None,
+) -> SnykTenant:
+    """Test the token (GET /rest/self, then the Tenant Admin membership) and save the connection.
+
+    Raises ValidationError for bad input (nothing sent), snyk.SnykError when Snyk refuses.
+    """
+    tenant = SnykTenant.objects.filter(tenant_id=tenant_id).first() or SnykTenant(tenant_id=tenant_id)
+    tenant.api_url = (api_url or settings.SNYK_API_URL).rstrip("/")
+    tenant.token = token
+    tenant.app_org_id = app_org_id or tenant.app_org_id
+    tenant.group_id = group_id or tenant.group_id
+    if not token or token != token.strip():
+        raise ValidationError({"token": "The token file must hold the token alone (one line)."})
+    tenant.full_clean(validate_unique=False)
+    client = snyk.Client(access_of(tenant))
+    me = client.self_user()
+    user_id = str(me.get("id", ""))
+    if not client.is_tenant_admin(user_id):
+        raise snyk.SnykError(
+            403, "Not a Tenant Admin", f"the token's user {user_id} is not an admin of tenant {tenant_id}"
+        )
+    attributes = me.get("attributes") or {}
+    tenant.user_id = user_id
+    tenant.user_name = str(attributes.get("name") or attributes.get("username") or "")
+    tenant.verified_at = timezone.now()
+    tenant.save()
+    audit.record(
+        user=user,
+        action="snyk.connect",
+        obj=tenant,
+        tenant_id=tenant_id,
+        api_url=tenant.api_url,
+        snyk_user=tenant.user_name,
+    )
+    return tenant
+
+
+def sync_accounts(agent: AgentIdentity | None = None) -> list[EcrAccount]:
+    """The onboarded accounts of universal agents (or of this one) a sync brings Snyk to."""
+    accounts = EcrAccount.objects.filter(status__in=SYNCED_STATUSES).select_related("agent")
+    if agent is not None:
+        accounts = accounts.filter(agent=agent)
+    return [a for a in accounts.order_by("account_id") if a.agent.is_universal]
+
+
+def plan_sync(agent: AgentIdentity | None = None) -> Plan:
+    return services.plan_reconcile(sync_accounts(agent))
+
+
+def snyk_sync(*, agent: AgentIdentity | None = None, user: Actor = None, enqueue: bool = True) -> Run | None:
+    accounts = sync_accounts(agent)
+    if not accounts:
+        return None
+    return services.account_reconcile(accounts=accounts, user=user, enqueue=enqueue)
