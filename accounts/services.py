@@ -231,7 +231,9 @@ def agent_member_arns(agent: AgentIdentity, *, plus: EcrAccount | None = None) -
     """Account id -> service role ARN for every account the agent's permissions must list."""
     arns = {
         a.account_id: a.service_role_arn
-        for a in agent.accounts.filter(status__in=MEMBER_STATUSES).only("account_id", "service_role_name")
+        for a in agent.accounts.filter(status__in=MEMBER_STATUSES).only(
+            "agent_id", "account_id", "service_role_name"
+        )  # agent_id: the manager sets it on each row
     }
     if plus is not None:
         arns[plus.account_id] = plus.service_role_arn
