@@ -14,6 +14,7 @@ from django.urls import reverse
 from accounts import services as account_services
 from accounts.choices import Lifecycle
 from accounts.models import EcrAccount
+from provisioning.audit_selectors import PAGE_SIZE
 from provisioning.choices import AuditStatus, RunKind, RunStatus
 from provisioning.models import AuditSnapshot, Run
 
@@ -274,7 +275,7 @@ def test_pages_cost_the_same_queries_for_2_or_27_relationships(
         response = client.get(url, params)
     assert response.status_code == 200
     if url == LIST and not params:
-        assert len(row_ids(response.content.decode())) == 27
+        assert len(row_ids(response.content.decode())) == min(27, PAGE_SIZE)
 
 
 def test_detail_page_costs_the_same_queries_with_a_long_history(
