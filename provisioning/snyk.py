@@ -236,6 +236,10 @@ class Client:
             f"/rest/tenants/{self.access.tenant_id}/brokers/deployments", version=BROKER_VERSION
         )
 
+    def install_deployments(self, install_id: str) -> list[dict[str, Any]]:
+        """The deployments of one Broker App install (snyk-broker-config getDeployments)."""
+        return self.list_all(f"{self.install_path(install_id)}/deployments", version=BROKER_VERSION)
+
     def connections(self, install_id: str, deployment_id: str) -> list[dict[str, Any]]:
         return self.list_all(
             f"{self.install_path(install_id)}/deployments/{deployment_id}/connections", version=BROKER_VERSION

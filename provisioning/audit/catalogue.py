@@ -51,8 +51,36 @@ CHECKS: dict[str, Check] = {
         Check("agent-trust-no-tag-session", Severity.MEDIUM, "Pod Identity trust without sts:TagSession"),
         Check("agent-trust-no-source-condition", Severity.MEDIUM, "ECS trust without source conditions"),
         Check("agent-oidc-provider-missing", Severity.HIGH, "The agent's OIDC provider does not exist"),
+        # Universal Broker: the Snyk side read against IAM and the inventory (snyk_rules).
+        Check("snyk-unreadable", Severity.HIGH, "Snyk side could not be read"),
+        Check("snyk-connection-missing", Severity.MEDIUM, "No Snyk connection for the registry"),
+        Check("snyk-connection-role-differs", Severity.HIGH, "Connection names another role"),
+        Check("snyk-connection-role-missing", Severity.HIGH, "Connection's role does not exist"),
+        Check("snyk-connection-region-differs", Severity.HIGH, "Connection is for another registry"),
+        Check(
+            "snyk-connection-external-id-rejected", Severity.HIGH, "Connection's ExternalId is not trusted"
+        ),
+        Check("snyk-integration-missing", Severity.MEDIUM, "Connection has no integration"),
+        Check("snyk-integration-wrong-org", Severity.HIGH, "Connection integrated with another Org"),
+        Check(
+            "snyk-integration-wrong-connection", Severity.HIGH, "Org integrated through another connection"
+        ),
+        Check("snyk-deployment-over-limit", Severity.MEDIUM, "Deployment over Snyk's 25 connections"),
+        Check("snyk-connection-unknown", Severity.HIGH, "Connection the portal does not know"),
     ]
 }
+# Findings a Snyk sync (or the reconcile of the account) would fix: the account counts as drifted.
+SNYK_DRIFT_CODES = frozenset(
+    {
+        "snyk-connection-missing",
+        "snyk-connection-role-differs",
+        "snyk-connection-region-differs",
+        "snyk-connection-external-id-rejected",
+        "snyk-integration-missing",
+        "snyk-integration-wrong-org",
+        "snyk-integration-wrong-connection",
+    }
+)
 HIGH_RANK = SEVERITY_RANK[Severity.HIGH]
 
 

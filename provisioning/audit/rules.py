@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import policies
 from ..choices import AuditStatus
-from .catalogue import Finding
+from .catalogue import SNYK_DRIFT_CODES, Finding
 from .documents import (
     ASSUME_ACTION,
     Grant,
@@ -213,7 +213,7 @@ def account_status(read: AccountRead, findings: list[Finding]) -> str:
         return AuditStatus.DRIFTED if read.plan and not read.plan.is_empty else AuditStatus.IN_SYNC
     if read.role is None or read.policy is None:
         return AuditStatus.MISSING
-    drift_codes = {"agent-permission-missing", "inventory-invalid"}
+    drift_codes = {"agent-permission-missing", "inventory-invalid", *SNYK_DRIFT_CODES}
     if (read.plan and not read.plan.is_empty) or any(f.code in drift_codes for f in findings):
         return AuditStatus.DRIFTED
     return AuditStatus.IN_SYNC

@@ -21,7 +21,7 @@ from .. import aws
 from ..choices import AuditStatus, RunStatus, Severity
 from ..models import Run
 from .agent_rules import agent_findings, agent_grant_findings
-from .catalogue import severity_counts
+from .catalogue import Finding, severity_counts
 from .documents import Grant
 from .notify import notify_new_findings
 from .reads import (
@@ -35,6 +35,8 @@ from .reads import (
     read_agent,
 )
 from .rules import account_documents, account_findings, account_status
+from .snyk_reads import SnykFacts, SnykRead, read_snyk
+from .snyk_rules import SnykFindings, snyk_findings
 from .store import AccountOutcome, store_results
 
 log = logging.getLogger(__name__)
@@ -62,13 +64,15 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
     facts = [AccountFacts.of(a) for a in accounts]
     members = {agent.pk: inventory.agent_member_arns(agent) for agent in agents}
     statuses = dict(EcrAccount.objects.values_list("account_id", "status"))
-    total = len(accounts) + len(agents)
+    snyk_facts = SnykFacts.of(accounts, agents)  # None: no universal agent, Snyk is not read
+    total = len(accounts) + len(agents) + (1 if snyk_facts else 0)
     Run.objects.filter(pk=run.pk).update(progress_total=total)
     scope = f"{counted(len(accounts), 'account', 'accounts')} and {counted(len(agents), 'agent', 'agents')}"
-    run.log(f"auditing {scope}, up to {_concurrency()} reads at a time")
+    also = " and the Snyk side of its universal agents once" if snyk_facts else ""
+    run.log(f"auditing {scope}{also}, up to {_concurrency()} reads at a time")
 
     writes_before = aws.write_calls()
-    reads = _read_concurrently(run, facts, agents, members)
+    reads = _read_concurrently(run, facts, agents, members, snyk_facts)
     if reads.cancelled_after is not None:
         # A partial audit would make the unread accounts look gone: keep the last whole one.
         return RunStatus.CANCELLED, (
@@ -81,20 +85,31 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
     if writes:
         log.error("AWS write calls were made in this process during audit run %s: %s", run.pk, writes)
 
+    cross = SnykFindings()
+    if snyk_facts is not None and reads.snyk is not None:
+        by_account = {read.facts.account.account_id: read for read in reads.accounts}
+        cross = snyk_findings(snyk_facts, reads.snyk, by_account)
     agent_results = []
     for agent in agents:
         read = reads.agents[agent.pk]
-        read.findings = agent_findings(read, statuses)
+        read.findings = agent_findings(read, statuses) + cross.agents.get(agent.name, [])
         agent_results.append(read)
-    outcomes = [_outcome(read, reads.agents.get(read.facts.account.agent_id), now) for read in reads.accounts]
+    outcomes = [
+        _outcome(read, reads.agents.get(read.facts.account.agent_id), now, cross.accounts.get(acct, []))
+        for read in reads.accounts
+        for acct in [read.facts.account.account_id]
+    ]
     outcomes.sort(key=lambda o: o.facts.account.account_id)
-    new_high = store_results(run, outcomes, agent_results, now=now, peak=reads.peak)
+    snyk_status = _snyk_status(reads.snyk) if snyk_facts is not None else None
+    new_high = store_results(run, outcomes, agent_results, now=now, peak=reads.peak, snyk=snyk_status)
     explanation = _explanation(
         outcomes, agent_results, new_high, peak=reads.peak, limit=_concurrency(), writes=writes
-    )
+    ) + (f" {snyk_status['message']}" if snyk_status else "")
     notify_new_findings(run, new_high)
-    unreachable = sum(1 for o in outcomes if o.status == AuditStatus.UNREACHABLE) + sum(
-        1 for a in agent_results if a.error
+    unreachable = (
+        sum(1 for o in outcomes if o.status == AuditStatus.UNREACHABLE)
+        + sum(1 for a in agent_results if a.error)
+        + (1 if snyk_status and snyk_status["status"] == SNYK_UNREADABLE else 0)
     )
     status = RunStatus.PARTIAL if unreachable else RunStatus.SUCCEEDED
     return status, explanation
@@ -106,6 +121,39 @@ class _Reads:
     agents: dict[int, AgentRead] = field(default_factory=dict)  # by agent pk
     peak: int = 0  # the most accounts read at once
     cancelled_after: int | None = None  # how many reads were done when a cancel was seen
+    snyk: SnykRead | None = None  # the Snyk side (universal agents only), read once
+
+
+SNYK_READ, SNYK_UNREADABLE = "read", "unreadable"
+
+
+def _snyk_status(read: SnykRead | None) -> dict[str, Any]:
+    """What the run says of the Snyk side: read (how much, in how many listings) or why not."""
+    if read is None or read.error:
+        error = read.error if read is not None else "the read did not finish"
+        return {
+            "status": SNYK_UNREADABLE,
+            "message": f"The Snyk side could not be read ({error}); only the AWS side was audited.",
+        }
+    return {
+        "status": SNYK_READ,
+        "deployments": len(read.deployments),
+        "connections": read.connection_count,
+        "listings": read.listings,
+        "message": f"Snyk side read once: {counted(len(read.deployments), 'deployment', 'deployments')}, "
+        f"{counted(read.connection_count, 'connection', 'connections')}, "
+        f"{counted(read.listings, 'listing', 'listings')}.",
+    }
+
+
+def _read_snyk(facts: SnykFacts) -> SnykRead:
+    try:
+        return read_snyk(facts)
+    except Exception as exc:  # the AWS side of the audit completes whatever Snyk does
+        log.exception("audit of the Snyk side failed")
+        return SnykRead(error=f"{type(exc).__name__}: {exc}")
+    finally:
+        _close_thread_connections()
 
 
 def _read_account(item: AccountFacts, gauge: _Gauge) -> AccountRead:
@@ -130,17 +178,25 @@ def _read_agent(agent: AgentIdentity, members: dict[str, str]) -> AgentRead:
 
 
 def _read_concurrently(
-    run: Run, facts: list[AccountFacts], agents: list[AgentIdentity], members: dict[int, dict[str, str]]
+    run: Run,
+    facts: list[AccountFacts],
+    agents: list[AgentIdentity],
+    members: dict[int, dict[str, str]],
+    snyk_facts: SnykFacts | None = None,
 ) -> _Reads:
-    """Every agent and account on the pool, beating the run's heartbeat and watching for a cancel."""
+    """Every agent and account (and the Snyk side, as one read) on the pool, beating the run's
+    heartbeat and watching for a cancel."""
     reads = _Reads()
     gauge = _Gauge()
     with ThreadPoolExecutor(max_workers=_concurrency(), thread_name_prefix="audit") as pool:
-        futures: list[Future] = [pool.submit(_read_agent, a, members[a.pk]) for a in agents]
+        futures: list[Future] = [pool.submit(_read_snyk, snyk_facts)] if snyk_facts is not None else []
+        futures += [pool.submit(_read_agent, a, members[a.pk]) for a in agents]
         futures += [pool.submit(_read_account, f, gauge) for f in facts]
         for done, future in enumerate(as_completed(futures), start=1):
             result = future.result()
-            if isinstance(result, AgentRead):
+            if isinstance(result, SnykRead):
+                reads.snyk = result
+            elif isinstance(result, AgentRead):
                 reads.agents[result.agent.pk] = result
             else:
                 reads.accounts.append(result)
@@ -189,10 +245,12 @@ def _explanation(
     )
 
 
-def _outcome(read: AccountRead, agent: AgentRead | None, now: datetime) -> AccountOutcome:
+def _outcome(
+    read: AccountRead, agent: AgentRead | None, now: datetime, cross: list[Finding] | None = None
+) -> AccountOutcome:
     findings = account_findings(read, now)
     grant_findings, live_grants = agent_grant_findings(read, agent)
-    findings += grant_findings
+    findings += grant_findings + (cross or [])
     desired_grants: list[Grant] = []
     if agent is not None and agent.desired is not None and not read.facts.removed:
         desired_grants = agent.grants("desired").covering(read.facts.account.service_role_arn)
@@ -208,3 +266,14 @@ def _outcome(read: AccountRead, agent: AgentRead | None, now: datetime) -> Accou
         desired,
         plan,
     )
+
+
+def cross_system_findings(accounts: list[EcrAccount]) -> list[Finding]:
+    """The cross-system checks alone, read now in this thread (the accounts' IAM and the Snyk side
+    of their universal agents): what a test calls between two writes of a run."""
+    agents = sorted({a.agent_id: a.agent for a in accounts}.values(), key=lambda a: a.name)
+    facts = SnykFacts.of(accounts, agents)
+    if facts is None:
+        return []
+    iam = {a.account_id: read_account(AccountFacts.of(a)) for a in accounts}
+    return snyk_findings(facts, read_snyk(facts), iam).all

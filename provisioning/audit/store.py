@@ -63,7 +63,13 @@ class _SnapshotWrites:
 
 
 def store_results(
-    run: Run, outcomes: list[AccountOutcome], agents: list[AgentRead], *, now: datetime, peak: int
+    run: Run,
+    outcomes: list[AccountOutcome],
+    agents: list[AgentRead],
+    *,
+    now: datetime,
+    peak: int,
+    snyk: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Snapshots (a new row only when something changed), account flags, the run's result.
 
@@ -80,6 +86,8 @@ def store_results(
         "account_count": len(outcomes),
         "agents": [_agent_result(a) for a in agents],
     }
+    if snyk is not None:
+        result["snyk"] = snyk  # the Snyk side of universal agents: read, or why it could not be
     with transaction.atomic():
         for chunk in _chunks(writes.unchanged):
             AuditSnapshot.objects.filter(pk__in=chunk).update(confirmed_at=now, run=run)

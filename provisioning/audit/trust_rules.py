@@ -134,6 +134,17 @@ def trust_findings(read: AccountRead, now: datetime) -> list[Finding]:
     return findings + _retiring_findings(read, accepted, now)
 
 
+def ids_accepted_from(trust: Any, role_name: str, agent_arn: str) -> set[str]:
+    """The ExternalIds with which the live trust lets the agent assume the role (its Allow statements
+    that trust the agent and require one of the ids they name)."""
+    trusted = [
+        TrustStatement(index, st, role_name, agent_arn)
+        for index, st in enumerate(statements(trust))
+        if allows_action(st, ASSUME_ACTION)
+    ]
+    return {v for st in trusted if st.trusts_agent for v in st.exact_ids}
+
+
 def _statement_findings(read: AccountRead, st: TrustStatement) -> list[Finding]:
     acct = read.facts.account.account_id
     found = [f for p in st.principals if (f := _principal_finding(p, st, acct))]

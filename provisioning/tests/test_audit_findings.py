@@ -371,7 +371,8 @@ CASES = {
 
 
 def test_every_finding_code_has_a_crafted_case():
-    assert set(CASES) == set(CHECKS)
+    # The Snyk side's (universal agents) are crafted in test_audit_snyk.py.
+    assert set(CASES) == {code for code in CHECKS if not code.startswith("snyk-")}
 
 
 def findings_of(run, subject):

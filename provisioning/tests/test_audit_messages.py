@@ -629,7 +629,8 @@ CASES: list[tuple[str, str, Callable[[], list[Finding]], list[str]]] = [
 
 
 def test_every_finding_code_has_its_text_asserted():
-    assert {code for code, *_ in CASES} == set(CHECKS)
+    # The Snyk side's (universal agents): test_audit_snyk.py asserts the words of each.
+    assert {code for code, *_ in CASES} == {code for code in CHECKS if not code.startswith("snyk-")}
 
 
 @pytest.mark.parametrize(
