@@ -300,6 +300,10 @@ def audit_detail(account_id: str) -> dict[str, Any]:
         "documents": document_pairs(latest) if latest else [],
         "changes": (latest.plan or {}).get("changes", []) if latest else [],
         "plan_notes": (latest.plan or {}).get("notes", []) if latest else [],
+        # The stored plan is IAM's; a finding on the Snyk side is planned by the reconcile preview.
+        "snyk_drift": any(
+            f["code"] in catalogue.SNYK_DRIFT_CODES for f in (latest.findings if latest else [])
+        ),
         "history": history,
         "agent": agent,
         "last_audit": last,
@@ -317,7 +321,7 @@ def export_json(filters: AuditFilters) -> dict[str, Any]:
     agents = (last.result or {}).get("agents", []) if last else []
     if filters.agent:
         agents = [a for a in agents if a["name"] == filters.agent]
-    return report(snapshots, agents, timezone.now())
+    return report(snapshots, agents, timezone.now(), (last.result or {}).get("snyk") if last else None)
 
 
 CSV_COLUMNS = [

@@ -13,9 +13,15 @@ from ..models import AuditSnapshot, Run
 from .catalogue import public_finding
 
 
-def report(snapshots: Iterable[AuditSnapshot], agents: list[dict[str, Any]], generated_at: datetime) -> dict:
-    """The JSON document of the audit issue: agents and accounts with their findings."""
-    return {
+def report(
+    snapshots: Iterable[AuditSnapshot],
+    agents: list[dict[str, Any]],
+    generated_at: datetime,
+    snyk: dict[str, Any] | None = None,
+) -> dict:
+    """The JSON document of the audit issue: agents and accounts with their findings, and (with
+    universal agents) whether the Snyk side was read."""
+    document: dict[str, Any] = {
         "generated_at": generated_at.isoformat(),
         "agents": [
             {
@@ -39,13 +45,17 @@ def report(snapshots: Iterable[AuditSnapshot], agents: list[dict[str, Any]], gen
             for s in snapshots
         ],
     }
+    if snyk is not None:
+        document["snyk"] = {"status": snyk["status"], "message": snyk["message"]}
+    return document
 
 
 def run_report(run: Run) -> dict:
     snapshots = AuditSnapshot.objects.filter(run=run).select_related("ecr_account").order_by("account_id")
     observed = (run.result or {}).get("observed_at")
     generated = datetime.fromisoformat(observed) if observed else (run.finished_at or timezone.now())
-    return report(snapshots, (run.result or {}).get("agents", []), generated)
+    result = run.result or {}
+    return report(snapshots, result.get("agents", []), generated, result.get("snyk"))
 
 
 def has_findings_or_drift(document: dict) -> bool:

@@ -323,3 +323,16 @@ def test_the_wrong_order_shows_the_mismatch(universal, snyk_fake):
         ("snyk:UpdateConnection", {"snyk-connection-external-id-rejected"}),
         ("iam:UpdateAssumeRolePolicy", set()),
     ]
+
+
+def test_the_reconcile_preview_plans_the_fix_the_audit_page_points_to(universal, snyk_fake):
+    """The audit page says a reconcile preview shows the Snyk calls: it does, and then the finding goes."""
+    _, (account, _) = universal
+    connection_id_changed(snyk_fake)
+    plan = services.plan_reconcile([account])
+    assert [c.action for c in plan.changes] == ["snyk:UpdateConnection"]
+    assert (
+        run_inline(services.account_reconcile(accounts=[account], enqueue=False)).status
+        == RunStatus.SUCCEEDED
+    )
+    assert cross_system_findings([account]) == []
