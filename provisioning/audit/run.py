@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Prefetch
+from django.db.models import F, Prefetch
 from django.utils import timezone
 
 from accounts import services as inventory
@@ -35,7 +35,16 @@ from .reads import (
     read_agent,
 )
 from .rules import account_documents, account_findings, account_status
-from .snyk_reads import SnykFacts, SnykRead, read_snyk
+from .snyk_reads import (
+    IntegrationsRead,
+    SnykFacts,
+    SnykRead,
+    add_integrations,
+    connection_ids,
+    read_integrations,
+    read_snyk,
+    read_snyk_connections,
+)
 from .snyk_rules import SnykFindings, snyk_findings
 from .store import AccountOutcome, store_results
 
@@ -76,7 +85,7 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
     if reads.cancelled_after is not None:
         # A partial audit would make the unread accounts look gone: keep the last whole one.
         return RunStatus.CANCELLED, (
-            f"Cancelled after reading {reads.cancelled_after} of {total}; no snapshot stored, "
+            f"Cancelled after reading {reads.cancelled_after} of {total + reads.more}; no snapshot stored, "
             "so the last complete audit stays the current one."
         )
     # The audit only calls the planner and Iam reads. The counter is process-wide, so a write seen
@@ -122,6 +131,7 @@ class _Reads:
     peak: int = 0  # the most accounts read at once
     cancelled_after: int | None = None  # how many reads were done when a cancel was seen
     snyk: SnykRead | None = None  # the Snyk side (universal agents only), read once
+    more: int = 0  # reads added on the way (one per Snyk connection, for its integrations)
 
 
 SNYK_READ, SNYK_UNREADABLE = "read", "unreadable"
@@ -148,10 +158,20 @@ def _snyk_status(read: SnykRead | None) -> dict[str, Any]:
 
 def _read_snyk(facts: SnykFacts) -> SnykRead:
     try:
-        return read_snyk(facts)
+        return read_snyk_connections(facts)
     except Exception as exc:  # the AWS side of the audit completes whatever Snyk does
         log.exception("audit of the Snyk side failed")
         return SnykRead(error=f"{type(exc).__name__}: {exc}")
+    finally:
+        _close_thread_connections()
+
+
+def _read_integrations(facts: SnykFacts, connection_id: str) -> IntegrationsRead:
+    try:
+        return read_integrations(facts, connection_id)
+    except Exception as exc:
+        log.exception("audit of the integrations of Snyk connection %s failed", connection_id)
+        return IntegrationsRead(connection_id, error=f"{type(exc).__name__}: {exc}")
     finally:
         _close_thread_connections()
 
@@ -184,29 +204,44 @@ def _read_concurrently(
     members: dict[int, dict[str, str]],
     snyk_facts: SnykFacts | None = None,
 ) -> _Reads:
-    """Every agent and account (and the Snyk side, as one read) on the pool, beating the run's
-    heartbeat and watching for a cancel."""
+    """Every agent and account on the pool, beating the run's heartbeat and watching for a cancel.
+
+    The Snyk side is read on the same pool: one read lists the deployments and their connections,
+    then each connection's integrations are one more read each (Snyk lists them per connection)."""
     reads = _Reads()
     gauge = _Gauge()
     with ThreadPoolExecutor(max_workers=_concurrency(), thread_name_prefix="audit") as pool:
-        futures: list[Future] = [pool.submit(_read_snyk, snyk_facts)] if snyk_facts is not None else []
-        futures += [pool.submit(_read_agent, a, members[a.pk]) for a in agents]
-        futures += [pool.submit(_read_account, f, gauge) for f in facts]
-        for done, future in enumerate(as_completed(futures), start=1):
-            result = future.result()
-            if isinstance(result, SnykRead):
-                reads.snyk = result
-            elif isinstance(result, AgentRead):
-                reads.agents[result.agent.pk] = result
-            else:
-                reads.accounts.append(result)
-            if not run.beat(progress_done=done):
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise RuntimeError("Another worker has taken over this audit run.")
-            if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
-                pool.shutdown(wait=False, cancel_futures=True)
-                reads.cancelled_after = done
-                return reads
+        pending: set[Future] = {pool.submit(_read_snyk, snyk_facts)} if snyk_facts is not None else set()
+        pending |= {pool.submit(_read_agent, a, members[a.pk]) for a in agents}
+        pending |= {pool.submit(_read_account, f, gauge) for f in facts}
+        done = 0
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done += 1
+                result = future.result()
+                if isinstance(result, SnykRead):
+                    assert snyk_facts is not None
+                    reads.snyk = result
+                    more = connection_ids(result)
+                    if more:
+                        reads.more += len(more)
+                        Run.objects.filter(pk=run.pk).update(progress_total=F("progress_total") + len(more))
+                    pending |= {pool.submit(_read_integrations, snyk_facts, c) for c in more}
+                elif isinstance(result, IntegrationsRead):
+                    assert reads.snyk is not None
+                    add_integrations(reads.snyk, result)
+                elif isinstance(result, AgentRead):
+                    reads.agents[result.agent.pk] = result
+                else:
+                    reads.accounts.append(result)
+                if not run.beat(progress_done=done):
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise RuntimeError("Another worker has taken over this audit run.")
+                if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    reads.cancelled_after = done
+                    return reads
     reads.peak = gauge.peak
     return reads
 

@@ -146,10 +146,13 @@ def _is_portals(deployment: dict[str, Any], facts: SnykFacts) -> bool:
     )
 
 
-def read_snyk(facts: SnykFacts) -> SnykRead:
-    """One pass over the install (a pool thread: Snyk only, no database): its deployments, then each
-    portal deployment's connections, then each connection's integrations (Snyk lists those per
-    connection only). Any Snyk error stops the read and says why."""
+def _error(exc: snyk.SnykError) -> str:
+    return f"{exc.code}: {exc.message}" + (f" (request id {exc.request_id})" if exc.request_id else "")
+
+
+def read_snyk_connections(facts: SnykFacts) -> SnykRead:
+    """The install's deployments, then each portal deployment's connections (a pool thread: Snyk
+    only, no database). Any Snyk error stops the read and says why."""
     result = SnykRead()
     if facts.problem or facts.access is None:
         result.error = facts.problem or "no Snyk connection is set up"
@@ -165,12 +168,44 @@ def read_snyk(facts: SnykFacts) -> SnykRead:
         for deployment_id in result.deployments:
             result.listings += 1
             result.connections[deployment_id] = client.connections(facts.install_id, deployment_id)
-        for connections in result.connections.values():
-            for connection in connections:
-                result.listings += 1
-                result.integrations[connection["id"]] = client.integrations(connection["id"])
     except snyk.SnykError as exc:
-        result.error = f"{exc.code}: {exc.message}" + (
-            f" (request id {exc.request_id})" if exc.request_id else ""
-        )
+        result.error = _error(exc)
+    return result
+
+
+@dataclass
+class IntegrationsRead:
+    """One connection's integrations (Snyk lists them per connection only), or why not."""
+
+    connection_id: str
+    integrations: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+def read_integrations(facts: SnykFacts, connection_id: str) -> IntegrationsRead:
+    assert facts.access is not None
+    try:
+        return IntegrationsRead(connection_id, snyk.Client(facts.access).integrations(connection_id))
+    except snyk.SnykError as exc:
+        return IntegrationsRead(connection_id, error=_error(exc))
+
+
+def add_integrations(read: SnykRead, found: IntegrationsRead) -> None:
+    read.listings += 1
+    read.integrations[found.connection_id] = found.integrations
+    if found.error and not read.error:
+        read.error = found.error
+
+
+def connection_ids(read: SnykRead) -> list[str]:
+    """The connections whose integrations are to be read (none when the listing failed)."""
+    return [] if read.error else [c["id"] for cs in read.connections.values() for c in cs]
+
+
+def read_snyk(facts: SnykFacts) -> SnykRead:
+    """The whole Snyk side in one thread, one listing after the other (the audit run spreads the
+    integration listings over its pool instead)."""
+    result = read_snyk_connections(facts)
+    for connection_id in connection_ids(result):
+        add_integrations(result, read_integrations(facts, connection_id))
     return result
