@@ -336,3 +336,43 @@ def test_the_reconcile_preview_plans_the_fix_the_audit_page_points_to(universal,
         == RunStatus.SUCCEEDED
     )
     assert cross_system_findings([account]) == []
+
+
+def test_the_finding_reaches_the_command_the_json_export_and_the_api(universal, snyk_fake, client, operator):
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.urls import reverse
+
+    from portal.tests.api_helpers import bearer
+
+    integration_gone(snyk_fake)
+    out = io.StringIO()
+    with pytest.raises(CommandError):  # findings: exit status 1
+        call_command("audit", "--inline", stdout=out)
+    text = out.getvalue()
+    assert f"[medium] snyk-integration-missing: Connection {A}-eu-west-1 has no integration" in text
+    assert "Snyk side read once: 1 deployment, 2 connections" in text
+
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("audit", "--inline", "--json", stdout=out, stderr=io.StringIO())
+    document = json.loads(out.getvalue())
+    (account,) = [a for a in document["accounts"] if a["account_id"] == A]
+    assert [f["code"] for f in account["findings"]] == ["snyk-integration-missing"]
+    assert document["snyk"]["status"] == "read"
+
+    client.force_login(operator)
+    response = client.get(reverse("provisioning:audit_json"), secure=True)
+    assert response.status_code == 200, (response.status_code, response.content[:500])
+    exported = json.loads(response.content)
+    (account,) = [a for a in exported["accounts"] if a["account_id"] == A]
+    assert [f["code"] for f in account["findings"]] == ["snyk-integration-missing"]
+    assert exported["snyk"]["status"] == "read"
+
+    api = client.get("/api/v1/audit/", headers=bearer(operator, "read"), secure=True).json()
+    rows = api["results"] if isinstance(api, dict) else api
+    (row,) = [r for r in rows if r["account_id"] == A]
+    assert row["status"] == "drifted"
+    assert [f["code"] for f in row["findings"]] == ["snyk-integration-missing"]
