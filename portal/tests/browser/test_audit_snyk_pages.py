@@ -2,9 +2,6 @@
 connection sends an ExternalId IAM's trust does not accept shows the finding on the audit page and
 on the account's audit page, and the summary says the Snyk side was read."""
 
-import os
-from pathlib import Path
-
 import pytest
 
 from accounts import services as account_services
@@ -78,9 +75,6 @@ def test_the_audit_page_shows_a_connection_whose_external_id_iam_refuses(
     assert "Snyk side read once: 1 deployment, 1 connection" in summary
     row = page.locator(f"#relationship-{ACCOUNT}").inner_text()
     assert "snyk-connection-external-id-rejected" in row and "drifted" in row.lower(), row
-    path = Path(os.environ.get("AUDIT_SNYK_SHOT", "")) if os.environ.get("AUDIT_SNYK_SHOT") else None
-    if path is not None:
-        page.screenshot(path=str(path / "audit-snyk.png"), full_page=True)
     if screenshots is not None:
         page.screenshot(path=str(screenshots / "audit-snyk.png"), full_page=True)
 
@@ -89,5 +83,5 @@ def test_the_audit_page_shows_a_connection_whose_external_id_iam_refuses(
     assert "snyk-connection-external-id-rejected" in findings
     assert f"Connection {ACCOUNT}-eu-west-1 sends ExternalId ext-type…" in findings
     assert "does not accept (it accepts ext-paym…)" in findings
-    if path is not None:
-        page.screenshot(path=str(path / "audit-snyk-account.png"), full_page=True)
+    if screenshots is not None:
+        page.screenshot(path=str(screenshots / "audit-snyk-account.png"), full_page=True)
