@@ -288,13 +288,14 @@ def test_rotating_the_external_id_never_shows_a_mismatch(universal, snyk_fake, m
     retire, _ = lifecycle.external_id_retire(account=account, value=f"ext-{A}", enqueue=False)
     assert run_inline(retire).status == RunStatus.SUCCEEDED
 
+    # No finding after any write (checked first: a wrong order fails here, naming the write).
+    assert [(action, [f.code for f in found]) for action, found in seen] == [
+        (action, []) for action, _ in seen
+    ]
     assert [action for action, _ in seen] == [
         "iam:UpdateAssumeRolePolicy",  # the new id joins the trust
         "snyk:UpdateConnection",  # the connection moves to it
         "iam:UpdateAssumeRolePolicy",  # the old id leaves the trust
-    ]
-    assert [(action, [f.code for f in found]) for action, found in seen] == [
-        (action, []) for action, _ in seen
     ]
     assert connection_of(snyk_fake, A)["required"]["cr_external_id"] == "ext-rotated-1"
 
