@@ -275,7 +275,17 @@ def document_pairs(snapshot: AuditSnapshot) -> list[DocumentPair]:
             "Inline policies of the role", live.get("inline_policies"), desired.get("inline_policies")
         ),
         DocumentPair("Agent permission for this role", live.get("agent_grants"), desired.get("agent_grants")),
-    ]
+    ] + (
+        [
+            DocumentPair(
+                "Snyk connections (Universal Broker)",
+                live.get("snyk_connections"),
+                desired.get("snyk_connections"),
+            )
+        ]
+        if "snyk_connections" in live
+        else []
+    )
 
 
 def audit_detail(account_id: str) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from .snyk_reads import (
     read_snyk,
     read_snyk_connections,
 )
-from .snyk_rules import SnykFindings, snyk_findings
+from .snyk_rules import SnykFindings, connection_documents, snyk_findings
 from .store import AccountOutcome, store_results
 
 log = logging.getLogger(__name__)
@@ -95,16 +95,24 @@ def handle_audit_run(run: Run) -> tuple[str, str]:
         log.error("AWS write calls were made in this process during audit run %s: %s", run.pk, writes)
 
     cross = SnykFindings()
+    connections: dict[str, tuple[dict, dict]] = {}
     if snyk_facts is not None and reads.snyk is not None:
         by_account = {read.facts.account.account_id: read for read in reads.accounts}
         cross = snyk_findings(snyk_facts, reads.snyk, by_account)
+        connections = connection_documents(snyk_facts, reads.snyk)
     agent_results = []
     for agent in agents:
         read = reads.agents[agent.pk]
         read.findings = agent_findings(read, statuses) + cross.agents.get(agent.name, [])
         agent_results.append(read)
     outcomes = [
-        _outcome(read, reads.agents.get(read.facts.account.agent_id), now, cross.accounts.get(acct, []))
+        _outcome(
+            read,
+            reads.agents.get(read.facts.account.agent_id),
+            now,
+            cross.accounts.get(acct, []),
+            connections.get(acct),
+        )
         for read in reads.accounts
         for acct in [read.facts.account.account_id]
     ]
@@ -281,7 +289,11 @@ def _explanation(
 
 
 def _outcome(
-    read: AccountRead, agent: AgentRead | None, now: datetime, cross: list[Finding] | None = None
+    read: AccountRead,
+    agent: AgentRead | None,
+    now: datetime,
+    cross: list[Finding] | None = None,
+    connections: tuple[dict, dict] | None = None,
 ) -> AccountOutcome:
     findings = account_findings(read, now)
     grant_findings, live_grants = agent_grant_findings(read, agent)
@@ -290,6 +302,8 @@ def _outcome(
     if agent is not None and agent.desired is not None and not read.facts.removed:
         desired_grants = agent.grants("desired").covering(read.facts.account.service_role_arn)
     live, desired = account_documents(read, live_grants, desired_grants)
+    if connections is not None:  # a universal account whose Snyk side was read
+        live["snyk_connections"], desired["snyk_connections"] = connections
     plan = read.plan.to_dict() if read.plan else {}
     if read.plan_error:
         plan["error"] = read.plan_error

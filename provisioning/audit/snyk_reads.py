@@ -39,6 +39,8 @@ class ExpectedConnection:
     connection_id: str = ""
     org_id: str = ""
     integration_id: str = ""
+    # The parameters a sync would give it (snyk_plan.connection_required); None: the inventory lacks one.
+    desired: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass
@@ -110,7 +112,13 @@ def _expected(broker: BrokerInstance, row: SnykConnection | None) -> ExpectedCon
             "org_id": row.org_id,
             "integration_id": row.integration_id,
         }
+    ids = [e.value for e in account.external_ids.all()]
+    try:
+        desired = snyk_plan.connection_required(broker, ids[-1]) if ids else None
+    except snyk_plan.SnykPlanError:
+        desired = None
     return ExpectedConnection(
+        desired=desired,
         account_id=account.account_id,
         region=broker.region,
         name=snyk_plan.connection_name(broker),

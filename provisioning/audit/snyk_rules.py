@@ -100,6 +100,21 @@ def snyk_findings(facts: SnykFacts, read: SnykRead, accounts: dict[str, AccountR
     return found
 
 
+def connection_documents(facts: SnykFacts, read: SnykRead) -> dict[str, tuple[dict, dict]]:
+    """Per account id: its connections' live and desired parameters, by connection name (for the
+    account's live-vs-desired view); none when Snyk was not read."""
+    if read.error:
+        return {}
+    index = _Index(read)
+    documents: dict[str, tuple[dict, dict]] = {}
+    for expected in facts.expected:
+        live = index.live(expected)
+        pair = documents.setdefault(expected.account_id, ({}, {}))
+        pair[0][expected.name] = _required(live) if live is not None else None
+        pair[1][expected.name] = expected.desired
+    return documents
+
+
 def _missing(expected: ExpectedConnection, read: SnykRead) -> Finding:
     if not expected.deployment_id:
         where = "the portal has not placed it in a deployment yet"

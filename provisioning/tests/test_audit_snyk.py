@@ -160,6 +160,9 @@ def test_a_clean_onboarding_has_no_cross_system_finding(universal, snyk_fake):
         snapshot = AuditSnapshot.objects.get(run=run, account_id=account_id)
         assert snapshot.status == AuditStatus.IN_SYNC, snapshot.findings
         assert snapshot.findings == []
+        name = f"{account_id}-eu-west-1"
+        assert snapshot.live["snyk_connections"] == snapshot.desired["snyk_connections"]
+        assert snapshot.live["snyk_connections"][name]["cr_external_id"] == f"ext-{account_id}"
     assert snyk_findings_of(run) == []
     assert run.result["snyk"]["status"] == "read" and run.result["snyk"]["connections"] == 2
     assert "Snyk side read once: 1 deployment, 2 connections" in run.explanation

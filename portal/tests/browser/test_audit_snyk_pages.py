@@ -83,5 +83,10 @@ def test_the_audit_page_shows_a_connection_whose_external_id_iam_refuses(
     assert "snyk-connection-external-id-rejected" in findings
     assert f"Connection {ACCOUNT}-eu-west-1 sends ExternalId ext-type…" in findings
     assert "does not accept (it accepts ext-paym…)" in findings
+    # The connection's parameters, live (Snyk) beside desired (the inventory), with the line diff.
+    snyk_pair = page.locator("#documents article", has_text="Snyk connections (Universal Broker)")
+    assert "differs" in snyk_pair.locator("header").inner_text()
+    assert '"cr_external_id": "ext-typed-by-hand"' in snyk_pair.inner_text()
+    assert '"cr_external_id": "ext-payments"' in snyk_pair.inner_text()
     if screenshots is not None:
         page.screenshot(path=str(screenshots / "audit-snyk-account.png"), full_page=True)
