@@ -1,6 +1,10 @@
 """The stack every scenario runs on: a scratch database, a moto server behind the fault proxy, and
 real Celery worker processes. Nothing here touches the portal's own database or queue.
 
+Worker processes can be replaced mid-run by others (`Stack.restart_workers`: the latency scenario
+runs with 1, 2 and 4), and are metered per scenario (`WorkerMeter`): which pool processes ran a task
+(from their log lines) and the peak memory (RSS high-water mark) of every worker process.
+
 Database: a scratch SQLite file under a temporary folder, or, when DATABASE_URL names PostgreSQL,
 a scratch database created beside it (dropped at the end). The Celery broker is the filesystem
 broker in the scratch folder, or Redis when REDIS_URL is set (its queue is purged first).
@@ -10,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,90 @@ def configure_django(scratch: Path) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# A pool process's log line about a task it ran: "[<time>: INFO/ForkPoolWorker-1] Task <name>[<id>] …"
+_TASK_LINE = re.compile(r"^\[[^\]]*: \w+/(?P<process>[^\]]+)\] Task (?P<task>[\w.]+)\[(?P<id>[^\]]+)\]")
+
+
+def tasks_by_process(logs: dict[str, str]) -> Counter[str]:
+    """Tasks run per pool process ("<worker>/<process>"), from the worker logs' new text.
+    The main process only logs "received": the pool process that ran a task logs its outcome."""
+    tasks: Counter[str] = Counter()
+    for worker, text in logs.items():
+        for line in text.splitlines():
+            match = _TASK_LINE.match(line)
+            if match and match["process"] != "MainProcess":
+                tasks[f"{worker}/{match['process']}"] += 1
+    return tasks
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (a prefork worker: its main process and pool children)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return pids
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's RSS high-water mark (VmHWM) in MiB; None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return round(int(match[1]) / 1024, 1) if match else None
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Start the high-water mark again from the current RSS (Linux 4.0+, our own processes)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class WorkerMeter:
+    """What the workers did between start() and stop(): pool processes used, tasks, peak memory."""
+
+    log_dir: Path
+    main_pids: list[int]
+    offsets: dict[str, int] = field(default_factory=dict)
+    reset: bool = False
+
+    def _logs(self) -> list[Path]:
+        return sorted(self.log_dir.glob("worker-*.log"))
+
+    def start(self) -> WorkerMeter:
+        self.offsets = {p.stem: p.stat().st_size for p in self._logs()}
+        pids = [pid for main in self.main_pids for pid in process_tree(main)]
+        self.reset = all([reset_peak_rss(pid) for pid in pids])  # noqa: C419  reset every one
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        logs = {}
+        for path in self._logs():
+            with path.open("rb") as f:
+                f.seek(self.offsets.get(path.stem, 0))
+                logs[path.stem] = f.read().decode("utf-8", "replace")
+        tasks = tasks_by_process(logs)
+        rss = {pid: peak_rss_mib(pid) for main in self.main_pids for pid in process_tree(main)}
+        peaks = [v for v in rss.values() if v is not None]
+        return {
+            "processes_used": len(tasks),
+            "tasks_by_process": dict(sorted(tasks.items())),
+            "worker_processes": len(rss),
+            "peak_rss_mib": max(peaks, default=None),
+            "peak_rss_mib_sum": round(sum(peaks), 1),
+            "peak_since": "scenario start" if self.reset else "worker start",
+        }
+
+
 @dataclass
 class Stack:
     proxy: Any  # bench.proxy.FaultProxy
@@ -55,17 +145,56 @@ class Stack:
     concurrency: int
     database: str
     broker: str
+    worker_extra_env: dict[str, str] = field(default_factory=dict)
+    capacity: float = 0.0  # the fake AWS's calls per second, measured first (bench/criteria.py)
+    log_dir: Path = Path()
+    _workers: ExitStack = field(default_factory=ExitStack)
+    _procs: list[Any] = field(default_factory=list)
+    _starts: int = 0
+
+    def start_workers(self, count: int, concurrency: int) -> None:
+        """Replace the running worker processes (if any) by `count` new ones."""
+        from portal.testing import celery_workers, purge_broker, worker_env
+
+        self.stop_workers()
+        purge_broker()
+        self._starts += 1
+        self.log_dir = self.scratch / "workers" / f"{self._starts}-{count}x{concurrency}"
+        self._procs = self._workers.enter_context(
+            celery_workers(
+                count=count,
+                concurrency=concurrency,
+                env=worker_env(**self.worker_extra_env),
+                log_dir=self.log_dir,
+            )
+        )
+        self.workers, self.concurrency = count, concurrency
+
+    def stop_workers(self) -> None:
+        self._workers.close()
+        self._workers = ExitStack()
+        self._procs = []
+
+    def meter(self) -> WorkerMeter:
+        return WorkerMeter(self.log_dir, [p.pid for p in self._procs]).start()
 
 
 @contextmanager
-def stack(*, delay: float, workers: int, concurrency: int, keep: bool = False) -> Iterator[Stack]:
+def stack(
+    *,
+    delay: float,
+    workers: int,
+    concurrency: int,
+    keep: bool = False,
+    worker_env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
     scratch = Path(tempfile.mkdtemp(prefix="ecr-portal-bench-"))
     configure_django(scratch)
     from django.conf import settings
     from django.db import connection
     from django.test.utils import setup_databases, setup_test_environment, teardown_databases
 
-    from portal.testing import celery_workers, moto_server, purge_broker, worker_env
+    from portal.testing import moto_server
     from provisioning import aws
 
     from .proxy import FaultProxy
@@ -78,19 +207,21 @@ def stack(*, delay: float, workers: int, concurrency: int, keep: bool = False) -
         with moto_server() as moto_url, FaultProxy(moto_url, delay=delay) as proxy:
             os.environ["AWS_ENDPOINT_URL"] = proxy.url
             aws.sessions.clear()
-            purge_broker()
-            with celery_workers(
-                count=workers, concurrency=concurrency, env=worker_env(), log_dir=scratch / "workers"
-            ):
-                yield Stack(
-                    proxy=proxy,
-                    moto_url=moto_url,
-                    scratch=scratch,
-                    workers=workers,
-                    concurrency=concurrency,
-                    database=connection.vendor,
-                    broker="redis" if settings.CELERY_BROKER_URL.startswith("redis") else "filesystem",
-                )
+            st = Stack(
+                proxy=proxy,
+                moto_url=moto_url,
+                scratch=scratch,
+                workers=workers,
+                concurrency=concurrency,
+                database=connection.vendor,
+                broker="redis" if settings.CELERY_BROKER_URL.startswith("redis") else "filesystem",
+                worker_extra_env=dict(worker_env or {}),
+            )
+            try:
+                st.start_workers(workers, concurrency)
+                yield st
+            finally:
+                st.stop_workers()
             os.environ.pop("AWS_ENDPOINT_URL", None)
             aws.sessions.clear()
     finally:
