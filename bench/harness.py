@@ -52,20 +52,39 @@ def configure_django(scratch: Path) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-# A pool process's log line about a task it ran: "[<time>: INFO/ForkPoolWorker-1] Task <name>[<id>] …"
-_TASK_LINE = re.compile(r"^\[[^\]]*: \w+/(?P<process>[^\]]+)\] Task (?P<task>[\w.]+)\[(?P<id>[^\]]+)\]")
+# A worker's log line about the outcome of a task one of its pool processes ran ("received" lines
+# are the main process's; the outcome is the pool process's: succeeded, raised, retry).
+_TASK_DONE = re.compile(r"\bTask (?P<task>[\w.]+)\[(?P<id>[^\]]+)\] (?:succeeded|raised|retry|failed)")
+# A pool process used less CPU than this in a scenario: it ran nothing (an idle child only waits).
+BUSY_CPU_SECONDS = 0.05
 
 
-def tasks_by_process(logs: dict[str, str]) -> Counter[str]:
-    """Tasks run per pool process ("<worker>/<process>"), from the worker logs' new text.
-    The main process only logs "received": the pool process that ran a task logs its outcome."""
+def tasks_by_worker(logs: dict[str, str]) -> Counter[str]:
+    """Tasks run per worker (its log's name), from the new text of the worker logs."""
     tasks: Counter[str] = Counter()
     for worker, text in logs.items():
-        for line in text.splitlines():
-            match = _TASK_LINE.match(line)
-            if match and match["process"] != "MainProcess":
-                tasks[f"{worker}/{match['process']}"] += 1
-    return tasks
+        tasks[worker] += sum(1 for line in text.splitlines() if _TASK_DONE.search(line))
+    return +tasks
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of the process so far; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # after the command: state (field 3) ... utime (14) and stime (15)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_processes(before: dict[int, float | None], after: dict[int, float | None]) -> dict[int, float]:
+    """CPU seconds each pool process used between two readings, for those that did work."""
+    used = {}
+    for pid, end in after.items():
+        start = before.get(pid) or 0.0  # a process started meanwhile (a replaced child) counts from 0
+        if end is not None and end - start >= BUSY_CPU_SECONDS:
+            used[pid] = round(end - start, 2)
+    return used
 
 
 def process_tree(pid: int) -> list[int]:
@@ -101,20 +120,26 @@ def reset_peak_rss(pid: int) -> bool:
 
 @dataclass
 class WorkerMeter:
-    """What the workers did between start() and stop(): pool processes used, tasks, peak memory."""
+    """What the workers did between start() and stop(): pool processes that worked (their CPU time),
+    tasks per worker (its log), and the peak memory of every worker process."""
 
     log_dir: Path
     main_pids: list[int]
     offsets: dict[str, int] = field(default_factory=dict)
+    cpu: dict[int, float | None] = field(default_factory=dict)
     reset: bool = False
 
     def _logs(self) -> list[Path]:
         return sorted(self.log_dir.glob("worker-*.log"))
 
+    def _pool(self) -> list[int]:
+        return [pid for main in self.main_pids for pid in process_tree(main) if pid != main]
+
     def start(self) -> WorkerMeter:
         self.offsets = {p.stem: p.stat().st_size for p in self._logs()}
         pids = [pid for main in self.main_pids for pid in process_tree(main)]
         self.reset = all([reset_peak_rss(pid) for pid in pids])  # noqa: C419  reset every one
+        self.cpu = {pid: cpu_seconds(pid) for pid in self._pool()}
         return self
 
     def stop(self) -> dict[str, Any]:
@@ -123,13 +148,15 @@ class WorkerMeter:
             with path.open("rb") as f:
                 f.seek(self.offsets.get(path.stem, 0))
                 logs[path.stem] = f.read().decode("utf-8", "replace")
-        tasks = tasks_by_process(logs)
+        pool = self._pool()
+        busy = busy_processes(self.cpu, {pid: cpu_seconds(pid) for pid in pool})
         rss = {pid: peak_rss_mib(pid) for main in self.main_pids for pid in process_tree(main)}
         peaks = [v for v in rss.values() if v is not None]
         return {
-            "processes_used": len(tasks),
-            "tasks_by_process": dict(sorted(tasks.items())),
-            "worker_processes": len(rss),
+            "processes_used": len(busy),
+            "pool_processes": len(pool),
+            "pool_cpu_seconds": round(sum(busy.values()), 2),
+            "tasks_by_worker": dict(sorted(tasks_by_worker(logs).items())),
             "peak_rss_mib": max(peaks, default=None),
             "peak_rss_mib_sum": round(sum(peaks), 1),
             "peak_since": "scenario start" if self.reset else "worker start",

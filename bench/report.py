@@ -38,7 +38,7 @@ def _ratio(value: float | None, limit: float | None = None) -> str:
 def _workers(w: dict | None) -> str:
     if not w:
         return "—"
-    return f"{w['processes_used']} of {w['worker_processes']}"
+    return f"{w['processes_used']} of {w['pool_processes']}"
 
 
 def _rss(w: dict | None) -> str:
@@ -48,7 +48,8 @@ def _rss(w: dict | None) -> str:
 def capacity_line(r: dict) -> str:
     return (
         f"Fake AWS capacity: **{r['calls_per_second']:.0f} calls/s** with {r['threads']} concurrent callers "
-        f"at {r['delay_ms']} ms per call ({r['calls']} onboarding calls in {r['seconds']} s)"
+        f"at {r['delay_ms']} ms per call, the best of {len(r['rounds'])} rounds of {r['calls']} onboarding "
+        f"calls ({', '.join(_cell(x) for x in r['rounds'])} calls/s)"
     )
 
 
