@@ -216,6 +216,7 @@ def engine(args, only: set[str], sizes: list[int], options: dict, meta: dict, st
                 threads=args.threads,
                 first_id=400000000000,
                 capacity_accounts=32 if quick else 64,
+                restore=False,  # the last scenario on this stack
             )
 
 

@@ -389,9 +389,11 @@ def latency(
     threads: int,
     first_id: int,
     capacity_accounts: int,
+    restore: bool = True,
 ) -> dict:
     """Bulk onboarding at `delay` per call with each worker count: does throughput grow with workers?
-    The 32-thread script and the capacity probe run once at the same delay."""
+    The 32-thread script and the capacity probe run once at the same delay. restore=False leaves the
+    last worker count running (saves a restart when nothing follows)."""
     before = stack.proxy.delay, stack.workers, stack.concurrency
     stack.proxy.delay = delay
     try:
@@ -428,7 +430,7 @@ def latency(
             row["speedup_vs_first"] = criteria.ratio(rows[0]["portal"]["seconds"], row["portal"]["seconds"])
     finally:
         stack.proxy.delay = before[0]
-        if (stack.workers, stack.concurrency) != before[1:]:
+        if restore and (stack.workers, stack.concurrency) != before[1:]:
             stack.start_workers(before[1], before[2])
     return {
         "scenario": f"latency-{round(delay * 1000)}ms",
