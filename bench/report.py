@@ -167,11 +167,17 @@ def calls_table(results: list[dict], size: int) -> str:
     )
 
 
+def _runs(p: dict) -> str:
+    runs = p.get("runs", 1)
+    return "run" if runs == 1 else f"{runs} runs (one per file)"
+
+
 def bulk_detail(r: dict) -> str:
     p, t, b = r["portal"], r["threadpool"], r.get("baseline")
     floor = r["floor"]
     line = (
-        f"{r['scenario']}: portal run {p['status']} in {p['seconds']} s (run {p['run_seconds']} s), "
+        f"{r['scenario']}: portal {_runs(p)} {p['status']} in {p['seconds']} s (longest run "
+        f"{p['run_seconds']} s), "
         f"{p['operations']} operations, agent lists exactly the accounts: "
         f"{_cell(p['agent_lists_exactly_the_accounts'])}; floor {floor['seconds']} s = max(critical path "
         f"{floor['critical_path_seconds']} s, {r['accounts']} × 4 calls at "

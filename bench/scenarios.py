@@ -167,36 +167,41 @@ def capacity(stack: Stack, *, accounts: int, threads: int, first_id: int, rounds
 
 
 def onboard_portal(stack: Stack, ids: list[str], *, agent_account: str, name: str, options: dict) -> dict:
-    """One bulk run from the confirmed upload to its end, measured by the proxy and the meter."""
-    from provisioning import lifecycle
+    """Bulk onboarding from the confirmed upload to the end, measured by the proxy and the meter.
+    More accounts than a file may hold (bulkfile.MAX_ROWS) are uploaded as several files, as a user
+    must: their runs are confirmed one after another and run side by side."""
+    from provisioning import bulkfile, lifecycle
     from provisioning.models import Operation, Run
 
     agent = make_agent(name, agent_account)
-    report = validate_bulk(agent, ids)  # the upload step: every row checked, nothing saved
+    files = [ids[i : i + bulkfile.MAX_ROWS] for i in range(0, len(ids), bulkfile.MAX_ROWS)]
+    reports = [validate_bulk(agent, chunk) for chunk in files]  # the upload: checked, nothing saved
     stack.proxy.reset_counts()
     meter = stack.meter()
-    started = time.monotonic()  # from the user's confirm: rows saved, one bulk run, until it ends
-    run = lifecycle.accounts_bulk_onboard(report=report, **options)
-    wait_for_runs([run.pk], timeout=RUN_TIMEOUT)
+    started = time.monotonic()  # from the user's confirm: rows saved, one bulk run per file, until the end
+    run_ids = [lifecycle.accounts_bulk_onboard(report=report, **options).pk for report in reports]
+    wait_for_runs(run_ids, timeout=RUN_TIMEOUT)
     seconds = time.monotonic() - started
     workers = meter.stop()
     counts = _snapshot(stack)
-    run = Run.objects.get(pk=run.pk)
+    runs = list(Run.objects.filter(pk__in=run_ids).order_by("pk"))
     per_account_totals = [sum(counts.get(a, Counter()).values()) for a in ids]
     agent_calls = counts.get(agent_account, Counter())
     calls_on_path = statistics.median(per_account_totals) + sum(agent_calls.values())
     granted = sorted(agent_permission_arns(agent))
-    expected = sorted(a.service_role_arn for a in run.accounts.all())
+    expected = sorted(a.service_role_arn for run in runs for a in run.accounts.all())
+    statuses = sorted({run.status for run in runs})
     return {
         "seconds": round(seconds, 2),
-        "run_seconds": _run_seconds(run),
-        "status": run.status,
-        "explanation": run.explanation[:300],
+        "runs": len(runs),
+        "run_seconds": max((_run_seconds(run) or 0 for run in runs), default=None),
+        "status": statuses[0] if len(statuses) == 1 else "/".join(statuses),
+        "explanation": " | ".join(run.explanation[:300] for run in runs if run.explanation),
         "calls_per_account": _per_account(counts, ids),
-        "calls_per_account_total": round(sum(per_account_totals) / len(ids), 2),
+        "calls_per_account_total": _calls_in(counts, ids),
         "agent_account_calls": dict(sorted(agent_calls.items())),
         "agent_permission_writes": sum(n for action, n in agent_calls.items() if _is_write(action)),
-        "operations": Operation.objects.filter(run=run).count(),
+        "operations": Operation.objects.filter(run__in=run_ids).count(),
         "total_calls": sum(sum(c.values()) for c in counts.values()),
         "calls_on_one_path": calls_on_path,
         "critical_path_floor_seconds": round(calls_on_path * stack.proxy.delay, 2),
