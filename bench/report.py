@@ -69,6 +69,7 @@ def headline(results: list[dict]) -> str:
                 _ratio(r["portal_to_threadpool"]),
                 _num(r["floor"]["seconds"]),
                 _ratio(r["portal_to_floor"]),
+                _ratio(r.get("threadpool_to_floor")),
                 p["calls_per_account_total"],
                 t["calls_per_account_total"],
                 p["agent_permission_writes"],
@@ -85,6 +86,7 @@ def headline(results: list[dict]) -> str:
             "portal / script",
             "floor (s)",
             "portal / floor",
+            "script / floor",
             "portal calls/account",
             "script calls/account",
             "agent-permission writes",
@@ -212,7 +214,8 @@ def latency_table(r: dict) -> str:
         [
             f"### onboarding {r['accounts']} accounts at {r['delay_ms']} ms per AWS call: "
             f"{t['threads']}-thread script {t['seconds']} s, floor {floor['seconds']} s "
-            f"(capacity {cap['calls_per_second']:.0f} calls/s with {cap['threads']} callers)",
+            f"(script / floor {_ratio(r.get('threadpool_to_floor'))}, "
+            f"capacity {cap['calls_per_second']:.0f} calls/s with {cap['threads']} callers)",
             "",
             table(
                 [

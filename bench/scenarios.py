@@ -291,6 +291,7 @@ def bulk_onboarding(
         "floor": floor,
         "portal_to_threadpool": criteria.ratio(portal["seconds"], threaded["seconds"]),
         "portal_to_floor": criteria.ratio(portal["seconds"], floor["seconds"]),
+        "threadpool_to_floor": criteria.ratio(threaded["seconds"], floor["seconds"]),
         "speedup": criteria.ratio(seq["seconds"], portal["seconds"]) if seq else None,
     }
 
@@ -445,6 +446,7 @@ def latency(
         "capacity": cap,
         "threadpool": threaded,
         "floor": floor,
+        "threadpool_to_floor": criteria.ratio(threaded["seconds"], floor["seconds"]),
         "runs": rows,
     }
 

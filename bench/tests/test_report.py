@@ -39,6 +39,7 @@ def bulk_result(size=50, portal_seconds=4.8, script_seconds=2.7):
         "floor": floor,
         "portal_to_threadpool": criteria.ratio(portal_seconds, script_seconds),
         "portal_to_floor": criteria.ratio(portal_seconds, floor["seconds"]),
+        "threadpool_to_floor": criteria.ratio(script_seconds, floor["seconds"]),
         "speedup": None,
     }
 
@@ -72,6 +73,7 @@ def test_headline_shows_the_ratios_to_the_script_and_the_floor():
     assert cell["portal / script"] == "**1.78**"  # 4.8 / 2.7
     assert cell["floor (s)"] == "1.60"  # 50 × 4 calls at 125 calls/s
     assert cell["portal / floor"] == "**3.00**"
+    assert cell["script / floor"] == "**1.69**"  # 2.7 / 1.6: how close a good script gets
     assert cell["sequential script (s)"] == "—"  # not run at this size
     assert cell["worker processes used"] == "2 of 2"
     assert cell["peak worker RSS (MiB)"] == "180"
