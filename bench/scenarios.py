@@ -8,14 +8,23 @@ so the portal and the baseline are measured by the same meter.
 from __future__ import annotations
 
 import contextlib
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
-from . import baseline
+from . import baseline, criteria
 from .harness import AGENT_ROLE, Stack, wait_for_runs
 
-RUN_TIMEOUT = 900.0
+RUN_TIMEOUT = 1800.0
+ROOT = Path(__file__).resolve().parent.parent
+# Account ids of the baselines: the portal's plus these (12 digits, never overlapping).
+THREADED_OFFSET = 100000000000
+SEQUENTIAL_OFFSET = 500000000000
+LATENCY_AGENT = 111111130000
 
 
 def management_role(account_id: str) -> str:
@@ -32,6 +41,17 @@ def _per_account(counts: dict[str, Counter], accounts: list[str]) -> dict[str, f
     for account in accounts:
         total.update(counts.get(account, Counter()))
     return {action: round(n / len(accounts), 2) for action, n in sorted(total.items())}
+
+
+def _calls_in(counts: dict[str, Counter], accounts: list[str]) -> float:
+    """Calls made in the accounts themselves (not the agent's), per account."""
+    return round(sum(sum(counts.get(a, Counter()).values()) for a in accounts) / len(accounts), 2)
+
+
+def _run_seconds(run) -> float | None:
+    if run.finished_at is None or run.started_at is None:
+        return None
+    return round((run.finished_at - run.started_at).total_seconds(), 2)
 
 
 def _snapshot(stack: Stack) -> dict[str, Counter]:
@@ -104,75 +124,175 @@ def agent_permission_arns(agent) -> list[str]:
     return arns
 
 
-# --- 1. bulk onboarding vs the sequential baseline -------------------------------------------------
+# --- 0. the fake AWS's own capacity -----------------------------------------------------------------
 
 
-def bulk_onboarding(stack: Stack, count: int, *, first_id: int, agent_account: str, options: dict) -> dict:
+def run_script(stack: Stack, what: str, ids: list[str], *, threads: int, **extra: str) -> dict:
+    """bench/baseline.py's threaded script or capacity probe, in a process of its own."""
+    args = [sys.executable, "-m", "bench.baseline", what, "--endpoint", stack.proxy.url]
+    args += ["--threads", str(threads), "--accounts", ",".join(ids)]
+    for key, value in extra.items():
+        args += [f"--{key.replace('_', '-')}", value]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    if done.returncode:
+        raise RuntimeError(f"{what} script failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)
+
+
+def capacity(stack: Stack, *, accounts: int, threads: int, first_id: int, rounds: int = 2) -> dict:
+    """Calls per second the fake AWS answers (behind the proxy and its delay) to `threads` callers
+    making the onboarding calls in throwaway accounts: the best of `rounds`, after one untimed
+    round that warms the emulator up (its first calls load moto's IAM and STS)."""
+    run_script(stack, "capacity", account_ids(first_id, threads), threads=threads)
+    measured = []
+    for i in range(rounds):
+        ids = account_ids(first_id + (i + 1) * 10000, accounts)
+        stack.proxy.reset_counts()
+        probe = run_script(stack, "capacity", ids, threads=threads)
+        counted = sum(stack.proxy.counts.values())
+        measured.append({"calls": counted, "seconds": round(probe["seconds"], 2)})
+    best = max(measured, key=lambda m: m["calls"] / m["seconds"])
+    return {
+        "scenario": f"capacity-{round(stack.proxy.delay * 1000)}ms",
+        "delay_ms": round(stack.proxy.delay * 1000),
+        "threads": threads,
+        "accounts": accounts,
+        "rounds": [round(m["calls"] / m["seconds"], 1) for m in measured],
+        **best,
+        "calls_per_second": round(best["calls"] / best["seconds"], 1),
+    }
+
+
+# --- 1. bulk onboarding vs the baselines ------------------------------------------------------------
+
+
+def onboard_portal(stack: Stack, ids: list[str], *, agent_account: str, name: str, options: dict) -> dict:
+    """Bulk onboarding from the confirmed upload to the end, measured by the proxy and the meter.
+    More accounts than a file may hold (bulkfile.MAX_ROWS) are uploaded as several files, as a user
+    must: their runs are confirmed one after another and run side by side."""
+    from provisioning import bulkfile, lifecycle
     from provisioning.models import Operation, Run
 
-    delay = stack.proxy.delay
-    agent = make_agent(f"cra-{count}", agent_account)
-    from provisioning import lifecycle
-
-    ids = account_ids(first_id, count)
-    report = validate_bulk(agent, ids)  # the upload step: every row checked, nothing saved
-
+    agent = make_agent(name, agent_account)
+    files = [ids[i : i + bulkfile.MAX_ROWS] for i in range(0, len(ids), bulkfile.MAX_ROWS)]
+    reports = [validate_bulk(agent, chunk) for chunk in files]  # the upload: checked, nothing saved
     stack.proxy.reset_counts()
-    started = time.monotonic()  # from the user's confirm: rows saved, one bulk run, until it ends
-    run = lifecycle.accounts_bulk_onboard(report=report, **options)
-    wait_for_runs([run.pk], timeout=RUN_TIMEOUT)
-    portal_seconds = time.monotonic() - started
+    meter = stack.meter()
+    started = time.monotonic()  # from the user's confirm: rows saved, one bulk run per file, until the end
+    run_ids = [lifecycle.accounts_bulk_onboard(report=report, **options).pk for report in reports]
+    wait_for_runs(run_ids, timeout=RUN_TIMEOUT)
+    seconds = time.monotonic() - started
+    workers = meter.stop()
     counts = _snapshot(stack)
-    run = Run.objects.get(pk=run.pk)
-    accounts = list(run.accounts.all())
-
+    runs = list(Run.objects.filter(pk__in=run_ids).order_by("pk"))
     per_account_totals = [sum(counts.get(a, Counter()).values()) for a in ids]
     agent_calls = counts.get(agent_account, Counter())
-    agent_writes = sum(n for action, n in agent_calls.items() if _is_write(action))
     calls_on_path = statistics.median(per_account_totals) + sum(agent_calls.values())
     granted = sorted(agent_permission_arns(agent))
-    expected = sorted(a.service_role_arn for a in accounts)
-    operations = Operation.objects.filter(run=run)
+    expected = sorted(a.service_role_arn for run in runs for a in run.accounts.all())
+    statuses = sorted({run.status for run in runs})
+    return {
+        "seconds": round(seconds, 2),
+        "runs": len(runs),
+        "run_seconds": max((_run_seconds(run) or 0 for run in runs), default=None),
+        "status": statuses[0] if len(statuses) == 1 else "/".join(statuses),
+        "explanation": " | ".join(run.explanation[:300] for run in runs if run.explanation),
+        "calls_per_account": _per_account(counts, ids),
+        "calls_per_account_total": _calls_in(counts, ids),
+        "agent_account_calls": dict(sorted(agent_calls.items())),
+        "agent_permission_writes": sum(n for action, n in agent_calls.items() if _is_write(action)),
+        "operations": Operation.objects.filter(run__in=run_ids).count(),
+        "total_calls": sum(sum(c.values()) for c in counts.values()),
+        "calls_on_one_path": calls_on_path,
+        "critical_path_floor_seconds": round(calls_on_path * stack.proxy.delay, 2),
+        "agent_lists_exactly_the_accounts": granted == expected,
+        "workers": workers,
+    }
 
-    # The baseline: the same number of accounts, in other account ids, one after another.
-    base_agent_account = f"{int(agent_account) + 500000000000:012d}"
-    base_ids = account_ids(first_id + 500000000000, count)
-    baseline.create_agent_role(stack.proxy.url, base_agent_account, AGENT_ROLE)
+
+def onboard_threaded(stack: Stack, ids: list[str], *, agent_account: str, threads: int) -> dict:
+    baseline.create_agent_role(stack.proxy.url, agent_account, AGENT_ROLE)  # the guide's step 1, untimed
+    stack.proxy.reset_counts()
+    script = run_script(
+        stack, "threaded", ids, threads=threads, agent_account=agent_account, agent_role=AGENT_ROLE
+    )
+    counts = _snapshot(stack)
+    total = sum(sum(c.values()) for c in counts.values())
+    return {
+        "seconds": round(script["seconds"], 2),
+        "threads": threads,
+        "calls_per_account": _per_account(counts, ids),
+        "calls_per_account_total": _calls_in(counts, ids),
+        "agent_account_calls": dict(sorted(counts.get(agent_account, Counter()).items())),
+        "total_calls": total,
+    }
+
+
+def onboard_sequential(stack: Stack, ids: list[str], *, agent_account: str) -> dict:
+    baseline.create_agent_role(stack.proxy.url, agent_account, AGENT_ROLE)
     stack.proxy.reset_counts()
     base = baseline.onboard(
-        stack.proxy.url, agent_account=base_agent_account, agent_role=AGENT_ROLE, account_ids=base_ids
+        stack.proxy.url, agent_account=agent_account, agent_role=AGENT_ROLE, account_ids=ids
     )
-    base_counts = _snapshot(stack)
-    base_total = sum(sum(c.values()) for c in base_counts.values())
-
+    counts = _snapshot(stack)
+    total = sum(sum(c.values()) for c in counts.values())
     return {
-        "scenario": f"bulk-{count}",
+        "seconds": round(base["seconds"], 2),
+        "calls_per_account": _per_account(counts, ids),
+        "calls_per_account_total": _calls_in(counts, ids),
+        "agent_permission_writes": 1,
+        "total_calls": total,
+        "aws_time_floor_seconds": round(total * stack.proxy.delay, 2),
+    }
+
+
+def bulk_onboarding(
+    stack: Stack,
+    count: int,
+    *,
+    first_id: int,
+    agent_account: str,
+    options: dict,
+    capacity: float,
+    threads: int = 32,
+    sequential: bool = True,
+    name: str = "",
+) -> dict:
+    """The portal, then the 32-thread script, then (if asked) the sequential one, each in its own
+    accounts and agent account; the ratios against the script and the floor."""
+    delay = stack.proxy.delay
+    ids = account_ids(first_id, count)
+    portal = onboard_portal(stack, ids, agent_account=agent_account, name=f"cra-{count}", options=options)
+    threaded = onboard_threaded(
+        stack,
+        account_ids(first_id + THREADED_OFFSET, count),
+        agent_account=f"{int(agent_account) + THREADED_OFFSET:012d}",
+        threads=threads,
+    )
+    seq = (
+        onboard_sequential(
+            stack,
+            account_ids(first_id + SEQUENTIAL_OFFSET, count),
+            agent_account=f"{int(agent_account) + SEQUENTIAL_OFFSET:012d}",
+        )
+        if sequential
+        else None
+    )
+    floor = criteria.floor_seconds(kind="onboard", accounts=count, delay=delay, capacity=capacity)
+    return {
+        "scenario": name or f"bulk-{count}",
         "accounts": count,
         "delay_ms": round(delay * 1000),
         "options": options,
-        "portal": {
-            "seconds": round(portal_seconds, 2),
-            "run_seconds": round((run.finished_at - run.started_at).total_seconds(), 2),
-            "status": run.status,
-            "explanation": run.explanation[:300],
-            "calls_per_account": _per_account(counts, ids),
-            "calls_per_account_total": round(sum(per_account_totals) / count, 2),
-            "agent_account_calls": dict(sorted(agent_calls.items())),
-            "agent_permission_writes": agent_writes,
-            "operations": operations.count(),
-            "total_calls": sum(sum(c.values()) for c in counts.values()),
-            "calls_on_one_path": calls_on_path,
-            "critical_path_floor_seconds": round(calls_on_path * delay, 2),
-            "agent_lists_exactly_the_accounts": granted == expected,
-        },
-        "baseline": {
-            "seconds": round(base["seconds"], 2),
-            "calls_per_account": _per_account(base_counts, base_ids),
-            "agent_permission_writes": 1,
-            "total_calls": base_total,
-            "aws_time_floor_seconds": round(base_total * delay, 2),
-        },
-        "speedup": round(base["seconds"] / portal_seconds, 2),
+        "capacity_calls_per_second": capacity,
+        "portal": portal,
+        "threadpool": threaded,
+        "baseline": seq,
+        "floor": floor,
+        "portal_to_threadpool": criteria.ratio(portal["seconds"], threaded["seconds"]),
+        "portal_to_floor": criteria.ratio(portal["seconds"], floor["seconds"]),
+        "threadpool_to_floor": criteria.ratio(threaded["seconds"], floor["seconds"]),
+        "speedup": criteria.ratio(seq["seconds"], portal["seconds"]) if seq else None,
     }
 
 
@@ -185,70 +305,149 @@ def _is_write(action: str) -> bool:
 # --- 2. re-apply with nothing changed ----------------------------------------------------------
 
 
-def reapply(stack: Stack) -> dict:
+def _active_accounts(agent_account: str) -> list:
     from accounts.choices import Lifecycle
     from accounts.models import EcrAccount
-    from provisioning import services
+
+    return list(
+        EcrAccount.objects.filter(status=Lifecycle.ACTIVE, agent__account_id=agent_account)
+        .select_related("agent")
+        .order_by("pk")
+    )
+
+
+def _engine_run(stack: Stack, kind: str, accounts: list, start) -> dict:
+    """Start a run over the accounts, wait for it; the common measurements of re-apply and audit."""
     from provisioning.models import Run
 
-    accounts = list(EcrAccount.objects.filter(status=Lifecycle.ACTIVE).select_related("agent"))
     ids = [a.account_id for a in accounts]
-    agents = {a.agent.account_id for a in accounts}
     stack.proxy.reset_counts()
+    meter = stack.meter()
     started = time.monotonic()
-    run = services.account_reconcile(accounts=accounts)
+    run = start(accounts)
     wait_for_runs([run.pk], timeout=RUN_TIMEOUT)
     seconds = time.monotonic() - started
+    workers = meter.stop()
     counts = _snapshot(stack)
     run = Run.objects.get(pk=run.pk)
-    agent_calls: Counter[str] = Counter()
-    for agent_account in agents:
-        agent_calls.update(counts.get(agent_account, Counter()))
+    total = sum(sum(c.values()) for c in counts.values())
+    floor = criteria.floor_seconds(
+        kind=kind, accounts=len(accounts), delay=stack.proxy.delay, capacity=stack.capacity
+    )
     return {
-        "scenario": "reapply",
         "accounts": len(accounts),
-        "agents": len(agents),
+        "delay_ms": round(stack.proxy.delay * 1000),
         "seconds": round(seconds, 2),
         "status": run.status,
+        "explanation": run.explanation[:300],
         "writes": stack.proxy.writes(),
         "operations": run.operations.count(),
         "calls_per_account": _per_account(counts, ids),
-        "agent_calls_per_account": {k: round(v / len(accounts), 2) for k, v in sorted(agent_calls.items())},
-        "total_calls": sum(sum(c.values()) for c in counts.values()),
+        "total_calls": total,
+        "calls_per_account_total": round(total / max(1, len(accounts)), 2),
+        "floor": floor,
+        "portal_to_floor": criteria.ratio(seconds, floor["seconds"]),
+        "workers": workers,
+        "counts": counts,
+    }
+
+
+def reapply(stack: Stack, agent_account: str, size: int) -> dict:
+    """Reconcile every account of one bulk batch again, nothing changed: reads only."""
+    from provisioning import services
+
+    accounts = _active_accounts(agent_account)
+    result = _engine_run(stack, "reapply", accounts, lambda a: services.account_reconcile(accounts=a))
+    counts = result.pop("counts")
+    agent_calls = counts.get(agent_account, Counter())
+    return {
+        "scenario": f"reapply-{size}",
+        **result,
+        "agent_calls_per_account": {
+            k: round(v / max(1, len(accounts)), 2) for k, v in sorted(agent_calls.items())
+        },
     }
 
 
 # --- 3. audit ---------------------------------------------------------------------------------------
 
 
-def audit(stack: Stack, count: int) -> dict:
-    from accounts.choices import Lifecycle
-    from accounts.models import EcrAccount
+def audit(stack: Stack, agent_account: str, size: int) -> dict:
     from provisioning.audit.services import audit_request
-    from provisioning.models import Run
 
-    accounts = list(EcrAccount.objects.filter(status=Lifecycle.ACTIVE).order_by("-pk")[:count])
-    ids = [a.account_id for a in accounts]
-    stack.proxy.reset_counts()
-    started = time.monotonic()
-    run = audit_request(user=None, accounts=accounts)
-    wait_for_runs([run.pk], timeout=RUN_TIMEOUT)
-    seconds = time.monotonic() - started
-    counts = _snapshot(stack)
-    run = Run.objects.get(pk=run.pk)
-    total = sum(sum(c.values()) for c in counts.values())
+    accounts = _active_accounts(agent_account)
+    result = _engine_run(stack, "audit", accounts, lambda a: audit_request(user=None, accounts=a))
+    result.pop("counts")
+    return {"scenario": f"audit-{size}", "available": True, **result}
+
+
+# --- 5. real AWS latency, 1, 2 and 4 worker processes ----------------------------------------------
+
+
+def latency(
+    stack: Stack,
+    count: int,
+    *,
+    delay: float,
+    workers: list[int],
+    concurrency: int,
+    options: dict,
+    threads: int,
+    first_id: int,
+    capacity_accounts: int,
+    restore: bool = True,
+) -> dict:
+    """Bulk onboarding at `delay` per call with each worker count: does throughput grow with workers?
+    The 32-thread script and the capacity probe run once at the same delay. restore=False leaves the
+    last worker count running (saves a restart when nothing follows)."""
+    before = stack.proxy.delay, stack.workers, stack.concurrency
+    stack.proxy.delay = delay
+    try:
+        cap = capacity(stack, accounts=capacity_accounts, threads=threads, first_id=first_id + 500000)
+        threaded = onboard_threaded(
+            stack,
+            account_ids(first_id + THREADED_OFFSET, count),
+            agent_account=f"{LATENCY_AGENT + THREADED_OFFSET:012d}",
+            threads=threads,
+        )
+        floor = criteria.floor_seconds(
+            kind="onboard", accounts=count, delay=delay, capacity=cap["calls_per_second"]
+        )
+        rows = []
+        for i, n in enumerate(workers):
+            stack.start_workers(n, concurrency)
+            portal = onboard_portal(
+                stack,
+                account_ids(first_id + (i + 1) * 10000, count),
+                agent_account=f"{LATENCY_AGENT + i + 1:012d}",
+                name=f"cra-latency-{n}",
+                options=options,
+            )
+            rows.append(
+                {
+                    "workers": n,
+                    "concurrency": concurrency,
+                    "portal": portal,
+                    "portal_to_threadpool": criteria.ratio(portal["seconds"], threaded["seconds"]),
+                    "portal_to_floor": criteria.ratio(portal["seconds"], floor["seconds"]),
+                }
+            )
+        for row in rows:
+            row["speedup_vs_first"] = criteria.ratio(rows[0]["portal"]["seconds"], row["portal"]["seconds"])
+    finally:
+        stack.proxy.delay = before[0]
+        if restore and (stack.workers, stack.concurrency) != before[1:]:
+            stack.start_workers(before[1], before[2])
     return {
-        "scenario": "audit",
-        "available": True,
-        "accounts": len(accounts),
-        "seconds": round(seconds, 2),
-        "status": run.status,
-        "explanation": run.explanation[:300],
-        "writes": stack.proxy.writes(),
-        "calls_per_account": _per_account(counts, ids),
-        "total_calls": total,
-        "calls_per_account_total": round(total / max(1, len(accounts)), 2),
-        "sequential_floor_seconds": round(total * stack.proxy.delay, 2),
+        "scenario": f"latency-{round(delay * 1000)}ms",
+        "accounts": count,
+        "delay_ms": round(delay * 1000),
+        "options": options,
+        "capacity": cap,
+        "threadpool": threaded,
+        "floor": floor,
+        "threadpool_to_floor": criteria.ratio(threaded["seconds"], floor["seconds"]),
+        "runs": rows,
     }
 
 
