@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from accounts import services as inventory
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity, EcrAccount, SnykTenant
 from portal import audit
@@ -84,3 +85,18 @@ def snyk_sync(*, agent: AgentIdentity | None = None, user: Actor = None, enqueue
     if not accounts:
         return None
     return services.account_reconcile(accounts=accounts, user=user, enqueue=enqueue)
+
+
+def broker_mode_switch(
+    *, agent: AgentIdentity, broker_mode: str, user: Actor = None, enqueue: bool = True
+) -> tuple[bool, Run | None]:
+    """Switch the agent's broker mode (the page's button and `agent_set --broker-mode`): to universal,
+    the run that migrates its onboarded accounts starts too (connections, Orgs, integrations; each
+    account's classic brokers retire once its integration exists). (changed, that run or None).
+
+    Raises ValidationError for an unknown mode.
+    """
+    changed = inventory.agent_set_broker_mode(agent=agent, broker_mode=broker_mode, user=user)
+    if not changed or not agent.is_universal:
+        return changed, None
+    return True, snyk_sync(agent=agent, user=user, enqueue=enqueue)

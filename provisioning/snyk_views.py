@@ -93,17 +93,19 @@ def snyk_sync(request: PortalRequest) -> HttpResponseRedirect:
 def agent_broker_mode(request: PortalRequest, pk: int) -> HttpResponseRedirect:
     agent = get_object_or_404(AgentIdentity, pk=pk)
     try:
-        changed = inventory.agent_set_broker_mode(
+        _, run = snyk_services.broker_mode_switch(
             agent=agent, broker_mode=request.POST.get("broker_mode", ""), user=request.user
         )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect(agent)
-    if changed and agent.is_universal:
-        run = snyk_services.snyk_sync(agent=agent, user=request.user)
-        if run is not None:
-            messages.info(request, f"{agent.name} is in universal mode: this run creates its Snyk side.")
-            return redirect(run.get_absolute_url())
+    if run is not None:
+        messages.info(
+            request,
+            f"{agent.name} is in universal mode: this run creates its Snyk side; each account's classic "
+            "brokers retire once its integration exists.",
+        )
+        return redirect(run.get_absolute_url())
     messages.info(request, f"{agent.name} is in {agent.get_broker_mode_display()} mode.")
     return redirect(agent)
 

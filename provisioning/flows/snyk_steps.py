@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from accounts import services as inventory
 from accounts.choices import BrokerStatus
 from accounts.models import AgentIdentity, BrokerInstance, SnykConnection
 
@@ -87,8 +88,11 @@ class SnykAccountStep(AccountStep):
         return plan
 
     def done(self, run: Run, scope: Scope) -> None:
-        for broker in _brokers([self.target]):
+        brokers = _brokers([self.target])
+        for broker in brokers:
             snyk_plan.save_found(broker, self.found.get(broker.pk, snyk_plan.Found()))
+        # Each integrated connection serves its account and region now: the classic broker retires.
+        inventory.brokers_retire_classic(brokers, user=run.requested_by)
 
 
 class SnykRemoveStep(AccountStep):

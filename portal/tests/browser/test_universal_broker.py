@@ -178,6 +178,12 @@ def test_universal_broker_from_the_browser_to_the_real_client_and_back(
         (connection_id, org_id)
     ]
 
+    # Its classic broker retired with the integration: the account page offers no classic file.
+    page.goto(f"{portal}/accounts/{ACCOUNT}/")
+    assert "Universal Broker connection" in page.locator(f"#broker-{REGION}").inner_text()
+    assert page.locator(f"#broker-{REGION} a", has_text="Download .env").count() == 0
+    page.screenshot(path=str(tmp_path / "account-universal.png"), full_page=True)
+
     page.goto(f"{portal}/snyk/")
     assert CONNECTION in page.locator("#snyk-connections").inner_text()
     page.screenshot(path=str(tmp_path / "snyk-universal.png"), full_page=True)
