@@ -280,6 +280,7 @@ class Found:
 
     connection_id: str = ""
     org_id: str = ""
+    org_mapped: bool = False
     integration_id: str = ""
 
 
@@ -405,6 +406,10 @@ def _plan_org(
     row: SnykConnection | None,
     found: Found,
 ) -> SnykChange | None:
+    if broker.snyk_org_id:  # the operator's choice: integrated into, never created
+        found.org_id = broker.snyk_org_id
+        found.org_mapped = True
+        return None
     if row is not None and row.org_id:
         found.org_id = row.org_id
         return None

@@ -11,15 +11,16 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts import services as inventory
+from accounts import validators
 from accounts.choices import Lifecycle
-from accounts.models import AgentIdentity, EcrAccount, SnykTenant
+from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, SnykConnection, SnykTenant
 from portal import audit
 from portal.audit import Actor
 
 from . import services, snyk
 from .changes import Plan
 from .models import Run
-from .snyk_plan import access_of
+from .snyk_plan import access_of, connection_name, current_tenant
 
 SYNCED_STATUSES = (Lifecycle.ACTIVE, Lifecycle.FAILED)
 
@@ -100,3 +101,66 @@ def broker_mode_switch(
     if not changed or not agent.is_universal:
         return changed, None
     return True, snyk_sync(agent=agent, user=user, enqueue=enqueue)
+
+
+def snyk_org_map(*, broker: BrokerInstance, org_id: str, user: Actor = None) -> str:
+    """Integrate this registry (account and region) into an existing Snyk Org instead of one the
+    portal creates; the Org's name. Checked with Snyk first (GET /orgs/{org_id}): it exists, is no
+    personal Org, and is in the tenant (and its group, when the connection names one). One Org holds
+    one ECR integration, and an integrated connection keeps its Org.
+
+    Raises ValidationError (nothing saved) for every refusal, snyk.SnykError when Snyk fails.
+    """
+    org_id = org_id.strip().lower()
+    try:
+        validators.validate_snyk_id(org_id)
+    except ValidationError as exc:
+        raise ValidationError({"org_id": exc.messages}) from None
+    tenant = current_tenant()
+    name = connection_name(broker)
+    taken = (
+        BrokerInstance.objects.filter(snyk_org_id=org_id).exclude(pk=broker.pk).first()
+        or SnykConnection.objects.filter(org_id=org_id).exclude(broker=broker).first()
+    )
+    if taken is not None:
+        holder = taken if isinstance(taken, BrokerInstance) else taken.broker
+        message = f"Org {org_id} is {connection_name(holder)}'s already: an Org holds one ECR integration."
+        raise ValidationError({"org_id": message})
+    row = SnykConnection.objects.filter(broker=broker).first()
+    if row is not None and row.integration_id and row.org_id != org_id:
+        raise ValidationError(
+            {"org_id": f"{name} is integrated with Org {row.org_id} already: it keeps that Org."}
+        )
+    try:
+        org = snyk.Client(access_of(tenant)).org(org_id)
+    except snyk.SnykError as exc:
+        if exc.is_not_found:
+            raise ValidationError(
+                {"org_id": f"Snyk has no Org {org_id} (or the token's user cannot see it)."}
+            ) from None
+        raise
+    attributes = org.get("attributes") or {}
+    related = ((org.get("relationships") or {}).get("tenant") or {}).get("data") or {}
+    org_name = str(attributes.get("name") or org_id)
+    if attributes.get("is_personal"):
+        raise ValidationError({"org_id": f"{org_name!r} is a personal Org, in no group of the tenant."})
+    if related.get("id") and related["id"] != tenant.tenant_id:
+        raise ValidationError({"org_id": f"{org_name!r} is in another tenant, not {tenant.tenant_id}."})
+    if tenant.group_id and attributes.get("group_id") != tenant.group_id:
+        group = attributes.get("group_id")
+        message = f"{org_name!r} is in group {group}, not the tenant's group {tenant.group_id}."
+        raise ValidationError({"org_id": message})
+    BrokerInstance.objects.filter(pk=broker.pk).update(snyk_org_id=org_id)
+    broker.snyk_org_id = org_id
+    if row is not None:
+        SnykConnection.objects.filter(pk=row.pk).update(org_id=org_id, org_mapped=True)
+    audit.record(
+        user=user,
+        action="snyk.org_map",
+        account_id=broker.account.account_id,
+        obj=broker,
+        region=broker.region,
+        org_id=org_id,
+        org_name=org_name,
+    )
+    return org_name

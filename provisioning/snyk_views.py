@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from accounts import renderers, universal_renderers
 from accounts import services as inventory
 from accounts.choices import BrokerMode, SnykApiHost
-from accounts.models import AgentIdentity, SnykConnection, SnykDeployment, SnykTenant
+from accounts.models import AgentIdentity, BrokerInstance, SnykConnection, SnykDeployment, SnykTenant
 from portal.middleware import PortalRequest
 from portal.roles import CAN_DOWNLOAD_DEPLOYMENT, CAN_MANAGE_AGENTS, CAN_ONBOARD, permission_required
 
@@ -124,3 +124,23 @@ def deployment_download(request: PortalRequest, pk: int, fmt: str) -> HttpRespon
     response["Content-Disposition"] = f'attachment; filename="{file.filename}"'
     response["Cache-Control"] = "no-store"
     return response
+
+
+@permission_required(CAN_ONBOARD)
+@require_POST
+def snyk_org_map(request: PortalRequest, pk: int) -> HttpResponseRedirect:
+    """The account page's form: integrate this registry into an existing Org (checked with Snyk)."""
+    broker = get_object_or_404(BrokerInstance.objects.select_related("account"), pk=pk)
+    try:
+        name = snyk_services.snyk_org_map(
+            broker=broker, org_id=request.POST.get("org_id", ""), user=request.user
+        )
+    except ValidationError as exc:
+        messages.error(request, f"Org not mapped: {' '.join(exc.messages)}")
+    except snyk.SnykError as exc:
+        messages.error(request, f"Org not mapped, Snyk answered: {exc.message}")
+    else:
+        messages.info(
+            request, f"{broker}: integrated into Snyk Org {name!r} from the next sync on (no Org is created)."
+        )
+    return redirect(broker.account)

@@ -31,6 +31,7 @@ urlpatterns = [
     path("snyk/", snyk_views.snyk_overview, name="snyk_overview"),
     path("snyk/sync/", snyk_views.snyk_sync, name="snyk_sync"),
     path("snyk/agents/<int:pk>/broker-mode/", snyk_views.agent_broker_mode, name="agent_broker_mode"),
+    path("snyk/brokers/<int:pk>/org/", snyk_views.snyk_org_map, name="snyk_org_map"),
     path(
         "snyk/deployments/<int:pk>/download/<str:fmt>/",
         snyk_views.deployment_download,
