@@ -164,3 +164,36 @@ def snyk_org_map(*, broker: BrokerInstance, org_id: str, user: Actor = None) -> 
         org_name=org_name,
     )
     return org_name
+
+
+def app_secret_rotate(*, user: Actor = None) -> str:
+    """Replace the Broker App install's client secret; the new one, to be shown once. Snyk revokes the
+    old one at once: every deployment runs with the new one only once redeployed with its new file.
+
+    Raises ValidationError before the app is installed (nothing sent), snyk.SnykError when Snyk refuses
+    (the stored secret is kept).
+    """
+    tenant = current_tenant()
+    if not (tenant.app_install_id and tenant.app_org_id):
+        raise ValidationError(
+            "The Broker App is not installed yet: the first sync of a universal agent does it."
+        )
+    answer = snyk.Client(access_of(tenant)).rotate_app_secret(tenant.app_org_id, tenant.app_install_id)
+    attributes = (answer.body.get("data") or {}).get("attributes") or {}
+    secret = str(attributes.get("client_secret") or "")
+    if not secret:
+        raise snyk.SnykError(
+            answer.status, "Snyk's answer holds no client secret", request_id=answer.request_id
+        )
+    tenant.app_client_secret = secret
+    tenant.app_client_id = str(attributes.get("client_id") or tenant.app_client_id)
+    tenant.save(update_fields=["app_client_secret", "app_client_id", "updated_at"])
+    audit.record(
+        user=user,
+        action="snyk.app_secret_rotate",
+        obj=tenant,
+        install_id=tenant.app_install_id,
+        client_id=tenant.app_client_id,
+        request_id=answer.request_id,
+    )
+    return secret

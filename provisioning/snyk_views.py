@@ -144,3 +144,25 @@ def snyk_org_map(request: PortalRequest, pk: int) -> HttpResponseRedirect:
             request, f"{broker}: integrated into Snyk Org {name!r} from the next sync on (no Org is created)."
         )
     return redirect(broker.account)
+
+
+@permission_required(CAN_MANAGE_AGENTS)
+@require_POST
+def snyk_app_secret_rotate(request: PortalRequest) -> HttpResponse:
+    """The new client secret, on this answer only (never stored in the page's session or a message)."""
+    try:
+        secret = snyk_services.app_secret_rotate(user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("provisioning:snyk_overview")
+    except snyk.SnykError as exc:
+        messages.error(request, f"Not rotated (the stored secret still holds): {exc.message}")
+        return redirect("provisioning:snyk_overview")
+    context = {
+        "tenant": SnykTenant.current(),
+        "secret": secret,
+        "deployments": SnykDeployment.objects.select_related("agent").order_by("agent__name", "ordinal"),
+    }
+    response = render(request, "provisioning/snyk_secret.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
