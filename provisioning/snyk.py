@@ -259,15 +259,6 @@ class Client:
         found = self.list_all("/rest/orgs", version=BROKER_VERSION, params=params)
         return [o for o in found if (o.get("attributes") or {}).get("name") == name]
 
-    def rotate_app_secret(self, org_id: str, install_id: str) -> SnykResponse:
-        """A new client secret for the install (`attributes.client_secret`); Snyk revokes the old one."""
-        return self.request(
-            "POST",
-            f"/rest/orgs/{org_id}/apps/installs/{install_id}/secrets",
-            version=APP_SECRETS_VERSION,
-            body={"data": {"type": "app", "attributes": {"mode": "replace"}}},
-        )
-
     def install_path(self, install_id: str) -> str:
         return f"/rest/tenants/{self.access.tenant_id}/brokers/installs/{install_id}"
 

@@ -17,8 +17,9 @@ from accounts.models import AgentIdentity, BrokerInstance, EcrAccount, SnykConne
 from portal import audit
 from portal.audit import Actor
 
-from . import services, snyk
+from . import runner, services, snyk, snyk_plan
 from .changes import Plan
+from .choices import RunKind, RunStatus
 from .models import Run
 from .snyk_plan import access_of, connection_name, current_tenant
 
@@ -170,30 +171,32 @@ def app_secret_rotate(*, user: Actor = None) -> str:
     """Replace the Broker App install's client secret; the new one, to be shown once. Snyk revokes the
     old one at once: every deployment runs with the new one only once redeployed with its new file.
 
-    Raises ValidationError before the app is installed (nothing sent), snyk.SnykError when Snyk refuses
-    (the stored secret is kept).
+    The write is a run like every other (its Operation recorded, redacted), run here in the request
+    as an access key's is: the secret comes back to the person who asked, never through the queue.
+    Raises ValidationError before the app is installed (nothing sent) and when Snyk refuses (the
+    stored secret is kept), snyk.SnykError without a Snyk connection.
     """
+    tenant = current_tenant()  # SnykPlanError (a SnykError) without a Snyk connection
+    try:
+        snyk_plan.plan_app_secret(tenant)  # refuses before anything is saved or sent
+    except snyk_plan.SnykPlanError as exc:
+        raise ValidationError(str(exc)) from None
+    run = services.run_request(kind=RunKind.APP_SECRET, user=user, enqueue=False)
+    if not run.claim():
+        raise ValidationError({"run": f"Run {run.pk} was taken by another process."})
+    runner.execute(run)
+    secret: str | None = getattr(run, "new_client_secret", None)
+    if run.status != RunStatus.SUCCEEDED or not secret:
+        raise ValidationError(run.explanation or f"Run {run.pk} {run.status}.")
     tenant = current_tenant()
-    if not (tenant.app_install_id and tenant.app_org_id):
-        raise ValidationError(
-            "The Broker App is not installed yet: the first sync of a universal agent does it."
-        )
-    answer = snyk.Client(access_of(tenant)).rotate_app_secret(tenant.app_org_id, tenant.app_install_id)
-    attributes = (answer.body.get("data") or {}).get("attributes") or {}
-    secret = str(attributes.get("client_secret") or "")
-    if not secret:
-        raise snyk.SnykError(
-            answer.status, "Snyk's answer holds no client secret", request_id=answer.request_id
-        )
-    tenant.app_client_secret = secret
-    tenant.app_client_id = str(attributes.get("client_id") or tenant.app_client_id)
-    tenant.save(update_fields=["app_client_secret", "app_client_id", "updated_at"])
+    operation = run.operations.get()
     audit.record(
         user=user,
         action="snyk.app_secret_rotate",
         obj=tenant,
         install_id=tenant.app_install_id,
         client_id=tenant.app_client_id,
-        request_id=answer.request_id,
+        run_id=run.pk,
+        request_id=operation.request_id,
     )
     return secret

@@ -112,6 +112,22 @@ class SnykRemoveStep(AccountStep):
         SnykConnection.objects.filter(broker__account=self.target.account).delete()
 
 
+class AppSecretStep(Step):
+    """The Broker App install's new client secret: one Snyk write, recorded like every other. It is
+    stored encrypted (the change's on_done) and travels back on the in-memory run object only
+    (`run.new_client_secret`), to be shown once: never in an Operation, a log line or a task."""
+
+    label = "Broker App client secret"
+
+    def plan(self, scope: Scope) -> Plan:
+        return snyk_plan.plan_app_secret(snyk_plan.current_tenant())
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        writes = apply_step(run, self.plan(scope), self.label)
+        run.new_client_secret = snyk_plan.current_tenant().app_client_secret  # type: ignore[attr-defined]  # in memory only
+        return writes
+
+
 def _universal(targets: list[AccountTarget]) -> list[AccountTarget]:
     return [t for t in targets if t.account.agent.is_universal]
 

@@ -13,6 +13,8 @@ from django.urls import reverse
 
 from accounts.models import SnykTenant
 from portal.models import AuditEntry
+from provisioning.choices import RunKind
+from provisioning.models import Operation, Run
 
 from .test_snyk_flows import onboard, tenant, universal_inventory  # noqa: F401  (fixture)
 
@@ -54,6 +56,15 @@ def test_the_command_rotates_stores_encrypted_and_shows_the_secret_once(installe
     entry = AuditEntry.objects.get(action="snyk.app_secret_rotate")
     assert entry.details["install_id"] == stored.app_install_id and entry.details["request_id"]
     assert new not in json.dumps(list(AuditEntry.objects.values("details")))
+    # The write is an Operation of its own run, like every Snyk write; it never holds the secret.
+    run = Run.objects.get(kind=RunKind.APP_SECRET)
+    (operation,) = run.operations.all()
+    assert (operation.action, operation.status) == ("snyk:RotateAppSecret", "succeeded")
+    assert operation.request_id == entry.details["request_id"]
+    assert new not in json.dumps(
+        list(Operation.objects.values("request", "before", "after", "error_message"))
+    )
+    assert new not in json.dumps(list(run.log_entries.values("message"))) and new not in run.explanation
 
 
 def test_nothing_to_rotate_before_the_app_is_installed(snyk_fake):
