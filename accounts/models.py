@@ -287,6 +287,13 @@ class BrokerInstance(models.Model):
     status = models.CharField(
         max_length=8, choices=BrokerStatus.choices, default=BrokerStatus.ACTIVE, db_index=True
     )
+    # Set once a Universal Broker connection serves this account and region (its integration exists):
+    # the classic broker client is no longer needed and its files are no longer offered. The broker
+    # row stays active: it is what the connection is made from.
+    classic_retired_at = models.DateTimeField(null=True, blank=True)
+    # The existing Snyk Org the operator chose for this registry (snyk_org_map): integrated into,
+    # never created. Blank: the portal finds or creates "ECR <account> <region>" in the tenant's group.
+    snyk_org_id = models.CharField(max_length=36, blank=True, validators=[v.validate_snyk_id])
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

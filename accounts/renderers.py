@@ -106,6 +106,12 @@ def broker_settings(broker: BrokerInstance, *, masked: bool = False) -> dict[str
             f"The broker for {broker.account.account_id} in {broker.region} is retired: "
             "its files are no longer served."
         )
+    if broker.classic_retired_at is not None:
+        raise BrokerFileError(
+            f"{broker.account.account_id} in {broker.region} is served by its Universal Broker connection "
+            f"since {broker.classic_retired_at:%Y-%m-%d %H:%M}: the classic broker is retired and its "
+            "files are no longer offered (the deployment's files are on the Snyk page)."
+        )
     account = broker.account
     if broker.pending_reason:
         raise BrokerFileError(

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from portal import audit
 from portal.audit import Actor
@@ -30,7 +31,15 @@ from .choices import (
     BrokerStatus,
     Lifecycle,
 )
-from .models import RUNTIME_PARAMETERS, AgentIdentity, BrokerInstance, EcrAccount, ExternalId, SnykDeployment
+from .models import (
+    RUNTIME_PARAMETERS,
+    AgentIdentity,
+    BrokerInstance,
+    EcrAccount,
+    ExternalId,
+    SnykConnection,
+    SnykDeployment,
+)
 
 # Accounts whose service role the agent's permissions must list.
 MEMBER_STATUSES = (Lifecycle.PENDING, Lifecycle.ACTIVE, Lifecycle.FAILED)
@@ -133,10 +142,38 @@ def agent_set_broker_mode(*, agent: AgentIdentity, broker_mode: str, user: Actor
     if agent.broker_mode == broker_mode:
         return False
     before = agent.broker_mode
-    AgentIdentity.objects.filter(pk=agent.pk).update(broker_mode=broker_mode)
-    agent.broker_mode = broker_mode
-    audit.record(user=user, action="agent.broker_mode", obj=agent, before=before, after=broker_mode)
+    with transaction.atomic():
+        AgentIdentity.objects.filter(pk=agent.pk).update(broker_mode=broker_mode)
+        if broker_mode == BrokerMode.CLASSIC:
+            # Back to classic: each account's broker clients are needed again, so are their files.
+            BrokerInstance.objects.filter(account__agent=agent).update(classic_retired_at=None)
+        agent.broker_mode = broker_mode
+        audit.record(user=user, action="agent.broker_mode", obj=agent, before=before, after=broker_mode)
     return True
+
+
+def brokers_retire_classic(brokers: Iterable[BrokerInstance], *, user: Actor = None) -> int:
+    """Mark retired the classic broker of each broker whose Universal Broker integration exists
+    (its connection opens the tunnel now); how many were marked. Never one without integration."""
+    retired = 0
+    for broker in brokers:
+        integrated = SnykConnection.objects.filter(broker=broker).exclude(integration_id="").exists()
+        if broker.classic_retired_at is not None or not integrated:
+            continue
+        now = timezone.now()
+        if BrokerInstance.objects.filter(pk=broker.pk, classic_retired_at__isnull=True).update(
+            classic_retired_at=now
+        ):
+            broker.classic_retired_at = now
+            retired += 1
+            audit.record(
+                user=user,
+                action="broker.classic_retired",
+                account_id=broker.account.account_id,
+                obj=broker,
+                region=broker.region,
+            )
+    return retired
 
 
 def account_build(
@@ -247,6 +284,7 @@ def host_brokers(broker: BrokerInstance) -> list[BrokerInstance]:
             account__agent_id=broker.account.agent_id, cr_agent_url=broker.cr_agent_url
         )
         .exclude(status=BrokerStatus.RETIRED)
+        .filter(classic_retired_at__isnull=True)
         .select_related("account__agent")
         .prefetch_related("account__external_ids")
         .order_by("account__account_id", "region")

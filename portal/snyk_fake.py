@@ -100,6 +100,13 @@ class FakeSnyk:
         self.orgs[org_id or _id()] = {"name": "Broker admin", "group_id": group_id, "tenant": tenant_id}
         return tenant_id
 
+    def add_org(self, name: str, *, group_id: str = "") -> str:
+        """An Org made outside the portal (in a group, or personal without one)."""
+        org_id = _id()
+        tenant = self.groups[group_id]["tenant"] if group_id else ""
+        self.orgs[org_id] = {"name": name, "group_id": group_id, "tenant": tenant}
+        return org_id
+
     def add_user(
         self, *, token: str, user_id: str = "", name: str = "Tenant Admin", admin_of: str = ""
     ) -> str:
@@ -222,8 +229,18 @@ def _integration_doc(integration_id: str, i: dict[str, Any]) -> dict[str, Any]:
 
 
 def _org_doc(org_id: str, o: dict[str, Any]) -> dict[str, Any]:
-    attributes = {"name": o["name"], "slug": o["name"].lower().replace(" ", "-"), "group_id": o["group_id"]}
-    return {"id": org_id, "type": "org", "attributes": attributes}
+    """As Snyk's Orgs API (Org20230529): group_id only for an Org in a group, the tenant as a relationship."""
+    attributes = {
+        "name": o["name"],
+        "slug": o["name"].lower().replace(" ", "-"),
+        "is_personal": not o["group_id"],
+    }
+    if o["group_id"]:
+        attributes["group_id"] = o["group_id"]
+    doc: dict[str, Any] = {"id": org_id, "type": "org", "attributes": attributes}
+    if o["tenant"]:
+        doc["relationships"] = {"tenant": {"data": {"id": o["tenant"], "type": "tenant"}}}
+    return doc
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -370,6 +387,12 @@ def build_app(fake: FakeSnyk) -> Flask:  # noqa: C901  one route table, read top
             if name in v["name"].lower() and (not group or v["group_id"] == group)
         ]
         return _page(fake, found)
+
+    @route("/rest/orgs/<org_id>", "GET")
+    def org(org_id: str) -> Response:
+        _version(BROKER_VERSIONS)
+        user()
+        return _document(_org_doc(org_id, _known(fake.orgs, org_id, "Org")))
 
     @route("/v1/org", "POST")
     def create_org() -> Response:

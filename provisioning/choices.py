@@ -12,6 +12,7 @@ class RunKind(models.TextChoices):
     ACCESS_KEY = "access_key", "Agent access key"
     ORG_DISCOVER = "org_discover", "Organization discovery"
     ORG_SYNC = "org_sync", "Organization sync"
+    APP_SECRET = "app_secret", "Snyk client secret rotation"
 
 
 class RunStatus(models.TextChoices):

@@ -251,6 +251,10 @@ class Client:
             version=BROKER_VERSION,
         )
 
+    def org(self, org_id: str) -> dict[str, Any]:
+        """One Org (GET /orgs/{org_id}): attributes name, group_id, is_personal; the tenant related."""
+        return self.get(f"/rest/orgs/{org_id}", version=BROKER_VERSION).get("data") or {}
+
     def orgs_named(self, name: str, group_id: str = "") -> list[dict[str, Any]]:
         """Orgs whose name is exactly `name` (Snyk's `name` filter matches parts of names too)."""
         params = {"is_personal": "false", "name": name}

@@ -197,6 +197,29 @@ def _plan_install(plan: Plan, agent: AgentIdentity, state: AgentState, client: s
     plan.changes.append(state.install_change)
 
 
+def plan_app_secret(tenant: SnykTenant) -> Plan:
+    """The install's client secret replaced (Snyk revokes the old one at once); on_done stores the new."""
+    if not (tenant.app_install_id and tenant.app_org_id):
+        raise SnykPlanError(
+            "The Broker App is not installed yet: the first sync of a universal agent does it."
+        )
+    access = access_of(tenant)
+    install = tenant.app_install_id
+    change = _change(
+        "",
+        access,
+        kind="update",
+        action="snyk:RotateAppSecret",
+        summary=f"Replace the client secret of the Broker App install {install} (the old one stops)",
+        http="POST",
+        path=f"/rest/orgs/{tenant.app_org_id}/apps/installs/{install}/secrets",
+        version=snyk.APP_SECRETS_VERSION,
+        body={"data": {"type": "app", "attributes": {"mode": "replace"}}},
+        on_done=lambda answer: _save_install(AgentState(tenant=tenant, access=access), install, answer),
+    )
+    return Plan(changes=[change])
+
+
 def _save_install(state: AgentState, install_id: str, answer: snyk.SnykResponse) -> None:
     tenant = state.tenant
     attributes = (answer.body.get("data") or {}).get("attributes") or {}
@@ -280,6 +303,7 @@ class Found:
 
     connection_id: str = ""
     org_id: str = ""
+    org_mapped: bool = False
     integration_id: str = ""
 
 
@@ -405,6 +429,10 @@ def _plan_org(
     row: SnykConnection | None,
     found: Found,
 ) -> SnykChange | None:
+    if broker.snyk_org_id:  # the operator's choice: integrated into, never created
+        found.org_id = broker.snyk_org_id
+        found.org_mapped = True
+        return None
     if row is not None and row.org_id:
         found.org_id = row.org_id
         return None

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from accounts import renderers, universal_renderers
 from accounts import services as inventory
 from accounts.choices import BrokerMode, SnykApiHost
-from accounts.models import AgentIdentity, SnykConnection, SnykDeployment, SnykTenant
+from accounts.models import AgentIdentity, BrokerInstance, SnykConnection, SnykDeployment, SnykTenant
 from portal.middleware import PortalRequest
 from portal.roles import CAN_DOWNLOAD_DEPLOYMENT, CAN_MANAGE_AGENTS, CAN_ONBOARD, permission_required
 
@@ -93,17 +93,19 @@ def snyk_sync(request: PortalRequest) -> HttpResponseRedirect:
 def agent_broker_mode(request: PortalRequest, pk: int) -> HttpResponseRedirect:
     agent = get_object_or_404(AgentIdentity, pk=pk)
     try:
-        changed = inventory.agent_set_broker_mode(
+        _, run = snyk_services.broker_mode_switch(
             agent=agent, broker_mode=request.POST.get("broker_mode", ""), user=request.user
         )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect(agent)
-    if changed and agent.is_universal:
-        run = snyk_services.snyk_sync(agent=agent, user=request.user)
-        if run is not None:
-            messages.info(request, f"{agent.name} is in universal mode: this run creates its Snyk side.")
-            return redirect(run.get_absolute_url())
+    if run is not None:
+        messages.info(
+            request,
+            f"{agent.name} is in universal mode: this run creates its Snyk side; each account's classic "
+            "brokers retire once its integration exists.",
+        )
+        return redirect(run.get_absolute_url())
     messages.info(request, f"{agent.name} is in {agent.get_broker_mode_display()} mode.")
     return redirect(agent)
 
@@ -120,5 +122,47 @@ def deployment_download(request: PortalRequest, pk: int, fmt: str) -> HttpRespon
         return redirect("provisioning:snyk_overview")
     response = HttpResponse(file.content, content_type=file.content_type)
     response["Content-Disposition"] = f'attachment; filename="{file.filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@permission_required(CAN_ONBOARD)
+@require_POST
+def snyk_org_map(request: PortalRequest, pk: int) -> HttpResponseRedirect:
+    """The account page's form: integrate this registry into an existing Org (checked with Snyk)."""
+    broker = get_object_or_404(BrokerInstance.objects.select_related("account"), pk=pk)
+    try:
+        name = snyk_services.snyk_org_map(
+            broker=broker, org_id=request.POST.get("org_id", ""), user=request.user
+        )
+    except ValidationError as exc:
+        messages.error(request, f"Org not mapped: {' '.join(exc.messages)}")
+    except snyk.SnykError as exc:
+        messages.error(request, f"Org not mapped, Snyk answered: {exc.message}")
+    else:
+        messages.info(
+            request, f"{broker}: integrated into Snyk Org {name!r} from the next sync on (no Org is created)."
+        )
+    return redirect(broker.account)
+
+
+@permission_required(CAN_MANAGE_AGENTS)
+@require_POST
+def snyk_app_secret_rotate(request: PortalRequest) -> HttpResponse:
+    """The new client secret, on this answer only (never stored in the page's session or a message)."""
+    try:
+        secret = snyk_services.app_secret_rotate(user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("provisioning:snyk_overview")
+    except snyk.SnykError as exc:
+        messages.error(request, f"Not rotated (the stored secret still holds): {exc.message}")
+        return redirect("provisioning:snyk_overview")
+    context = {
+        "tenant": SnykTenant.current(),
+        "secret": secret,
+        "deployments": SnykDeployment.objects.select_related("agent").order_by("agent__name", "ordinal"),
+    }
+    response = render(request, "provisioning/snyk_secret.html", context)
     response["Cache-Control"] = "no-store"
     return response

@@ -30,7 +30,9 @@ urlpatterns = [
     path("audit/accounts/<str:account_id>/", audit_views.audit_detail, name="audit_detail"),
     path("snyk/", snyk_views.snyk_overview, name="snyk_overview"),
     path("snyk/sync/", snyk_views.snyk_sync, name="snyk_sync"),
+    path("snyk/app-secret/", snyk_views.snyk_app_secret_rotate, name="snyk_app_secret_rotate"),
     path("snyk/agents/<int:pk>/broker-mode/", snyk_views.agent_broker_mode, name="agent_broker_mode"),
+    path("snyk/brokers/<int:pk>/org/", snyk_views.snyk_org_map, name="snyk_org_map"),
     path(
         "snyk/deployments/<int:pk>/download/<str:fmt>/",
         snyk_views.deployment_download,

@@ -40,7 +40,10 @@ MODEL_ALIASES = {
     "api_token": "portal.apitoken",
 }
 # URLs whose `pk` / `object_id` the name alone does not tell.
-PK_MODEL_BY_NAME = {"admin:view_on_site": "accounts.ecraccount"}
+PK_MODEL_BY_NAME = {
+    "admin:view_on_site": "accounts.ecraccount",
+    "provisioning:snyk_org_map": "accounts.brokerinstance",
+}
 
 _ROUTE_PARAM = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<parameter>[^>]+)>")
 _ADMIN_MODEL = re.compile(r"^admin/(?P<app>\w+)/(?P<model>\w+)/")

@@ -37,6 +37,7 @@ from .base import (
     Step,
     agents_of,
 )
+from .snyk_steps import AppSecretStep
 from .snyk_steps import present_steps as snyk_present_steps
 from .snyk_steps import removal_steps as snyk_removal_steps
 from .steps import (
@@ -300,6 +301,21 @@ class AccessKeyFlow(Flow):
         return RunStatus.SUCCEEDED, f"Access key …{key_id[-4:]} created; its secret was shown once."
 
 
+class AppSecretFlow(Flow):
+    """The Broker App install's client secret replaced: one Snyk write; shown once to its asker."""
+
+    kinds = (RunKind.APP_SECRET,)
+
+    def scope_of(self, run: Run) -> Scope:
+        return Scope()
+
+    def steps(self, scope: Scope) -> list[Step]:
+        return [AppSecretStep()]
+
+    def summarize(self, run: Run, scope: Scope, outcomes: Outcomes) -> tuple[str, str]:
+        return RunStatus.SUCCEEDED, "The Broker App's client secret was replaced; the new one was shown once."
+
+
 class AuditFlow(Flow):
     """Read every account and agent, compare with the inventory, store the findings. It never writes:
     its preview is empty, and its one step is the audit itself (provisioning/audit/run.py)."""
@@ -452,11 +468,23 @@ OFFBOARD = OffboardFlow()
 BULK = BulkFlow()
 AUDIT = AuditFlow()
 ACCESS_KEY = AccessKeyFlow()
+APP_SECRET = AppSecretFlow()
 ORG_DISCOVER = OrgDiscoverFlow()
 ORG_SYNC = OrgSyncFlow()
 
 FLOWS: dict[str, Flow] = {
     kind: flow
-    for flow in (AGENT_SETUP, ONBOARD, RECONCILE, OFFBOARD, BULK, AUDIT, ACCESS_KEY, ORG_DISCOVER, ORG_SYNC)
+    for flow in (
+        AGENT_SETUP,
+        ONBOARD,
+        RECONCILE,
+        OFFBOARD,
+        BULK,
+        AUDIT,
+        ACCESS_KEY,
+        APP_SECRET,
+        ORG_DISCOVER,
+        ORG_SYNC,
+    )
     for kind in flow.kinds
 }

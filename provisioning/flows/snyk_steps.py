@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from accounts import services as inventory
 from accounts.choices import BrokerStatus
 from accounts.models import AgentIdentity, BrokerInstance, SnykConnection
 
@@ -87,8 +88,11 @@ class SnykAccountStep(AccountStep):
         return plan
 
     def done(self, run: Run, scope: Scope) -> None:
-        for broker in _brokers([self.target]):
+        brokers = _brokers([self.target])
+        for broker in brokers:
             snyk_plan.save_found(broker, self.found.get(broker.pk, snyk_plan.Found()))
+        # Each integrated connection serves its account and region now: the classic broker retires.
+        inventory.brokers_retire_classic(brokers, user=run.requested_by)
 
 
 class SnykRemoveStep(AccountStep):
@@ -106,6 +110,22 @@ class SnykRemoveStep(AccountStep):
 
     def done(self, run: Run, scope: Scope) -> None:
         SnykConnection.objects.filter(broker__account=self.target.account).delete()
+
+
+class AppSecretStep(Step):
+    """The Broker App install's new client secret: one Snyk write, recorded like every other. It is
+    stored encrypted (the change's on_done) and travels back on the in-memory run object only
+    (`run.new_client_secret`), to be shown once: never in an Operation, a log line or a task."""
+
+    label = "Broker App client secret"
+
+    def plan(self, scope: Scope) -> Plan:
+        return snyk_plan.plan_app_secret(snyk_plan.current_tenant())
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        writes = apply_step(run, self.plan(scope), self.label)
+        run.new_client_secret = snyk_plan.current_tenant().app_client_secret  # type: ignore[attr-defined]  # in memory only
+        return writes
 
 
 def _universal(targets: list[AccountTarget]) -> list[AccountTarget]:

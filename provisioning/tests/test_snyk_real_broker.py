@@ -65,30 +65,30 @@ def client_folder(root: Path) -> None:
     shutil.copy(template / "accept.json", root / "defaultFilters" / "container-registry-agent.json")
 
 
-@pytest.mark.skipif(bool(_missing()), reason=_missing() or "ready")
-def test_the_real_client_loads_every_connection_of_its_deployment(aws, tenant, snyk_fake, tmp_path):  # noqa: F811
-    _, accounts = universal_inventory(["222222222222", "333333333333"], regions=("eu-west-1", "us-east-1"))
-    for account in accounts:
-        onboard(account)
-    deployment = SnykDeployment.objects.get()
-    env_file = account_services.deployment_file_download(deployment=deployment, fmt="env").content
-    names = sorted(c["name"] for c in snyk_fake.connections_of(deployment.deployment_id))
-    assert len(names) == 4
+def real_client_missing() -> str:
+    return _missing()
 
-    client_folder(tmp_path)
+
+def assert_real_client_loads(env_file: str, snyk_fake, deployment_id: str, root: Path) -> dict:
+    """Start the real client in universal mode on a rendered deployment .env (in `root`, a folder of
+    its own): it gets a token, lists the deployment's connections, loads each one, and its
+    container-registry credentials plugin accepts each. Returns the loaded connections by name."""
+    names = sorted(c["name"] for c in snyk_fake.connections_of(deployment_id))
+    root.mkdir(parents=True, exist_ok=True)
+    client_folder(root)
     # As `docker run --env-file` / compose's env_file read it: KEY=value lines, comments skipped.
     settings = dict(line.split("=", 1) for line in env_file.splitlines() if line and not line.startswith("#"))
     assert set(settings) >= {"DEPLOYMENT_ID", "CLIENT_ID", "CLIENT_SECRET", "BROKER_SERVER_URL",
                              "BROKER_DISPATCHER_BASE_URL", "PORT", "BROKER_HA_MODE_ENABLED", "BROKER_CLIENT_URL"}  # fmt: skip
     settings["PORT"] = str(free_port())  # the one change: never collide with a running portal
-    env = {**settings, "PATH": os.environ["PATH"], "HOME": str(tmp_path), "LOG_LEVEL": "debug"}
-    universal = tmp_path / "config.universal.json"
-    log = tmp_path / "client.log"
+    env = {**settings, "PATH": os.environ["PATH"], "HOME": str(root), "LOG_LEVEL": "debug"}
+    universal = root / "config.universal.json"
+    log = root / "client.log"
     calls_before = len(snyk_fake.log)
     with log.open("w") as out:
         proc = subprocess.Popen(["node", "--preserve-symlinks", "--preserve-symlinks-main",
-                                 str(tmp_path / "node_modules" / "snyk-broker" / "dist" / "cli" / "index.js")],
-                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+                                 str(root / "node_modules" / "snyk-broker" / "dist" / "cli" / "index.js")],
+                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -98,7 +98,7 @@ def test_the_real_client_loads_every_connection_of_its_deployment(aws, tenant, s
                 assert proc.poll() is None, text[-3000:]
                 time.sleep(0.5)
             loaded = json.loads(universal.read_text())["CONNECTIONS"]
-            (tmp_path / "loaded.json").write_text(json.dumps({"CONNECTIONS": loaded}))
+            (root / "loaded.json").write_text(json.dumps({"CONNECTIONS": loaded}))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
@@ -107,7 +107,7 @@ def test_the_real_client_loads_every_connection_of_its_deployment(aws, tenant, s
     assert "startup failure" not in text and "is disabled" not in text
     client_calls = snyk_fake.log[calls_before:]
     assert client_calls[:2] == [
-        "POST /oauth2/token", f"GET /hidden/brokers/deployments/{deployment.deployment_id}/connections",
+        "POST /oauth2/token", f"GET /hidden/brokers/deployments/{deployment_id}/connections",
     ]  # fmt: skip
     assert sorted(loaded) == names
     for name, config in loaded.items():
@@ -117,7 +117,19 @@ def test_the_real_client_loads_every_connection_of_its_deployment(aws, tenant, s
         } == wanted
         assert config["identifier"]  # integrated: the client opens its tunnel
 
-    check = subprocess.run(["node", str(CHECK), str(HOME), str(tmp_path / "loaded.json")],
+    check = subprocess.run(["node", str(CHECK), str(HOME), str(root / "loaded.json")],
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.count(": passing ") == len(names)
+    return loaded
+
+
+@pytest.mark.skipif(bool(_missing()), reason=_missing() or "ready")
+def test_the_real_client_loads_every_connection_of_its_deployment(aws, tenant, snyk_fake, tmp_path):  # noqa: F811
+    _, accounts = universal_inventory(["222222222222", "333333333333"], regions=("eu-west-1", "us-east-1"))
+    for account in accounts:
+        onboard(account)
+    deployment = SnykDeployment.objects.get()
+    env_file = account_services.deployment_file_download(deployment=deployment, fmt="env").content
+    assert len(snyk_fake.connections_of(deployment.deployment_id)) == 4
+    assert_real_client_loads(env_file, snyk_fake, deployment.deployment_id, tmp_path)

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from accounts import services as inventory
 from accounts.choices import BrokerMode
 from accounts.models import AgentIdentity
-from provisioning import cli, services
+from provisioning import cli, services, snyk_services
 
 from .agent_add import add_runtime_arguments, runtime_fields
 
@@ -39,18 +39,32 @@ class Command(BaseCommand):
                 self._print_plan(agent, runtime)
             return
         if opts["broker_mode"]:
-            self._set_broker_mode(agent, opts["broker_mode"])
+            self._set_broker_mode(agent, opts["broker_mode"], opts)
         if runtime:
             self._set_runtime(agent, runtime, opts)
 
-    def _set_broker_mode(self, agent: AgentIdentity, broker_mode: str) -> None:
-        if not inventory.agent_set_broker_mode(agent=agent, broker_mode=broker_mode):
+    def _set_broker_mode(self, agent: AgentIdentity, broker_mode: str, opts: dict[str, Any]) -> None:
+        changed, run = snyk_services.broker_mode_switch(
+            agent=agent, broker_mode=broker_mode, enqueue=not opts["inline"]
+        )
+        if not changed:
             self.stdout.write(f"Agent {agent.name} is already in {agent.broker_mode} mode: nothing changed.")
             return
+        if run is None:
+            self.stdout.write(
+                f"Agent {agent.name} is now in {agent.broker_mode} mode"
+                + (
+                    ": no account onboarded yet (each gets its Snyk side as it is onboarded)."
+                    if agent.is_universal
+                    else ": its brokers' classic files are offered again."
+                )
+            )
+            return
         self.stdout.write(
-            f"Agent {agent.name} is now in {agent.broker_mode} mode. "
-            f"Run `manage.py snyk_sync --agent {agent.name}` to bring Snyk to it."
+            f"Agent {agent.name} is now in universal mode: this run creates its accounts' Snyk side; each "
+            "account's classic brokers retire once its integration exists."
         )
+        cli.execute_for(self, run, opts)
 
     def _set_runtime(self, agent: AgentIdentity, runtime: dict[str, str], opts: dict[str, Any]) -> None:
         try:
