@@ -18,7 +18,7 @@ from portal import audit
 from portal.text import counted
 
 from .. import aws, planner
-from ..applier import apply_step
+from ..applier import apply_expecting_absent, apply_step
 from ..changes import Plan
 from ..locks import agent_lock
 from ..models import Run, RunLock
@@ -158,6 +158,27 @@ class ReconcileAccountStep(AccountStep):
 
     def plan_account(self, scope: Scope) -> Plan:
         return planner.plan_account(self.target.account, self.target.wanted.external_ids)
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        """An account new to the portal is created without reading first (its preview saw nothing);
+        what exists after all is read, compared and adopted (apply_expecting_absent)."""
+        if not self.expects_absent(run):
+            return super().execute(run, scope, outcomes)
+        account, ids = self.target.account, self.target.wanted.external_ids
+        plan = planner.plan_new_account(account, ids)
+        writes = apply_expecting_absent(run, plan, self.label, lambda: self.plan(scope), step=self.label)
+        self.done(run, scope)
+        return writes
+
+    def expects_absent(self, run: Run) -> bool:
+        """Never onboarded (a draft, or onboarding for the first time, nothing adopted), in the run's
+        first attempt: one taking over a dead worker's run reads what that worker made."""
+        account = self.target.account
+        return (
+            run.attempts <= 1
+            and account.status in (Lifecycle.DRAFT, Lifecycle.PENDING)
+            and not (account.role_adopted or account.policy_adopted)
+        )
 
     def done(self, run: Run, scope: Scope) -> None:
         # The trust now accepts every desired id: broker files may switch to the newest one.

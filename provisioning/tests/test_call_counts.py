@@ -1,0 +1,204 @@
+"""What each account costs in AWS calls, by action, against moto: a new account 4 calls (the
+script's minimum), an unchanged one re-applied at most 4, an audited one at most 5. A resource that
+exists after all (made by hand between preview and run) is read, compared and adopted."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from accounts.models import EcrAccount
+from provisioning import lifecycle, live, services
+from provisioning.audit.services import audit_request
+from provisioning.choices import OperationStatus, RunStatus
+
+from .conftest import AGENT_ACCOUNT, ECR_ACCOUNTS, iam_in
+from .test_bulk import csv_file, ids, row
+from .test_engine import run_inline
+
+NEW_ACCOUNT = {"sts:AssumeRole": 1, "iam:CreatePolicy": 1, "iam:CreateRole": 1, "iam:AttachRolePolicy": 1}
+
+
+@pytest.fixture
+def by_account(aws, monkeypatch):
+    """Every botocore call by the account it lands in and its action, counted from a before-call
+    hook on each client the portal builds (AssumeRole: the account of the role assumed)."""
+    counted: dict[str, Counter[str]] = {}
+    real_count = aws._count
+
+    def count(event_name, **kwargs):
+        real_count(event_name, **kwargs)
+        _, service, operation = event_name.split(".", 2)
+        body = kwargs["params"].get("body") or {}
+        if operation == "AssumeRole":
+            account = body["RoleArn"].split(":")[4]
+        else:
+            key = kwargs["request_signer"]._credentials.get_frozen_credentials().access_key
+            landed = {c["aws_access_key_id"]: acct for c, _, acct in aws.sessions._assumed.values()}
+            account = landed.get(key, "base")
+        counted.setdefault(account, Counter())[f"{service}:{operation}"] += 1
+
+    monkeypatch.setattr(aws, "_count", count)
+    getattr(live, "_read_one_by_one", set()).clear()
+
+    def fresh():
+        """Forget clients and sessions (a worker that never saw these accounts) and the counts."""
+        aws.sessions.clear()
+        counted.clear()
+        return counted
+
+    return fresh
+
+
+def test_each_new_account_of_a_bulk_run_costs_four_calls(transactional_db, aws, by_account, tmp_path):
+    agent = _make_agent()
+    accounts = ids(3)
+    report = lifecycle.bulk_validate(
+        agent=agent, content=csv_file(tmp_path, [row(a) for a in accounts]).read_bytes(), filename="a.csv"
+    )
+    run = lifecycle.accounts_bulk_onboard(report=report, enqueue=False, max_concurrency=2)
+    counted = by_account()
+    run = run_inline(run)
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    for account_id in accounts:
+        assert counted[account_id] == NEW_ACCOUNT, account_id
+    assert iam_in(accounts[0]).get_role("SnykEcrServiceRole")["Tags"][0]["Key"] == "managed-by"
+
+
+def _make_agent():
+    from accounts import services as account_services
+
+    from .conftest import make_management_role
+
+    return account_services.agent_create(
+        name="cra",
+        kind="role",
+        account_id=AGENT_ACCOUNT,
+        management_role_arn=make_management_role(AGENT_ACCOUNT),
+    )
+
+
+def onboard_all(agent, accounts):
+    assert run_inline(services.agent_setup(agent=agent, enqueue=False)).status == RunStatus.SUCCEEDED
+    for account in accounts:
+        run = run_inline(services.account_onboard(account=account, enqueue=False))
+        assert run.status == RunStatus.SUCCEEDED, run.explanation
+
+
+def test_a_new_account_onboarded_alone_costs_four_calls(inventory, by_account):
+    agent, accounts = inventory
+    assert run_inline(services.agent_setup(agent=agent, enqueue=False)).status == RunStatus.SUCCEEDED
+    counted = by_account()
+    run = run_inline(services.account_onboard(account=accounts[0], enqueue=False))
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    assert counted[accounts[0].account_id] == NEW_ACCOUNT
+
+
+def test_an_unchanged_account_re_applied_costs_at_most_four_calls_and_no_write(inventory, by_account):
+    agent, accounts = inventory
+    onboard_all(agent, accounts)
+    counted = by_account()
+    run = run_inline(services.account_reconcile(accounts=accounts, enqueue=False))
+    assert run.status == RunStatus.SUCCEEDED and run.operations.count() == 0
+    for account_id in ECR_ACCOUNTS:
+        assert sum(counted[account_id].values()) <= 4, counted[account_id]
+        assert "sts:AssumeRole" in counted[account_id]  # the session is part of the cost
+        assert not [a for a in counted[account_id] if a.split(":")[1].startswith(("Create", "Put", "Tag"))]
+
+
+def test_an_audited_account_costs_at_most_five_calls(inventory, by_account):
+    agent, accounts = inventory
+    onboard_all(agent, accounts)
+    # An inline policy on the role: the audit reads its document too, within the same calls.
+    iam_in(ECR_ACCOUNTS[0]).write(
+        "put_role_policy",
+        RoleName="SnykEcrServiceRole",
+        PolicyName="TeamExtra",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        ),
+    )
+    counted = by_account()
+    run = run_inline(audit_request(user=None, accounts=accounts, enqueue=False))
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    for account_id in ECR_ACCOUNTS:
+        assert sum(counted[account_id].values()) <= 5, counted[account_id]
+    snapshot = EcrAccount.objects.get(account_id=ECR_ACCOUNTS[0]).audit_snapshots.get()
+    assert "TeamExtra" in json.dumps(snapshot.live)  # the inline document was read
+
+
+def test_a_large_account_is_read_resource_by_resource(inventory, by_account, aws, monkeypatch):
+    """Authorization details in more than one page: the reads of before, once per process."""
+    agent, accounts = inventory
+    onboard_all(agent, accounts)
+    monkeypatch.setattr(aws.Iam, "authorization_details_page", lambda self, filters, max_items: None)
+    counted = by_account()
+    assert services.plan_reconcile(accounts).is_empty
+    assert counted[ECR_ACCOUNTS[0]]["iam:GetRole"] == 1
+    assert ECR_ACCOUNTS[0] in live._read_one_by_one
+
+
+def _hand_made_role(account_id, agent_arn, *, condition):
+    statement = {"Effect": "Allow", "Principal": {"AWS": agent_arn}, "Action": "sts:AssumeRole"}
+    if condition:
+        statement["Condition"] = condition
+    trust = {"Version": "2012-10-17", "Statement": [statement]}
+    iam_in(account_id).write(
+        "create_role", RoleName="SnykEcrServiceRole", AssumeRolePolicyDocument=json.dumps(trust)
+    )
+
+
+def _preview_then_hand_made(inventory, *, condition):
+    agent, accounts = inventory
+    assert run_inline(services.agent_setup(agent=agent, enqueue=False)).status == RunStatus.SUCCEEDED
+    account = accounts[0]
+    preview = services.plan_onboarding(account)
+    assert [c.action for c in preview.changes if c.account_id == account.account_id] == [
+        "iam:CreatePolicy",
+        "iam:CreateRole",
+        "iam:AttachRolePolicy",
+    ]
+    agent.refresh_from_db()
+    _hand_made_role(account.account_id, agent.arn, condition=condition)
+    run = run_inline(services.account_onboard(account=account, enqueue=False))
+    return account, run
+
+
+def test_a_role_made_by_hand_between_preview_and_run_is_adopted(inventory, by_account):
+    account, run = _preview_then_hand_made(
+        inventory, condition={"StringEquals": {"sts:ExternalId": f"ext-{ECR_ACCOUNTS[0]}"}}
+    )
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    ops = list(
+        run.operations.filter(account_id=account.account_id).values_list("action", "status", "error_code")
+    )
+    assert ops == [
+        ("iam:CreatePolicy", OperationStatus.SUCCEEDED, ""),
+        ("iam:CreateRole", OperationStatus.FAILED, "EntityAlreadyExists"),
+        ("iam:TagRole", OperationStatus.SUCCEEDED, ""),
+        ("iam:AttachRolePolicy", OperationStatus.SUCCEEDED, ""),
+    ]
+    account.refresh_from_db()
+    assert account.role_adopted and not account.policy_adopted
+    log = "\n".join(run.log_entries.values_list("message", flat=True))
+    assert "exists after all (EntityAlreadyExists): read, compared and adopted" in log
+    assert "already matches the guide" in log
+    adopted = [s for s in run.plan["steps"] if s["label"].endswith("(what exists, adopted)")]
+    assert adopted and adopted[0]["adopted"] == [account.service_role_arn]
+    assert run.progress_total == run.progress_done  # the creates not made left the total
+
+
+def test_a_hand_made_role_that_differs_is_adopted_with_the_difference_shown(inventory, by_account):
+    account, run = _preview_then_hand_made(inventory, condition=None)
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    actions = list(run.operations.filter(account_id=account.account_id).values_list("action", flat=True))
+    assert actions[1:] == [
+        "iam:CreateRole",
+        "iam:TagRole",
+        "iam:UpdateAssumeRolePolicy",
+        "iam:AttachRolePolicy",
+    ]
+    log = "\n".join(run.log_entries.values_list("message", flat=True))
+    assert "which differs from the guide: no sts:ExternalId condition" in log
+    update = run.operations.get(action="iam:UpdateAssumeRolePolicy")
+    assert "Condition" not in json.dumps(update.before)  # what it was, recorded before the change
