@@ -223,6 +223,38 @@ def account_save(
     return account
 
 
+@transaction.atomic
+def accounts_save_many(
+    built: list[tuple[EcrAccount, ExternalId, list[BrokerInstance]]], *, status: str, user: Actor = None
+) -> list[EcrAccount]:
+    """Save many accounts account_build made (a bulk file's rows), in `status`, in a constant number
+    of queries whatever their number; each creation recorded as account_save records it."""
+    accounts = []
+    for account, _, _ in built:
+        account.status = status
+        accounts.append(account)
+    EcrAccount.objects.bulk_create(accounts)
+    for account, ext, brokers in built:  # the primary keys are known now
+        ext.account = account
+        for broker in brokers:
+            broker.account = account
+    ExternalId.objects.bulk_create([ext for _, ext, _ in built])
+    BrokerInstance.objects.bulk_create([broker for _, _, brokers in built for broker in brokers])
+    audit.record_many(
+        [
+            audit.entry(
+                user=user,
+                action="account.create",
+                account_id=account.account_id,
+                obj=account,
+                regions=[b.region for b in brokers],
+            )
+            for account, _, brokers in built
+        ]
+    )
+    return accounts
+
+
 def desired_external_ids(account: EcrAccount) -> list[str]:
     return [e.value for e in account.external_ids.all()]
 

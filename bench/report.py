@@ -69,7 +69,10 @@ def bulk_detail(r: dict) -> str:
         f"portal run {p['status']} in {p['seconds']} s (run {p['run_seconds']} s), {p['operations']} "
         f"operations, agent lists exactly the accounts: {_cell(p['agent_lists_exactly_the_accounts'])}; "
         f"critical path {p['calls_on_one_path']} calls = {p['critical_path_floor_seconds']} s; "
-        f"script {b['seconds']} s ({b['total_calls']} calls, AWS-time floor {b['aws_time_floor_seconds']} s)",
+        f"script {b['seconds']} s ({b['total_calls']} calls, "
+        f"AWS-time floor {b['aws_time_floor_seconds']} s); "
+        f"before the first account's first call {p.get('start_share', 0):.0%} of the run, "
+        f"after the last account's last call {p.get('finish_share', 0):.0%}",
     ]
     return "\n".join(lines)
 

@@ -119,11 +119,13 @@ def bulk_onboarding(stack: Stack, count: int, *, first_id: int, agent_account: s
 
     stack.proxy.reset_counts()
     started = time.monotonic()  # from the user's confirm: rows saved, one bulk run, until it ends
+    confirmed_at = time.time()
     run = lifecycle.accounts_bulk_onboard(report=report, **options)
     wait_for_runs([run.pk], timeout=RUN_TIMEOUT)
     portal_seconds = time.monotonic() - started
     counts = _snapshot(stack)
     run = Run.objects.get(pk=run.pk)
+    start_share, finish_share = _start_and_finish(stack, set(ids), confirmed_at, run)
     accounts = list(run.accounts.all())
 
     per_account_totals = [sum(counts.get(a, Counter()).values()) for a in ids]
@@ -164,6 +166,8 @@ def bulk_onboarding(stack: Stack, count: int, *, first_id: int, agent_account: s
             "calls_on_one_path": calls_on_path,
             "critical_path_floor_seconds": round(calls_on_path * delay, 2),
             "agent_lists_exactly_the_accounts": granted == expected,
+            "start_share": start_share,
+            "finish_share": finish_share,
         },
         "baseline": {
             "seconds": round(base["seconds"], 2),
@@ -174,6 +178,18 @@ def bulk_onboarding(stack: Stack, count: int, *, first_id: int, agent_account: s
         },
         "speedup": round(base["seconds"] / portal_seconds, 2),
     }
+
+
+def _start_and_finish(stack: Stack, accounts: set[str], confirmed_at: float, run) -> tuple[float, float]:
+    """The shares of the run (confirm to finish) before its first account's first AWS call (rows
+    saved, the run queued, claimed, planned) and after its last account's last one (the agent's
+    permissions, the bookkeeping)."""
+    at = [call.at for call in stack.proxy.log if call.account in accounts]
+    finished = run.finished_at.timestamp()
+    whole = max(1e-9, finished - confirmed_at)
+    if not at:
+        return 0.0, 0.0
+    return round((min(at) - confirmed_at) / whole, 3), round((finished - max(at)) / whole, 3)
 
 
 def _is_write(action: str) -> bool:

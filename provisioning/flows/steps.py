@@ -162,7 +162,7 @@ class ReconcileAccountStep(AccountStep):
     def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
         """An account new to the portal is created without reading first (its preview saw nothing);
         what exists after all is read, compared and adopted (apply_expecting_absent)."""
-        if not self.expects_absent(run):
+        if not self.expects_absent(run, scope):
             return super().execute(run, scope, outcomes)
         account, ids = self.target.account, self.target.wanted.external_ids
         plan = planner.plan_new_account(account, ids)
@@ -170,14 +170,17 @@ class ReconcileAccountStep(AccountStep):
         self.done(run, scope)
         return writes
 
-    def expects_absent(self, run: Run) -> bool:
+    def expects_absent(self, run: Run, scope: Scope) -> bool:
         """Never onboarded (a draft, or onboarding for the first time, nothing adopted), in the run's
-        first attempt: one taking over a dead worker's run reads what that worker made."""
+        first attempt (one taking over a dead worker's run reads what that worker made), and, when
+        the run was confirmed from a preview, one whose resources that preview saw absent."""
         account = self.target.account
+        previewed_absent = scope.options.get("previewed_absent")
         return (
             run.attempts <= 1
             and account.status in (Lifecycle.DRAFT, Lifecycle.PENDING)
             and not (account.role_adopted or account.policy_adopted)
+            and (previewed_absent is None or account.account_id in previewed_absent)
         )
 
     def done(self, run: Run, scope: Scope) -> None:

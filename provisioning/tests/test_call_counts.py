@@ -202,3 +202,51 @@ def test_a_hand_made_role_that_differs_is_adopted_with_the_difference_shown(inve
     assert "which differs from the guide: no sts:ExternalId condition" in log
     update = run.operations.get(action="iam:UpdateAssumeRolePolicy")
     assert "Condition" not in json.dumps(update.before)  # what it was, recorded before the change
+
+
+def _saved_with_queries(agent, tmp_path, accounts):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    report = lifecycle.bulk_validate(
+        agent=agent, content=csv_file(tmp_path, [row(a) for a in accounts]).read_bytes(), filename="a.csv"
+    )
+    with CaptureQueriesContext(connection) as queries:
+        run = lifecycle.accounts_bulk_onboard(report=report, enqueue=False)
+    return run, len(queries)
+
+
+def test_a_bulk_files_rows_are_saved_in_a_constant_number_of_queries(db, aws, tmp_path):
+    agent = _make_agent()
+    _, small = _saved_with_queries(agent, tmp_path, ids(3))
+    large_run, large = _saved_with_queries(agent, tmp_path, ids(40, first=310000000000))
+    assert large == small, (small, large)
+    assert large_run.accounts.count() == 40 and set(large_run.accounts.values_list("status", flat=True)) == {
+        "pending"
+    }
+    saved = EcrAccount.objects.get(account_id="310000000039")
+    assert saved.external_ids.count() == 1 and saved.brokers.count() == 2  # two regions a row
+    from portal.models import AuditEntry
+
+    assert AuditEntry.objects.filter(action="account.create", account_id="310000000039").count() == 1
+
+
+def test_a_run_confirmed_from_a_preview_that_saw_the_resources_reads_first(inventory, by_account):
+    """The preview showed an adoption: the run plans it from live reads, never trying a create."""
+    from provisioning import selectors
+
+    agent, accounts = inventory
+    assert run_inline(services.agent_setup(agent=agent, enqueue=False)).status == RunStatus.SUCCEEDED
+    agent.refresh_from_db()
+    hand_made, new = accounts
+    _hand_made_role(hand_made.account_id, agent.arn, condition=None)
+    preview = services.plan_reconcile([hand_made, new])
+    options = selectors.previewed_options(preview, "digest")
+    assert options["previewed_absent"] == [new.account_id]
+    counted = by_account()
+    run = run_inline(services.account_onboard(account=hand_made, enqueue=False, options=options))
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    assert not run.operations.filter(error_code="EntityAlreadyExists").exists()
+    assert counted[hand_made.account_id]["iam:GetAccountAuthorizationDetails"] == 1
+    run = run_inline(services.account_onboard(account=new, enqueue=False, options=options))
+    assert counted[new.account_id] == NEW_ACCOUNT
