@@ -127,11 +127,20 @@ def test_an_audited_account_costs_at_most_five_calls(inventory, by_account):
     assert "TeamExtra" in json.dumps(snapshot.live)  # the inline document was read
 
 
-def test_a_large_account_is_read_resource_by_resource(inventory, by_account, aws, monkeypatch):
-    """Authorization details in more than one page: the reads of before, once per process."""
+@pytest.mark.parametrize("answer", ["truncated", "AccessDenied"])
+def test_a_large_account_or_one_withholding_the_details_is_read_resource_by_resource(
+    inventory, by_account, aws, monkeypatch, answer
+):
+    """Authorization details in more than one page, or not granted: the reads of before, once per process."""
     agent, accounts = inventory
     onboard_all(agent, accounts)
-    monkeypatch.setattr(aws.Iam, "authorization_details_page", lambda self, filters, max_items: None)
+
+    def details(self, filters, max_items):
+        if answer == "AccessDenied":
+            raise aws.AwsError("AccessDenied", "not authorized to perform iam:GetAccountAuthorizationDetails")
+        return None
+
+    monkeypatch.setattr(aws.Iam, "authorization_details_page", details)
     counted = by_account()
     assert services.plan_reconcile(accounts).is_empty
     assert counted[ECR_ACCOUNTS[0]]["iam:GetRole"] == 1
