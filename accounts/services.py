@@ -152,8 +152,13 @@ def account_build(
     cr_agent_url: str = "",
     broker_token: str = "",
     broker_server_url: str = "",
+    checked_new: bool = False,
 ) -> tuple[EcrAccount, ExternalId, list[BrokerInstance]]:
-    """Unsaved, validated rows for a new ECR account. Errors carry the field names of the form."""
+    """Unsaved, validated rows for a new ECR account. Errors carry the field names of the form.
+
+    `checked_new`: the caller checked, for many rows in one query, that the account id is not in
+    the portal yet and the agent exists (a bulk file): not queried again for each row (the
+    database's unique constraint still refuses an account added meanwhile)."""
     errors: dict[str, list] = {}
     account = EcrAccount(
         account_id=account_id,
@@ -163,7 +168,10 @@ def account_build(
         management_external_id=management_external_id,
     )
     try:
-        account.full_clean()
+        if checked_new:
+            account.full_clean(exclude=["agent"], validate_unique=False)
+        else:
+            account.full_clean()
     except ValidationError as exc:
         errors.update(exc.message_dict)
     ext = ExternalId(account=account, value=external_id or ExternalId.generate())
@@ -185,7 +193,9 @@ def account_build(
             broker_server_url=broker_server_url or BrokerServer.DEFAULT,
         )
         try:
-            broker.full_clean(exclude=["account"])
+            # Its constraints hold by construction (the default port, regions made distinct above):
+            # checking them would be a query per broker.
+            broker.full_clean(exclude=["account"], validate_constraints=False)
         except ValidationError as exc:
             for field, messages in exc.message_dict.items():
                 key = "regions" if field == "region" else field

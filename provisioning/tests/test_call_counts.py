@@ -259,3 +259,24 @@ def test_a_run_confirmed_from_a_preview_that_saw_the_resources_reads_first(inven
     assert counted[hand_made.account_id]["iam:GetAccountAuthorizationDetails"] == 1
     run = run_inline(services.account_onboard(account=new, enqueue=False, options=options))
     assert counted[new.account_id] == NEW_ACCOUNT
+
+
+def test_checking_a_bulk_file_makes_a_constant_number_of_queries(db, aws, tmp_path):
+    """Every row checked as the wizard checks its form, with the account ids looked up at once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    agent = _make_agent()
+    EcrAccount.objects.create(agent=agent, account_id="300000000005")  # already in the portal
+    made = []
+    for count in (3, 60):
+        rows = [row(a) for a in ids(count, first=400000000000)] + [row("300000000005")]
+        content = csv_file(tmp_path, rows).read_bytes()
+        with CaptureQueriesContext(connection) as queries:
+            report = lifecycle.bulk_validate(agent=agent, content=content, filename="a.csv")
+        made.append(len(queries))
+        assert [str(p) for p in report.problems] == [
+            f"row {count + 2} (300000000005): account_id: already in the portal (status draft): use "
+            "reconcile, or offboard it first"
+        ]
+    assert made[0] == made[1], made
