@@ -24,6 +24,7 @@ def by_account(aws, monkeypatch):
     """Every botocore call by the account it lands in and its action, counted from a before-call
     hook on each client the portal builds (AssumeRole: the account of the role assumed)."""
     counted: dict[str, Counter[str]] = {}
+    order: list[tuple[str, str]] = []  # (account, action), as made
     real_count = aws._count
 
     def count(event_name, **kwargs):
@@ -37,6 +38,7 @@ def by_account(aws, monkeypatch):
             landed = {c["aws_access_key_id"]: acct for c, _, acct in aws.sessions._assumed.values()}
             account = landed.get(key, "base")
         counted.setdefault(account, Counter())[f"{service}:{operation}"] += 1
+        order.append((account, f"{service}:{operation}"))
 
     monkeypatch.setattr(aws, "_count", count)
     getattr(live, "_read_one_by_one", set()).clear()
@@ -45,8 +47,10 @@ def by_account(aws, monkeypatch):
         """Forget clients and sessions (a worker that never saw these accounts) and the counts."""
         aws.sessions.clear()
         counted.clear()
+        order.clear()
         return counted
 
+    fresh.order = order
     return fresh
 
 
@@ -63,6 +67,31 @@ def test_each_new_account_of_a_bulk_run_costs_four_calls(transactional_db, aws, 
     for account_id in accounts:
         assert counted[account_id] == NEW_ACCOUNT, account_id
     assert iam_in(accounts[0]).get_role("SnykEcrServiceRole")["Tags"][0]["Key"] == "managed-by"
+
+
+def test_a_bulk_run_reads_the_agents_permissions_at_its_start_and_only_writes_them_at_its_end(
+    transactional_db, aws, by_account, tmp_path
+):
+    agent = _make_agent()
+    assert run_inline(services.agent_setup(agent=agent, enqueue=False)).status == RunStatus.SUCCEEDED
+    accounts = ids(6)
+    report = lifecycle.bulk_validate(
+        agent=agent, content=csv_file(tmp_path, [row(a) for a in accounts]).read_bytes(), filename="a.csv"
+    )
+    run = lifecycle.accounts_bulk_onboard(report=report, enqueue=False, max_concurrency=1)
+    by_account()
+    run = run_inline(run)
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    order = by_account.order
+    last_account_call = max(i for i, (account, _) in enumerate(order) if account in accounts)
+    after = [action for account, action in order[last_account_call + 1 :]]
+    assert after == ["iam:PutRolePolicy"]  # the agent's session and reads were made while accounts ran
+    reads = [a for acct, a in order if acct == AGENT_ACCOUNT and a != "iam:PutRolePolicy"]
+    assert "iam:GetRolePolicy" in reads and "sts:AssumeRole" in reads
+    policy = iam_in(AGENT_ACCOUNT).get_inline_policy("role", agent.iam_name, agent.policy_name)
+    assert sorted(s["Resource"] for s in policy["Statement"]) == [
+        f"arn:aws:iam::{a}:role/SnykEcrServiceRole" for a in accounts
+    ]
 
 
 def _make_agent():
