@@ -189,8 +189,13 @@ def account_build(
     cr_agent_url: str = "",
     broker_token: str = "",
     broker_server_url: str = "",
+    checked_new: bool = False,
 ) -> tuple[EcrAccount, ExternalId, list[BrokerInstance]]:
-    """Unsaved, validated rows for a new ECR account. Errors carry the field names of the form."""
+    """Unsaved, validated rows for a new ECR account. Errors carry the field names of the form.
+
+    `checked_new`: the caller checked, for many rows in one query, that the account id is not in
+    the portal yet and the agent exists (a bulk file): not queried again for each row (the
+    database's unique constraint still refuses an account added meanwhile)."""
     errors: dict[str, list] = {}
     account = EcrAccount(
         account_id=account_id,
@@ -200,7 +205,10 @@ def account_build(
         management_external_id=management_external_id,
     )
     try:
-        account.full_clean()
+        if checked_new:
+            account.full_clean(exclude=["agent"], validate_unique=False)
+        else:
+            account.full_clean()
     except ValidationError as exc:
         errors.update(exc.message_dict)
     ext = ExternalId(account=account, value=external_id or ExternalId.generate())
@@ -222,7 +230,9 @@ def account_build(
             broker_server_url=broker_server_url or BrokerServer.DEFAULT,
         )
         try:
-            broker.full_clean(exclude=["account"])
+            # Its constraints hold by construction (the default port, regions made distinct above):
+            # checking them would be a query per broker.
+            broker.full_clean(exclude=["account"], validate_constraints=False)
         except ValidationError as exc:
             for field, messages in exc.message_dict.items():
                 key = "regions" if field == "region" else field
@@ -258,6 +268,38 @@ def account_save(
         regions=[b.region for b in brokers],
     )
     return account
+
+
+@transaction.atomic
+def accounts_save_many(
+    built: list[tuple[EcrAccount, ExternalId, list[BrokerInstance]]], *, status: str, user: Actor = None
+) -> list[EcrAccount]:
+    """Save many accounts account_build made (a bulk file's rows), in `status`, in a constant number
+    of queries whatever their number; each creation recorded as account_save records it."""
+    accounts = []
+    for account, _, _ in built:
+        account.status = status
+        accounts.append(account)
+    EcrAccount.objects.bulk_create(accounts)
+    for account, ext, brokers in built:  # the primary keys are known now
+        ext.account = account
+        for broker in brokers:
+            broker.account = account
+    ExternalId.objects.bulk_create([ext for _, ext, _ in built])
+    BrokerInstance.objects.bulk_create([broker for _, _, brokers in built for broker in brokers])
+    audit.record_many(
+        [
+            audit.entry(
+                user=user,
+                action="account.create",
+                account_id=account.account_id,
+                obj=account,
+                regions=[b.region for b in brokers],
+            )
+            for account, _, brokers in built
+        ]
+    )
+    return accounts
 
 
 def desired_external_ids(account: EcrAccount) -> list[str]:

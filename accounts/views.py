@@ -314,7 +314,7 @@ def _confirmed_plan(
 
 
 def _preview_options(request: PortalRequest, plan: Plan) -> dict[str, Any]:
-    return {"previewed_plan": request.POST.get("plan_digest", ""), "previewed_changes": len(plan.changes)}
+    return run_selectors.previewed_options(plan, request.POST.get("plan_digest", ""))
 
 
 def _plain(exc: Exception) -> str:

@@ -86,6 +86,7 @@ class Call:
     action: str  # "iam:CreateRole"
     account: str  # "base" for the base credentials
     attempt: int  # botocore's attempt number for this call (1 = first try)
+    at: float = field(default_factory=time.time)  # when it arrived (wall clock: runs record theirs so)
 
 
 class FaultProxy:

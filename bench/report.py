@@ -184,7 +184,9 @@ def bulk_detail(r: dict) -> str:
         f"{_cell(p['agent_lists_exactly_the_accounts'])}; floor {floor['seconds']} s = max(critical path "
         f"{floor['critical_path_seconds']} s, {r['accounts']} × 4 calls at "
         f"{r['capacity_calls_per_second']:.0f} calls/s = {floor['throughput_seconds']} s); "
-        f"{t['threads']}-thread script {t['seconds']} s ({t['total_calls']} calls)"
+        f"{t['threads']}-thread script {t['seconds']} s ({t['total_calls']} calls); "
+        f"before the first account's first call {p.get('start_share', 0):.0%} of the onboarding, "
+        f"after the last account's last call {p.get('finish_share', 0):.0%}"
     )
     if b:
         line += f"; sequential script {b['seconds']} s ({b['total_calls']} calls, {r['speedup']}× the portal)"

@@ -179,12 +179,14 @@ def onboard_portal(stack: Stack, ids: list[str], *, agent_account: str, name: st
     stack.proxy.reset_counts()
     meter = stack.meter()
     started = time.monotonic()  # from the user's confirm: rows saved, one bulk run per file, until the end
+    confirmed_at = time.time()
     run_ids = [lifecycle.accounts_bulk_onboard(report=report, **options).pk for report in reports]
     wait_for_runs(run_ids, timeout=RUN_TIMEOUT)
     seconds = time.monotonic() - started
     workers = meter.stop()
     counts = _snapshot(stack)
     runs = list(Run.objects.filter(pk__in=run_ids).order_by("pk"))
+    start_share, finish_share = _start_and_finish(stack, set(ids), confirmed_at, runs)
     per_account_totals = [sum(counts.get(a, Counter()).values()) for a in ids]
     agent_calls = counts.get(agent_account, Counter())
     calls_on_path = statistics.median(per_account_totals) + sum(agent_calls.values())
@@ -206,8 +208,22 @@ def onboard_portal(stack: Stack, ids: list[str], *, agent_account: str, name: st
         "calls_on_one_path": calls_on_path,
         "critical_path_floor_seconds": round(calls_on_path * stack.proxy.delay, 2),
         "agent_lists_exactly_the_accounts": granted == expected,
+        "start_share": start_share,
+        "finish_share": finish_share,
         "workers": workers,
     }
+
+
+def _start_and_finish(stack: Stack, accounts: set[str], confirmed_at: float, runs: list) -> tuple[float, ...]:
+    """The shares of the onboarding (confirm to the last run's end) before the first account's first
+    AWS call (rows saved, the run queued, claimed, planned) and after the last account's last one
+    (the agent's permissions, the bookkeeping)."""
+    at = [call.at for call in stack.proxy.log if call.account in accounts]
+    finished = max((run.finished_at.timestamp() for run in runs if run.finished_at), default=time.time())
+    whole = max(1e-9, finished - confirmed_at)
+    if not at:
+        return 0.0, 0.0
+    return round((min(at) - confirmed_at) / whole, 3), round((finished - max(at)) / whole, 3)
 
 
 def onboard_threaded(stack: Stack, ids: list[str], *, agent_account: str, threads: int) -> dict:

@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -214,6 +215,28 @@ def apply_step(run: Run, plan: Plan, label: str, *, step: str = "") -> int:
         return 0
     run.log(f"{label}: applying {counted(len(plan.changes), 'change', 'changes')}")
     return len(apply_plan(run, plan, step or label))
+
+
+def apply_expecting_absent(run: Run, plan: Plan, label: str, replan: Callable[[], Plan], *, step: str) -> int:
+    """Apply a plan made without reading, its resources expected absent (creates only); the writes made.
+
+    A create answered EntityAlreadyExists (made by hand or meanwhile: nothing was overwritten) falls
+    back to what every other plan does: `replan` reads and compares, and that plan (an adoption,
+    each difference from the guide in its notes, as any adoption) replaces the rest of this one in
+    the run's record and is applied.
+    """
+    try:
+        return apply_step(run, plan, label, step=step)
+    except ApplyError as exc:
+        if exc.error.code != "EntityAlreadyExists":
+            raise
+        conflict = exc.change
+    made = plan.changes.index(conflict)
+    unmade = len(plan.changes) - made - 1  # after the refused create: replaced by the new plan
+    if unmade:
+        Run.objects.filter(pk=run.pk).update(progress_total=F("progress_total") - unmade)
+    run.log(f"{label}: {conflict.arn} exists after all (EntityAlreadyExists): read, compared and adopted")
+    return made + apply_step(run, replan(), f"{label} (what exists, adopted)", step=step)
 
 
 def apply_plan(run: Run, plan: Plan, step: str = "") -> list[Operation]:

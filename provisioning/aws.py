@@ -302,6 +302,13 @@ class Iam:
     def list_access_keys(self, user: str) -> list[dict[str, Any]]:
         return self.call("list_access_keys", UserName=user)["AccessKeyMetadata"]
 
+    def authorization_details_page(self, filters: list[str], max_items: int) -> dict[str, Any] | None:
+        """The first page of GetAccountAuthorizationDetails: every role (with its trust, tags,
+        attachments and inline documents) and local managed policy (every version's document) of
+        the account in one call. None when it is not the whole account (truncated: a large account)."""
+        page = self.call("get_account_authorization_details", Filter=filters, MaxItems=max_items)
+        return None if page.get("IsTruncated") else page
+
     def get_open_id_connect_provider(self, arn: str) -> dict[str, Any] | None:
         response = self._maybe("get_open_id_connect_provider", OpenIDConnectProviderArn=arn)
         return response if response else None

@@ -401,7 +401,8 @@ def _build(
     """The rows the services would save, built and validated as the wizard does (nothing saved)."""
     try:
         fields: dict[str, Any] = {**values, "regions": split_regions(values["regions"])}
-        return inventory.account_build(agent=agent, **fields)
+        # The agent is one, and every account id was looked up at once (_check_account_id).
+        return inventory.account_build(agent=agent, checked_new=True, **fields)
     except ValidationError as exc:
         for column, errors in exc.error_dict.items():
             if column in flagged:

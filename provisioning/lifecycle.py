@@ -477,12 +477,11 @@ def accounts_bulk_onboard(
     )
     agent = report.agent
     with transaction.atomic():
-        accounts = [
-            inventory.account_create(user=user, agent=agent, **row.service_fields()) for row in report.rows
-        ]
-        EcrAccount.objects.filter(pk__in=[a.pk for a in accounts]).update(status=Lifecycle.PENDING)
-        for account in accounts:
-            account.status = Lifecycle.PENDING
+        accounts = inventory.accounts_save_many(
+            [(row.account, row.external_id, row.brokers) for row in report.rows],  # built and checked there
+            status=Lifecycle.PENDING,
+            user=user,
+        )
         agent.bump_policy_generation()
         audit.record(
             user=user,

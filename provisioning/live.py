@@ -1,9 +1,9 @@
 """Live reads: what IAM holds now, one function per resource, through aws.py (never a write).
 
-A reader takes what the comparison (compare.py) will need and reads exactly that: a re-apply of an
-unchanged account makes four reads, the audit (`full=True`) also every inline document. What to
-read beyond the base documents is decided by compare's own predicates, so the reads and the
-comparison can never disagree about which resources matter.
+A reader takes what the comparison (compare.py) will need and reads exactly that. An ECR account
+is read in one call where IAM answers it whole (GetAccountAuthorizationDetails), else resource by
+resource: then what to read beyond the base documents is decided by compare's own predicates, so
+the reads and the comparison can never disagree about which resources matter.
 """
 
 from __future__ import annotations
@@ -72,9 +72,72 @@ def read_service_role(account: EcrAccount) -> dict[str, Any] | None:
     return aws.Iam(compare.access_of(account)).get_role(account.service_role_name)
 
 
+# GetAccountAuthorizationDetails (one call: every role and local managed policy of the account) is
+# read when it answers the whole account in one page; accounts where it does not (many roles, or it
+# is not granted) are read resource by resource, remembered for the life of the process. A page of
+# at most 100 roles and policies: beyond that one answer would weigh more than the four reads it saves.
+AUTHORIZATION_DETAILS_FILTER = ["Role", "LocalManagedPolicy"]
+AUTHORIZATION_DETAILS_MAX_ITEMS = 100
+_read_one_by_one: set[str] = set()
+
+
 def read_account(account: EcrAccount, wanted: compare.AccountWanted, *, full: bool = False) -> LiveAccount:
-    """The account's resources as `wanted` needs them compared; `full` (audit) reads every document."""
+    """The account's resources as `wanted` needs them compared; `full` (audit) reads every document.
+
+    Three calls for an account with resources (AssumeRole, the authorization details, GetPolicy
+    for the policy's tags, which the details do not list) and two for one without, whatever is
+    compared: the details hold every document (trust, inline, every version of the policy)."""
     iam = aws.Iam(compare.access_of(account))
+    if account.account_id not in _read_one_by_one:
+        at_once = _read_account_at_once(iam, account)
+        if at_once is not None:
+            return at_once
+        _read_one_by_one.add(account.account_id)
+    return _read_account_one_by_one(iam, account, wanted, full=full)
+
+
+def _read_account_at_once(iam: aws.Iam, account: EcrAccount) -> LiveAccount | None:
+    """The account from one page of its authorization details; None when that is not the whole account."""
+    try:
+        page = iam.authorization_details_page(AUTHORIZATION_DETAILS_FILTER, AUTHORIZATION_DETAILS_MAX_ITEMS)
+    except aws.AwsError as exc:
+        if exc.code != "AccessDenied":
+            raise
+        return None
+    if page is None:
+        return None
+    role_name, policy_arn = account.service_role_name, account.read_policy_arn
+    role = next((r for r in page.get("RoleDetailList", []) if r.get("RoleName") == role_name), None)
+    policy = next((p for p in page.get("Policies", []) if p.get("Arn") == policy_arn), None)
+    live = LiveAccount(role=None, policy=None)
+    if role is not None:
+        live.role = {k: v for k, v in role.items() if k not in ROLE_DETAIL_LISTS}
+        live.attached = [p["PolicyArn"] for p in role.get("AttachedManagedPolicies") or []]
+        live.inline = {
+            p["PolicyName"]: document(p["PolicyDocument"]) for p in role.get("RolePolicyList") or []
+        }
+        live.inline_names = list(live.inline)
+    if policy is not None:
+        live.policy = iam.get_policy(policy_arn)  # its tags: who made it
+    if live.policy is not None and policy is not None:
+        versions = policy.get("PolicyVersionList") or []
+        live.versions = [{k: v for k, v in version.items() if k != "Document"} for version in versions]
+        default = live.policy["DefaultVersionId"]
+        live.read_document = next(
+            (document(v.get("Document")) for v in versions if v.get("VersionId") == default), None
+        )
+        if live.read_document is None:  # a version made between the two calls
+            live.read_document = document(iam.get_policy_document(policy_arn, default))
+    return live
+
+
+ROLE_DETAIL_LISTS = ("RolePolicyList", "AttachedManagedPolicies", "InstanceProfileList")
+
+
+def _read_account_one_by_one(
+    iam: aws.Iam, account: EcrAccount, wanted: compare.AccountWanted, *, full: bool
+) -> LiveAccount:
+    """Each resource read on its own (a large account): four reads for a re-apply, more for the audit."""
     role_name, policy_arn = account.service_role_name, account.read_policy_arn
     live = LiveAccount(role=iam.get_role(role_name), policy=iam.get_policy(policy_arn))
     if live.role is not None:

@@ -101,6 +101,9 @@ IMPLIED_PERMISSIONS = {
     "iam:TagOpenIDConnectProvider": "iam:CreateOpenIDConnectProvider with Tags",
     "eks:TagResource": "eks:CreatePodIdentityAssociation with tags",
 }
+# One call answers an ECR account's role and policy with every document (live.read_account); IAM
+# grants it only on "*": it reads every role and local policy of the account, and changes nothing.
+ACCOUNT_READ_ACTIONS = ["iam:GetAccountAuthorizationDetails"]
 STS_ACTIONS = ["sts:GetCallerIdentity", "sts:AssumeRole"]
 # Discovery, in the management account (or a delegated administrator's): reads only. Organizations
 # grants these on "*" (DescribeOrganization, ListRoots and ListAccounts have no resource type).
@@ -123,6 +126,7 @@ ENGINE_ACTIONS = frozenset(
     + OIDC_PROVIDER_ACTIONS
     + CLUSTER_ACTIONS
     + ASSOCIATION_ACTIONS
+    + ACCOUNT_READ_ACTIONS
     + STS_ACTIONS
     + ORGANIZATION_ACTIONS
 )
@@ -198,6 +202,7 @@ def management_policy(names: dict[str, set[str]] | None = None) -> dict[str, Any
             ),
             _statement("PassAgentRole", PASS_ROLE, agent_roles),
             *_runtime_statements(names),
+            _statement("ReadAccountAtOnce", ACCOUNT_READ_ACTIONS, "*"),
             _statement("WhoAmI", ["sts:GetCallerIdentity"], "*"),
         ],
     }

@@ -1,7 +1,9 @@
 """The planner: read what IAM holds (live.py), compare it with the desired documents (compare.py).
 
 Read-only: it never writes to AWS or the database. Every step of every flow plans through these
-three functions, and the audit compares the same reads with the same functions.
+functions, and the audit compares the same reads with the same functions. One plans without
+reading (plan_new_account): an account new to the portal, whose resources a run creates directly,
+falling back to plan_account when one exists after all (applier.apply_expecting_absent).
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ def plan_account(
     """
     wanted = compare.AccountWanted(list(external_ids), remove=remove, delete_adopted=delete_adopted)
     return compare.account_changes(account, wanted, live.read_account(account, wanted))
+
+
+def plan_new_account(account: EcrAccount, external_ids: list[str]) -> Plan:
+    """What plan_account plans when neither the role nor the policy exists, with no read: the
+    policy and the role created (tags in the create calls) and attached."""
+    wanted = compare.AccountWanted(list(external_ids))
+    return compare.account_changes(account, wanted, live.LiveAccount(role=None, policy=None))
 
 
 def plan_agent_identity(agent: AgentIdentity) -> Plan:

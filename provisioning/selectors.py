@@ -35,6 +35,19 @@ ACCOUNT_RUN_KINDS = (RunKind.ONBOARD, RunKind.RECONCILE, RunKind.ROTATE, RunKind
 # --- plans -----------------------------------------------------------------------------------
 
 
+def previewed_options(plan: Plan, digest: str) -> dict[str, Any]:
+    """What a run confirmed from this preview remembers of it: its digest, its size, and the
+    accounts whose role and policy it saw absent (the run creates those without reading first)."""
+    options: dict[str, Any] = {"previewed_plan": digest, "previewed_changes": len(plan.changes)}
+    creates = {(c.account_id, c.action) for c in plan.changes if c.kind == "create"}
+    absent = sorted(
+        a for a, action in creates if action == "iam:CreateRole" and (a, "iam:CreatePolicy") in creates
+    )
+    if absent:
+        options["previewed_absent"] = absent
+    return options
+
+
 def plan_digest(plan: Plan, revokes: list[str] | None = None) -> str:
     """A fingerprint of what confirming would do: confirming a plan that changed since is refused.
 

@@ -176,7 +176,11 @@ def test_confirming_the_previewed_plan_starts_an_onboarding_run(aws, as_user, op
     assert response["Location"] == run.get_absolute_url()
     assert run.kind == RunKind.ONBOARD and run.status == RunStatus.QUEUED
     assert run.requested_by == operator
-    assert run.options == {"previewed_plan": digest, "previewed_changes": planned}
+    assert run.options == {
+        "previewed_plan": digest,
+        "previewed_changes": planned,
+        "previewed_absent": [account.account_id],  # its role and policy: created without reading
+    }
     # Steps are planned as the run reaches them: until then the page counts the confirmed preview.
     assert f"0 of {planned} changes applied" in client.get(run.get_absolute_url()).content.decode()
     account.refresh_from_db()

@@ -51,7 +51,7 @@ def start_confirmed(preview: Preview, digest: str, start: Callable[[dict[str, An
     if digest != preview.digest:
         raise Problem(status=409, code="stale-plan", detail=STALE, **preview.body())
     try:
-        return start({"previewed_plan": digest, "previewed_changes": len(preview.plan.changes)})
+        return start(run_selectors.previewed_options(preview.plan, digest))
     except services.RunInProgress as busy:  # another confirmation won the race for the run lock
         raise run_in_progress(busy.run) from None
 

@@ -46,6 +46,7 @@ from .steps import (
     AgentIdentityStep,
     AgentPermissionsStep,
     ForEachAccount,
+    ReadAheadStep,
     ReconcileAccountStep,
     RemoveAccountStep,
     SyncInventoryStep,
@@ -227,7 +228,9 @@ class BulkFlow(Flow):
         if agent is None or not targets:
             return []
         options = scope.options
+        permissions = AgentPermissionsStep(agent, check_live=False, bump=True)
         steps: list[Step] = [AgentIdentityStep(agent)] if agent.status != Lifecycle.ACTIVE else []
+        steps.append(ReadAheadStep(permissions))
         steps.append(
             ForEachAccount(
                 [ReconcileAccountStep(t) for t in targets],
@@ -238,7 +241,7 @@ class BulkFlow(Flow):
             )
         )
         steps.append(AccountStatuses(targets, failed=True, active=True))
-        steps.append(AgentPermissionsStep(agent, check_live=False, bump=True))
+        steps.append(permissions)
         return steps + snyk_present_steps(targets)
 
     def preview(self, scope: Scope) -> Plan:

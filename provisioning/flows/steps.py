@@ -18,7 +18,7 @@ from portal import audit
 from portal.text import counted
 
 from .. import aws, planner
-from ..applier import apply_step
+from ..applier import apply_expecting_absent, apply_step
 from ..changes import Plan
 from ..locks import agent_lock
 from ..models import Run, RunLock
@@ -94,6 +94,34 @@ class AgentPermissionsStep(Step):
         self.serves = serves
         self.bump = bump
         self.label = f"agent {agent.name} permissions"
+        self._read_ahead: tuple[dict[str, str], int, Future[Plan]] | None = None
+
+    def read_ahead(self, scope: Scope) -> None:
+        """Plan now, on a thread, while the accounts run (ReadAheadStep): the agent's session and live
+        permissions are read then, and the end of the run is left only the write. Used only when no
+        other run wrote the permissions meanwhile and the members are still these (else planned again)."""
+        members = scope.members(self.agent)
+        generation = AgentIdentity.objects.values_list("synced_generation", flat=True).get(pk=self.agent.pk)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+        self._read_ahead = (
+            members,
+            generation,
+            pool.submit(planner.plan_agent_permissions, self.agent, members),
+        )
+        pool.shutdown(wait=False)
+
+    def _plan_read_ahead(self, scope: Scope) -> Plan | None:
+        if self._read_ahead is None:
+            return None
+        members, generation, future = self._read_ahead
+        self._read_ahead = None
+        try:
+            plan = future.result()
+        except STEP_ERRORS:
+            return None  # planned again, now: its error is the run's
+        if self.agent.synced_generation != generation or scope.members(self.agent) != members:
+            return None
+        return plan
 
     def plan(self, scope: Scope) -> Plan:
         members = scope.members(self.agent)
@@ -115,13 +143,31 @@ class AgentPermissionsStep(Step):
                 run.log(f"agent {self.agent.name}: permissions already written by another run (coalesced)")
                 return 0
             generation = self.agent.policy_generation  # read before the members: a later bump is not covered
-            plan = self.plan(scope)
+            plan = self._plan_read_ahead(scope) or self.plan(scope)
             writes = apply_step(run, plan, f"{self.label} ({plan.layout})", step=self.label)
             AgentIdentity.objects.filter(pk=agent_id, synced_generation__lt=generation).update(
                 synced_generation=generation
             )
             AgentIdentity.objects.filter(pk=agent_id).update(layout=plan.layout)
         return writes
+
+
+class ReadAheadStep(Step):
+    """Starts a later AgentPermissionsStep's reads at the start of a run (nothing to preview or write)."""
+
+    serves: list[str] | None = []  # nothing fails with it: the step it reads for plans again
+
+    def __init__(self, step: AgentPermissionsStep):
+        self.step = step
+        self.label = f"{step.label} (read ahead)"
+
+    def plan(self, scope: Scope) -> Plan:
+        return Plan()
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        if not scope.previewing and self.step.agent.status == Lifecycle.ACTIVE:
+            self.step.read_ahead(scope)
+        return 0
 
 
 class AccountStep(Step):
@@ -158,6 +204,30 @@ class ReconcileAccountStep(AccountStep):
 
     def plan_account(self, scope: Scope) -> Plan:
         return planner.plan_account(self.target.account, self.target.wanted.external_ids)
+
+    def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        """An account new to the portal is created without reading first (its preview saw nothing);
+        what exists after all is read, compared and adopted (apply_expecting_absent)."""
+        if not self.expects_absent(run, scope):
+            return super().execute(run, scope, outcomes)
+        account, ids = self.target.account, self.target.wanted.external_ids
+        plan = planner.plan_new_account(account, ids)
+        writes = apply_expecting_absent(run, plan, self.label, lambda: self.plan(scope), step=self.label)
+        self.done(run, scope)
+        return writes
+
+    def expects_absent(self, run: Run, scope: Scope) -> bool:
+        """Never onboarded (a draft, or onboarding for the first time, nothing adopted), in the run's
+        first attempt (one taking over a dead worker's run reads what that worker made), and, when
+        the run was confirmed from a preview, one whose resources that preview saw absent."""
+        account = self.target.account
+        previewed_absent = scope.options.get("previewed_absent")
+        return (
+            run.attempts <= 1
+            and account.status in (Lifecycle.DRAFT, Lifecycle.PENDING)
+            and not (account.role_adopted or account.policy_adopted)
+            and (previewed_absent is None or account.account_id in previewed_absent)
+        )
 
     def done(self, run: Run, scope: Scope) -> None:
         # The trust now accepts every desired id: broker files may switch to the newest one.

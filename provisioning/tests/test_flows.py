@@ -412,8 +412,22 @@ def test_a_run_writes_exactly_what_its_preview_showed_in_order(db, writes, monke
     writes.clear()
     run = run_inline(case.request())
     assert run.status == RunStatus.SUCCEEDED, run.explanation
-    assert writes == previewed
+    assert _took_effect(writes, run) == previewed
     assert bool(previewed) == case.expect_writes
+
+
+def _took_effect(writes: list[tuple[str, dict[str, Any]]], run: Run) -> list[tuple[str, dict[str, Any]]]:
+    """The writes without the creates IAM refused as EntityAlreadyExists: an account new to the portal
+    is created without reading first, and what exists after all is then adopted as the preview showed
+    (nothing changed by the refused call; its operation records it)."""
+    made = list(writes)
+    for operation in run.operations.filter(error_code="EntityAlreadyExists"):
+        assert operation.action in ("iam:CreatePolicy", "iam:CreateRole"), operation.action
+        refused = next(
+            w for w in made if w[0] == operation.action and operation.request.items() <= w[1].items()
+        )
+        made.remove(refused)
+    return made
 
 
 def test_every_run_kind_has_a_flow_and_a_case_here():

@@ -19,7 +19,7 @@ from django.db.models import F
 from accounts import services as account_services
 from accounts.choices import Lifecycle
 from accounts.models import AgentIdentity
-from provisioning import permissions, policies, runner, services
+from provisioning import aws, live, permissions, policies, runner, services
 from provisioning.audit.services import audit_request
 
 from .conftest import AGENT_ACCOUNT, BASE_ACCOUNT, iam_in, make_management_role
@@ -110,6 +110,11 @@ def exercise_every_flow(monkeypatch, setup=contextlib.nullcontext):
     )
     run_inline(services.account_onboard(account=adopted, enqueue=False))
     run_inline(audit_request(enqueue=False))  # reads the adopted role's own inline policy too
+    with monkeypatch.context() as large:  # accounts too large for one page: read resource by resource
+        large.setattr(aws.Iam, "authorization_details_page", lambda self, filters, max_items: None)
+        run_inline(audit_request(enqueue=False))
+        run_inline(services.account_reconcile(accounts=[adopted], enqueue=False))
+    live._read_one_by_one.clear()
 
     # A second account takes the role agent past a (shrunk) inline quota: managed policies, then back.
     with setup():
@@ -241,7 +246,7 @@ def authorisations(action, params):
     """What IAM checks for one call: (action, resource, condition context), the implied ones too."""
     if action == "sts:AssumeRole":
         return [(action, params["RoleArn"], {})]
-    if action == "sts:GetCallerIdentity":
+    if action in ("sts:GetCallerIdentity", "iam:GetAccountAuthorizationDetails"):
         return [(action, "*", {})]
     if action.startswith("eks:"):
         return eks_authorisations(action, params)
@@ -386,7 +391,10 @@ def test_iam_policy_command_scopes_to_the_managed_names(db):
         "arn:aws:iam::*:policy/CustomAssume-*",
         "arn:aws:iam::*:policy/SnykCraAssumeRolePolicy-*",
     ]
-    assert all(st["Resource"] != "*" for sid, st in by_sid.items() if sid != "WhoAmI")
+    # On "*" only what IAM grants on nothing narrower, both reads.
+    assert all(
+        st["Resource"] != "*" for sid, st in by_sid.items() if sid not in ("WhoAmI", "ReadAccountAtOnce")
+    )
 
     out = io.StringIO()
     call_command("iam_policy", "--format", "cloudformation", stdout=out)
