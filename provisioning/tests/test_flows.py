@@ -435,4 +435,5 @@ def test_every_run_kind_has_a_flow_and_a_case_here():
     assert set(flows.FLOWS) == set(RunKind.values)
     kinds_tested = {"agent", "onboard", "reconcile", "rotate", "offboard", "bulk", "audit", "access_key"}
     kinds_tested |= {"org_discover", "org_sync"}
+    kinds_tested |= {"app_secret"}  # a Snyk write only: test_snyk_secret's preview-equals-run test
     assert kinds_tested == set(RunKind.values)

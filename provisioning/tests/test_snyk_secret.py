@@ -100,3 +100,17 @@ def test_admins_rotate_on_the_page_and_see_it_once(
     assert new != installed.app_client_secret and new in response.content.decode()
     assert new not in client.get(reverse("provisioning:snyk_overview")).content.decode()
     assert AuditEntry.objects.get(action="snyk.app_secret_rotate").user == admin_user
+
+
+def test_the_rotation_writes_exactly_what_its_preview_showed(installed, snyk_fake):
+    """flows.APP_SECRET keeps the flows' guarantee (test_flows covers the AWS kinds): its preview's
+    Snyk calls are the calls Snyk then receives, in order."""
+    from provisioning import flows, snyk_services
+    from provisioning.flows.kinds import APP_SECRET
+
+    preview = APP_SECRET.preview(flows.Scope()).changes
+    previewed = [f"{change.http} {change.path}" for change in preview]
+    before = len(snyk_fake.writes())
+    snyk_services.app_secret_rotate()
+    install = f"/rest/orgs/{installed.app_org_id}/apps/installs/{installed.app_install_id}/secrets"
+    assert snyk_fake.writes()[before:] == previewed == [f"POST {install}"]
