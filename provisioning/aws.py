@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -28,6 +29,9 @@ CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 8},
     connect_timeout=5,
     read_timeout=30,
+    # One client per account and service, but the base STS client serves every account's AssumeRole
+    # at once: botocore's default pool of 10 made the other threads open and drop connections.
+    max_pool_connections=64,
 )
 SESSION_SECONDS = 3600  # a 900 s session would be re-assumed on nearly every call
 SESSION_REFRESH_MARGIN = 300
@@ -113,8 +117,11 @@ def ecr_regions_by_partition() -> dict[str, frozenset[str]]:
 class _Sessions:
     """Thread-safe cache of credentials and clients per Access.
 
-    Every client comes from one boto3 session (assumed-role clients get explicit credentials), so
-    botocore loads its service models and endpoint data once, not once per account (~0.15 s each).
+    boto3 sessions may not build clients on several threads at once, and building one takes
+    milliseconds of CPU: so each thread builds its clients with a session of its own, without any
+    lock, and all those sessions share one botocore loader, which parses the service models and
+    endpoint data once per process, not once per thread or account (~0.15 s each). The clients
+    themselves are thread-safe and shared; the lock guards only the dictionaries.
     """
 
     def __init__(self) -> None:
@@ -123,19 +130,39 @@ class _Sessions:
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._base: boto3.Session | None = None
         self._verified: set[tuple[str, str, str]] = set()
+        self._loader: Any = None
+        self._generation = 0  # clear() makes every thread start a new session
+        self._local = threading.local()
 
     def clear(self) -> None:
         with self._lock:
             self._assumed.clear()
             self._clients.clear()
             self._base = None
+            self._loader = None
             self._verified.clear()
+            self._generation += 1
 
     def base(self) -> boto3.Session:
         with self._lock:
             if self._base is None:
-                self._base = boto3.session.Session()
+                core = botocore.session.get_session()
+                self._loader = core.get_component("data_loader")
+                self._base = boto3.session.Session(botocore_session=core)
             return self._base
+
+    def _thread_session(self) -> boto3.Session:
+        """This thread's session (sharing the process's loader)."""
+        local = self._local
+        if getattr(local, "generation", None) != self._generation or local.session is None:
+            base = self.base()
+            with self._lock:
+                loader, generation = self._loader, self._generation
+            core = botocore.session.get_session()
+            core.register_component("data_loader", loader)
+            local.session = boto3.session.Session(botocore_session=core, region_name=base.region_name)
+            local.generation = generation
+        return local.session
 
     def client_for(self, access: Access, service: Service, region: str = "") -> Any:
         """A client acting in `access.account_id` (in `region` for a regional service such as EKS),
@@ -199,19 +226,19 @@ class _Sessions:
 
     def _client(self, credentials: Credentials, service: Service, region: str = "") -> Any:
         key = (credentials.get("aws_access_key_id", "base"), service, region)
-        base = self.base()
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = base.client(
-                    service,
-                    config=CLIENT_CONFIG,
-                    region_name=region or base.region_name or "us-east-1",
-                    **credentials,
-                )
-                client.meta.events.register("before-call", _count)
-                self._clients[key] = client
+        client = self._clients.get(key)  # a dict read is atomic: no lock for a cached client
+        if client is not None:
             return client
+        session = self._thread_session()
+        built = session.client(
+            service,
+            config=CLIENT_CONFIG,
+            region_name=region or session.region_name or "us-east-1",
+            **credentials,
+        )
+        built.meta.events.register("before-call", _count)
+        with self._lock:  # two threads may have built one: every caller gets the one kept
+            return self._clients.setdefault(key, built)
 
 
 sessions = _Sessions()
