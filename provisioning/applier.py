@@ -188,7 +188,7 @@ def record_plan(run: Run, plan: Plan, label: str) -> None:
     if due:
         Run.objects.filter(pk=run.pk).update(plan=snapshot)
     for note in plan.notes:
-        run.log(note)
+        run.note(note)
 
 
 def flush_plan(run: Run) -> None:
@@ -207,9 +207,9 @@ def apply_step(run: Run, plan: Plan, label: str, *, step: str = "") -> int:
     over the run can re-plan that step; `label` is what the plan and the log show (default: it)."""
     record_plan(run, plan, label)
     if plan.is_empty:
-        run.log(f"{label}: in sync, nothing to change")
+        run.note(f"{label}: in sync, nothing to change")
         return 0
-    run.log(f"{label}: applying {counted(len(plan.changes), 'change', 'changes')}")
+    run.note(f"{label}: applying {counted(len(plan.changes), 'change', 'changes')}")  # with its first start
     return len(apply_plan(run, plan, step or label))
 
 

@@ -131,6 +131,7 @@ class _Sessions:
         self._base: boto3.Session | None = None
         self._verified: set[tuple[str, str, str]] = set()
         self._loader: Any = None
+        self._events: Any = None
         self._generation = 0  # clear() makes every thread start a new session
         self._local = threading.local()
 
@@ -139,7 +140,7 @@ class _Sessions:
             self._assumed.clear()
             self._clients.clear()
             self._base = None
-            self._loader = None
+            self._loader = self._events = None
             self._verified.clear()
             self._generation += 1
 
@@ -149,18 +150,21 @@ class _Sessions:
                 core = botocore.session.get_session()
                 self._loader = core.get_component("data_loader")
                 self._base = boto3.session.Session(botocore_session=core)
+                self._events = core.get_component("event_emitter")
             return self._base
 
     def _thread_session(self) -> boto3.Session:
-        """This thread's session (sharing the process's loader)."""
+        """This thread's session: the process's loader, and the base session's events (its clients
+        copy the handlers registered there when they are built, as they would from the base)."""
         local = self._local
         if getattr(local, "generation", None) != self._generation or local.session is None:
             base = self.base()
             with self._lock:
-                loader, generation = self._loader, self._generation
+                loader, events, generation = self._loader, self._events, self._generation
             core = botocore.session.get_session()
             core.register_component("data_loader", loader)
             local.session = boto3.session.Session(botocore_session=core, region_name=base.region_name)
+            core.register_component("event_emitter", events)
             local.generation = generation
         return local.session
 

@@ -1,8 +1,9 @@
 """Runs (one unit of engine work, claimed by one worker) and their append-only Operations."""
 
+import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
@@ -122,6 +123,7 @@ class Run(models.Model):
         counted = unwritten_progress.take(self.pk)
         try:
             with write_transaction(atomic=False):
+                counted.write_notes(self.pk)
                 return bool(
                     Run.objects.filter(pk=self.pk, claim_token=self.claim_token).update(
                         heartbeat_at=timezone.now(), **{**counted.fields(), **progress}
@@ -136,12 +138,18 @@ class Run(models.Model):
         operation's start, a heartbeat, the finish), not with a write of its own per change."""
         unwritten_progress.add(self.pk, done=done, total=total)
 
+    def note(self, message: str, level: str = "INFO") -> None:
+        """A log line written with the run's next write (an operation's start, a log line, a
+        heartbeat, the finish), not with an insert of its own: a bulk run's lines per account."""
+        unwritten_progress.add(self.pk, notes=[(level, message)])
+
     def write_progress(self) -> None:
-        """Write what this process has counted (at the end of a step, before the finish)."""
-        fields = unwritten_progress.take(self.pk).fields()
-        if fields:
-            with write_transaction(atomic=False):
-                Run.objects.filter(pk=self.pk).update(**fields)
+        """Write what this process has counted and noted (at the end of a step, before the finish)."""
+        counted = unwritten_progress.take(self.pk)
+        with write_transaction(atomic=False):
+            counted.write_notes(self.pk)
+            if counted.fields():
+                Run.objects.filter(pk=self.pk).update(**counted.fields())
 
     def finish(
         self, status: str, *, explanation: str = "", error: str = "", result: dict[str, Any] | None = None
@@ -154,14 +162,41 @@ class Run(models.Model):
         }
         if result is not None:
             fields["result"] = result
-        fields.update(unwritten_progress.take(self.pk).fields())
+        counted = unwritten_progress.take(self.pk)
+        counted.write_notes(self.pk)
+        fields.update(counted.fields())
         if Run.objects.filter(pk=self.pk, claim_token=self.claim_token).update(**fields):
             RunLock.objects.filter(run_id=self.pk).delete()
         self.refresh_from_db()
 
+    def merge_result(
+        self, accounts: dict[str, str], errors: dict[str, str], cleared: Sequence[str] = ()
+    ) -> None:
+        """Merge accounts' outcomes into `result` in the database (its "accounts" and "errors"), not
+        rewrite it whole: one statement carrying only what changed, so the JSON written per flush does
+        not grow with the run, and workers sharing a run never overwrite each other's accounts.
+        `cleared`: accounts whose earlier error no longer holds."""
+        if not (accounts or errors or cleared):
+            return
+        table = Run._meta.db_table
+        if connection.vendor == "postgresql":
+            sql = _MERGE_RESULT_POSTGRESQL.format(table=table)
+            params: list[Any] = [json.dumps(accounts), list(cleared), json.dumps(errors), self.pk]
+        else:  # SQLite: a merge patch (RFC 7396), where null removes a key
+            sql = _MERGE_RESULT_SQLITE.format(table=table)
+            patch = {**dict.fromkeys(cleared), **errors}
+            params = [json.dumps(accounts), json.dumps(patch), self.pk]
+        with write_transaction(atomic=False), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+
     def log(self, message: str, level: str = "INFO") -> None:
-        with write_transaction(atomic=False):
-            RunLogEntry.objects.create(run=self, level=level, message=message[:4000])
+        """A log line now (after the lines noted before it)."""
+        counted = unwritten_progress.take(self.pk)
+        try:
+            with write_transaction(atomic=False):
+                counted.write_notes(self.pk, (level, message))
+        finally:
+            unwritten_progress.give_back(self.pk, Progress(counted.done, counted.total))
 
 
 def _last_sequence_of_outer_run() -> Subquery:
@@ -176,10 +211,11 @@ def _last_sequence_of_outer_run() -> Subquery:
 
 
 class Progress:
-    """Changes counted done and planned, not yet written to the run's row."""
+    """Changes counted done and planned, and log lines noted, not yet written to the run."""
 
-    def __init__(self, done: int = 0, total: int = 0):
+    def __init__(self, done: int = 0, total: int = 0, notes: list[tuple[str, str]] | None = None):
         self.done, self.total = done, total
+        self.notes: list[tuple[str, str]] = notes or []  # (level, message), in order
 
     def fields(self) -> dict[str, Any]:
         """The row's update: F() additions, so counts from several processes add up."""
@@ -190,28 +226,45 @@ class Progress:
             fields["progress_total"] = F("progress_total") + self.total
         return fields
 
+    def write_notes(self, run_id: int, *also: tuple[str, str]) -> None:
+        """The noted lines (then `also`) in one insert."""
+        lines = [*self.notes, *also]
+        if lines:
+            RunLogEntry.objects.bulk_create(
+                [RunLogEntry(run_id=run_id, level=level, message=message[:4000]) for level, message in lines]
+            )
+        self.notes = []
+
 
 class UnwrittenProgress:
-    """Per run, the progress this process counted since it last wrote the run's row (threads of one
-    run count here without a write, and without waiting for one another beyond a dict update)."""
+    """Per run, the progress this process counted and the log lines it noted since it last wrote to
+    the run (threads of one run count here without a write, and without waiting for one another
+    beyond a dict update)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._runs: dict[int, Progress] = {}
 
-    def add(self, run_id: int, *, done: int = 0, total: int = 0) -> None:
+    def add(
+        self, run_id: int, *, done: int = 0, total: int = 0, notes: Sequence[tuple[str, str]] = ()
+    ) -> None:
         with self._lock:
             progress = self._runs.setdefault(run_id, Progress())
             progress.done += done
             progress.total += total
+            progress.notes.extend(notes)
 
     def take(self, run_id: int) -> Progress:
         with self._lock:
             return self._runs.pop(run_id, None) or Progress()
 
     def give_back(self, run_id: int, progress: Progress) -> None:
-        """A write that was to carry it failed: the next one carries it."""
-        self.add(run_id, done=progress.done, total=progress.total)
+        """A write that was to carry it failed: the next one carries it (the lines first)."""
+        with self._lock:
+            pending = self._runs.setdefault(run_id, Progress())
+            pending.done += progress.done
+            pending.total += progress.total
+            pending.notes[:0] = progress.notes
 
 
 unwritten_progress = UnwrittenProgress()
@@ -272,6 +325,18 @@ class RunLogEntry(models.Model):
         return f"{self.level} {self.message[:60]}"
 
 
+# Run.merge_result: one update of the two maps inside the JSON, on each database in its own words.
+_MERGE_RESULT_SQLITE = (
+    "UPDATE \"{table}\" SET result = json_set(json_set(COALESCE(result, '{{}}'), "
+    "'$.accounts', json_patch(COALESCE(json_extract(result, '$.accounts'), '{{}}'), %s)), "
+    "'$.errors', json_patch(COALESCE(json_extract(result, '$.errors'), '{{}}'), %s)) WHERE id = %s"
+)
+_MERGE_RESULT_POSTGRESQL = (
+    "UPDATE \"{table}\" SET result = jsonb_set(jsonb_set(COALESCE(result, '{{}}'::jsonb), "
+    "'{{accounts}}', COALESCE(result->'accounts', '{{}}'::jsonb) || %s::jsonb), "
+    "'{{errors}}', (COALESCE(result->'errors', '{{}}'::jsonb) - %s::text[]) || %s::jsonb) WHERE id = %s"
+)
+
 # The run's counter, moved and read in one statement (Django's update() returns no values).
 _NEXT_SEQUENCE_SQL = (
     'UPDATE "{table}" SET last_sequence = last_sequence + 1, heartbeat_at = %s, '
@@ -330,6 +395,7 @@ class Operation(AppendOnly):
         counted = unwritten_progress.take(run.pk)
         try:
             with write_transaction(atomic=False), connection.cursor() as cursor:
+                counted.write_notes(run.pk)
                 cursor.execute(
                     _NEXT_SEQUENCE_SQL.format(table=Run._meta.db_table),
                     [
