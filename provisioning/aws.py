@@ -118,10 +118,11 @@ class _Sessions:
     """Thread-safe cache of credentials and clients per Access.
 
     boto3 sessions may not build clients on several threads at once, and building one takes
-    milliseconds of CPU: so each thread builds its clients with a session of its own, without any
-    lock, and all those sessions share one botocore loader, which parses the service models and
-    endpoint data once per process, not once per thread or account (~0.15 s each). The clients
-    themselves are thread-safe and shared; the lock guards only the dictionaries.
+    milliseconds of CPU: so each thread builds its accounts' clients (assumed-role credentials)
+    with a session of its own, without any lock, and all those sessions share one botocore loader,
+    which parses the service models and endpoint data once per process, not once per thread or
+    account (~0.15 s each). The clients themselves are thread-safe and shared; the lock guards the
+    dictionaries, and the base session's few clients (built once per process).
     """
 
     def __init__(self) -> None:
@@ -233,16 +234,29 @@ class _Sessions:
         client = self._clients.get(key)  # a dict read is atomic: no lock for a cached client
         if client is not None:
             return client
-        session = self._thread_session()
-        built = session.client(
+        if not credentials:
+            # The base credentials' few clients (once per service and process) come from the base
+            # session, which resolves and refreshes those credentials once (an instance role's
+            # metadata service is not asked by every thread's session).
+            base = self.base()
+            with self._lock:
+                if key not in self._clients:
+                    self._clients[key] = self._build(base, {}, service, region)
+                return self._clients[key]
+        built = self._build(self._thread_session(), credentials, service, region)  # no lock held
+        with self._lock:  # two threads may have built one: every caller gets the one kept
+            return self._clients.setdefault(key, built)
+
+    @staticmethod
+    def _build(session: boto3.Session, credentials: Credentials, service: Service, region: str) -> Any:
+        client = session.client(
             service,
             config=CLIENT_CONFIG,
             region_name=region or session.region_name or "us-east-1",
             **credentials,
         )
-        built.meta.events.register("before-call", _count)
-        with self._lock:  # two threads may have built one: every caller gets the one kept
-            return self._clients.setdefault(key, built)
+        client.meta.events.register("before-call", _count)
+        return client
 
 
 sessions = _Sessions()
