@@ -1,13 +1,14 @@
 """The applier: executes a plan's changes in order, one recorded Operation per AWS write.
 
 No database transaction is held across an AWS call: its Operation row is written "started" (with
-the request and documents) in one short statement before the call, and settled in another after
-it, so a worker killed mid-call leaves a row saying what was in flight (settle_recovered, when the
-run is taken over, decides from the live state whether it took effect). Throttling and 5xx are
-retried by botocore (standard mode); "Invalid principal" right after the principal was created
-is IAM's eventual consistency and is retried here with backoff; any other error stops the plan at
-that change, with every earlier operation already recorded, and a later run re-plans from the live
-state.
+the request and documents) in one short transaction before the call, numbered from the run's
+counter (Operation.start: nothing in this process makes one account's write wait for another's),
+and settled in another after it, so a worker killed mid-call leaves a row saying what was in
+flight (settle_recovered, when the run is taken over, decides from the live state whether it took
+effect). Throttling and 5xx are retried by botocore (standard mode); "Invalid principal" right
+after the principal was created is IAM's eventual consistency and is retried here with backoff;
+any other error stops the plan at that change, with every earlier operation already recorded, and
+a later run re-plans from the live state.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F
 
 from accounts.models import EcrAccount
 from portal.redact import redact
@@ -30,15 +30,11 @@ from . import aws, policies, snyk
 from .changes import Change, Plan, SnykChange
 from .choices import OperationStatus
 from .models import Operation, Run
+from .models import RunLost as RunLost  # raised here (the runner and the flows catch it from here)
 
 log = logging.getLogger(__name__)
 
 DOCUMENT_PARAMS = ("PolicyDocument", "AssumeRolePolicyDocument")
-_sequence_lock = threading.Lock()  # a bulk run applies accounts on several threads of one process
-
-
-class RunLost(Exception):
-    """Another worker has re-claimed this run (ours was presumed dead): stop without writing more."""
 
 
 class ApplyError(Exception):
@@ -69,26 +65,19 @@ def _wire_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if k in DOCUMENT_PARAMS else v for k, v in params.items()}
 
 
-def _next_sequence(run: Run) -> int:
-    last = run.operations.order_by("-sequence").values_list("sequence", flat=True).first()
-    return (last or 0) + 1
-
-
 def _start(run: Run, change: Change, step: str) -> Operation:
-    with _sequence_lock:
-        return Operation.objects.create(
-            run=run,
-            sequence=_next_sequence(run),
-            step=step[:255],
-            account_id=change.account_id,
-            action=change.action,
-            resource_arn=change.arn,
-            summary=change.summary[:255],
-            request=redact({k: v for k, v in change.params.items() if k not in DOCUMENT_PARAMS}),
-            before=change.before,
-            after=change.after,
-            status=OperationStatus.STARTED,
-        )
+    """Record the write as started (numbered by the run's counter); RunLost once the run is re-claimed."""
+    return Operation.start(
+        run,
+        step=step[:255],
+        account_id=change.account_id,
+        action=change.action,
+        resource_arn=change.arn,
+        summary=change.summary[:255],
+        request=redact({k: v for k, v in change.params.items() if k not in DOCUMENT_PARAMS}),
+        before=change.before,
+        after=change.after,
+    )
 
 
 def apply_change(run: Run, change: Change, step: str = "") -> Operation:
@@ -132,7 +121,7 @@ def apply_change(run: Run, change: Change, step: str = "") -> Operation:
     )
     if not settled:  # taken over meanwhile: the new holder settled it from the live state
         raise RunLost(f"run {run.pk} was re-claimed while {change.action} on {change.arn} was in flight")
-    Run.objects.filter(pk=run.pk).update(progress_done=F("progress_done") + 1)
+    run.count_progress(done=1)  # written with the run's next write (no write of its own)
     if error:
         raise ApplyError(change, error)
     return operation
@@ -167,7 +156,7 @@ def apply_snyk_change(run: Run, change: SnykChange, step: str = "") -> Operation
     )
     if not settled:  # taken over meanwhile: the new holder settled it from the live state
         raise RunLost(f"run {run.pk} was re-claimed while {change.action} on {change.arn} was in flight")
-    Run.objects.filter(pk=run.pk).update(progress_done=F("progress_done") + 1)
+    run.count_progress(done=1)  # written with the run's next write (no write of its own)
     if error:
         raise ApplyError(change, error)
     if change.on_done is not None and answer is not None:
@@ -182,26 +171,34 @@ _plan_lock = threading.Lock()  # accounts plan on several threads of one run: no
 def record_plan(run: Run, plan: Plan, label: str) -> None:
     """Append a planned step to the run's plan and grow its progress total.
 
-    The plan JSON is rewritten at most every PLAN_FLUSH_SECONDS (and at the end, flush_plan):
-    rewriting it per step made a bulk run's storage grow with the square of its size.
+    The lock guards only the in-memory append: the total is counted in memory (written with the
+    run's next write), and the plan JSON is rewritten at most every PLAN_FLUSH_SECONDS, outside the
+    lock, from a copy (and whole at the end, flush_plan): rewriting it per step made a bulk run's
+    storage grow with the square of its size, and made every account wait for the rewrite.
     """
     with _plan_lock:
         stored = run.plan or {"steps": []}
         stored.setdefault("steps", []).append({"label": label, **plan.to_dict()})
         run.plan = stored
-        fields: dict[str, Any] = {"progress_total": F("progress_total") + len(plan.changes)}
         now = time.monotonic()
-        if now - getattr(run, "_plan_flushed", 0.0) >= PLAN_FLUSH_SECONDS:
-            fields["plan"] = stored
+        due = now - getattr(run, "_plan_flushed", 0.0) >= PLAN_FLUSH_SECONDS
+        if due:
             run._plan_flushed = now  # type: ignore[attr-defined]  # per-instance flush clock
-        Run.objects.filter(pk=run.pk).update(**fields)
+            snapshot = {**stored, "steps": list(stored["steps"])}
+    run.count_progress(total=len(plan.changes))
+    if due:
+        Run.objects.filter(pk=run.pk).update(plan=snapshot)
     for note in plan.notes:
-        run.log(note)
+        run.note(note)
 
 
 def flush_plan(run: Run) -> None:
+    """Write the whole plan and the progress counted in this process (at the end of a run)."""
     with _plan_lock:
-        Run.objects.filter(pk=run.pk).update(plan=run.plan)
+        stored = run.plan or {}
+        snapshot = {**stored, "steps": list(stored["steps"])} if "steps" in stored else dict(stored)
+    Run.objects.filter(pk=run.pk).update(plan=snapshot)
+    run.write_progress()
 
 
 def apply_step(run: Run, plan: Plan, label: str, *, step: str = "") -> int:
@@ -211,9 +208,9 @@ def apply_step(run: Run, plan: Plan, label: str, *, step: str = "") -> int:
     over the run can re-plan that step; `label` is what the plan and the log show (default: it)."""
     record_plan(run, plan, label)
     if plan.is_empty:
-        run.log(f"{label}: in sync, nothing to change")
+        run.note(f"{label}: in sync, nothing to change")
         return 0
-    run.log(f"{label}: applying {counted(len(plan.changes), 'change', 'changes')}")
+    run.note(f"{label}: applying {counted(len(plan.changes), 'change', 'changes')}")  # with its first start
     return len(apply_plan(run, plan, step or label))
 
 
@@ -240,10 +237,9 @@ def apply_expecting_absent(run: Run, plan: Plan, label: str, replan: Callable[[]
 
 
 def apply_plan(run: Run, plan: Plan, step: str = "") -> list[Operation]:
+    """Apply the changes in order; each one's start also beats (RunLost once the run is re-claimed)."""
     operations = []
     for change in plan.changes:
-        if not run.beat():
-            raise RunLost(f"run {run.pk} was re-claimed by another worker")
         operations.append(apply_change(run, change, step))
         if change.adopts:
             _mark_adopted(change)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -28,6 +29,9 @@ CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 8},
     connect_timeout=5,
     read_timeout=30,
+    # One client per account and service, but the base STS client serves every account's AssumeRole
+    # at once: botocore's default pool of 10 made the other threads open and drop connections.
+    max_pool_connections=64,
 )
 SESSION_SECONDS = 3600  # a 900 s session would be re-assumed on nearly every call
 SESSION_REFRESH_MARGIN = 300
@@ -113,8 +117,13 @@ def ecr_regions_by_partition() -> dict[str, frozenset[str]]:
 class _Sessions:
     """Thread-safe cache of credentials and clients per Access.
 
-    Every client comes from one boto3 session (assumed-role clients get explicit credentials), so
-    botocore loads its service models and endpoint data once, not once per account (~0.15 s each).
+    boto3 sessions may not build clients on several threads at once, and building one takes
+    milliseconds of CPU: so a thread builds its accounts' clients (assumed-role credentials) with
+    a session it borrows for that (from the idle ones, or a new one), without any lock held, and
+    all those sessions share one botocore loader, which parses the service models and endpoint
+    data once per process, not once per session or account (~0.15 s each). The clients themselves
+    are thread-safe and shared; the lock guards the dictionaries, and the base session's few
+    clients (built once per process).
     """
 
     def __init__(self) -> None:
@@ -123,19 +132,51 @@ class _Sessions:
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._base: boto3.Session | None = None
         self._verified: set[tuple[str, str, str]] = set()
+        self._loader: Any = None
+        self._events: Any = None
+        self._generation = 0  # clear() drops the idle sessions (and those out at the time)
+        self._idle: list[boto3.Session] = []
 
     def clear(self) -> None:
         with self._lock:
             self._assumed.clear()
             self._clients.clear()
             self._base = None
+            self._loader = self._events = None
             self._verified.clear()
+            self._idle.clear()
+            self._generation += 1
 
     def base(self) -> boto3.Session:
         with self._lock:
             if self._base is None:
-                self._base = boto3.session.Session()
+                core = botocore.session.get_session()
+                self._loader = core.get_component("data_loader")
+                self._base = boto3.session.Session(botocore_session=core)
+                self._events = core.get_component("event_emitter")
             return self._base
+
+    def _borrow_session(self) -> tuple[boto3.Session, int]:
+        """An idle session (or a new one): a session builds on one thread at a time, and is kept for
+        the next build, so a run's threads do not each make a session (~6 ms of CPU each)."""
+        with self._lock:
+            generation = self._generation
+            if self._idle:
+                return self._idle.pop(), generation
+        base = self.base()
+        with self._lock:
+            loader, events = self._loader, self._events
+        core = botocore.session.get_session()
+        core.register_component("data_loader", loader)
+        session = boto3.session.Session(botocore_session=core, region_name=base.region_name)
+        # Its clients copy the handlers registered on the base session, as the base's own would.
+        core.register_component("event_emitter", events)
+        return session, generation
+
+    def _return_session(self, session: boto3.Session, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:  # not one from before clear()
+                self._idle.append(session)
 
     def client_for(self, access: Access, service: Service, region: str = "") -> Any:
         """A client acting in `access.account_id` (in `region` for a regional service such as EKS),
@@ -199,19 +240,36 @@ class _Sessions:
 
     def _client(self, credentials: Credentials, service: Service, region: str = "") -> Any:
         key = (credentials.get("aws_access_key_id", "base"), service, region)
-        base = self.base()
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = base.client(
-                    service,
-                    config=CLIENT_CONFIG,
-                    region_name=region or base.region_name or "us-east-1",
-                    **credentials,
-                )
-                client.meta.events.register("before-call", _count)
-                self._clients[key] = client
+        client = self._clients.get(key)  # a dict read is atomic: no lock for a cached client
+        if client is not None:
             return client
+        if not credentials:
+            # The base credentials' few clients (once per service and process) come from the base
+            # session, which resolves and refreshes those credentials once (an instance role's
+            # metadata service is not asked by every thread's session).
+            base = self.base()
+            with self._lock:
+                if key not in self._clients:
+                    self._clients[key] = self._build(base, {}, service, region)
+                return self._clients[key]
+        session, generation = self._borrow_session()
+        try:
+            built = self._build(session, credentials, service, region)  # no lock held
+        finally:
+            self._return_session(session, generation)
+        with self._lock:  # two threads may have built one: every caller gets the one kept
+            return self._clients.setdefault(key, built)
+
+    @staticmethod
+    def _build(session: boto3.Session, credentials: Credentials, service: Service, region: str) -> Any:
+        client = session.client(
+            service,
+            config=CLIENT_CONFIG,
+            region_name=region or session.region_name or "us-east-1",
+            **credentials,
+        )
+        client.meta.events.register("before-call", _count)
+        return client
 
 
 sessions = _Sessions()

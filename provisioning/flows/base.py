@@ -94,6 +94,7 @@ class Outcomes:
         self.errors: dict[str, str] = {}  # failed: the error; not started: why
         self.exceptions: dict[str, Exception] = {}
         self.writes = 0
+        self._unwritten: set[str] = set()  # accounts whose outcome changed since write_to(run)
 
     def record(self, account_id: str, writes: int) -> None:
         """An account's step went through: with writes it succeeded, without it was already in sync."""
@@ -101,6 +102,7 @@ class Outcomes:
             if self.status.get(account_id) != FAILED:
                 changed = writes > 0 or self.status.get(account_id) == SUCCEEDED
                 self.status[account_id] = SUCCEEDED if changed else UNCHANGED
+                self._unwritten.add(account_id)
             self.writes += writes
 
     def add_writes(self, writes: int) -> None:
@@ -112,11 +114,13 @@ class Outcomes:
             self.status[account_id] = FAILED
             self.errors[account_id] = str(error)
             self.exceptions[account_id] = error
+            self._unwritten.add(account_id)
 
     def not_started(self, account_id: str, reason: str) -> None:
         with self._lock:
             self.status[account_id] = NOT_STARTED
             self.errors[account_id] = reason
+            self._unwritten.add(account_id)
 
     def failed(self, account_id: str) -> bool:
         return self.status.get(account_id) == FAILED
@@ -140,6 +144,15 @@ class Outcomes:
         if unreached:
             parts.append(f"{unreached} not reached")
         return f"Accounts: {', '.join(parts)} (of {total})."
+
+    def write_to(self, run: Run) -> None:
+        """Merge the outcomes that changed since the last call into `run.result` (Run.merge_result):
+        each account's outcome is written about once, however often the run page is refreshed."""
+        with self._lock:
+            changed, self._unwritten = self._unwritten, set()
+            accounts = {a: self.status[a] for a in sorted(changed)}
+            errors = {a: self.errors[a] for a in sorted(changed) if a in self.errors}
+        run.merge_result(accounts, errors, cleared=[a for a in accounts if a not in errors])
 
     def as_result(self) -> dict[str, Any]:
         with self._lock:
@@ -231,7 +244,7 @@ class Flow(ABC):
             raise RunFailed(f"{exc}\n{outcomes.tally(len(scope.accounts))}") from exc
         finally:
             if scope.accounts:
-                Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
+                outcomes.write_to(run)
 
     @staticmethod
     def _execute_step(run: Run, scope: Scope, outcomes: Outcomes, step: Step) -> None:

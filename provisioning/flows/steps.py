@@ -39,6 +39,7 @@ from .base import (
 
 PREVIEW_READ_CONCURRENCY = 8
 RESULT_FLUSH_SECONDS = 1.0
+CANCEL_CHECK_SECONDS = 0.5
 
 
 class AgentIdentityStep(Step):
@@ -292,6 +293,7 @@ class ForEachAccount(AccountFanOut):
         self.serves = [s.target.account_id for s in steps]
         self.label = counted(len(steps), "account", "accounts")
         self.cancelled = False
+        self.cancel_checked = -CANCEL_CHECK_SECONDS  # the first account reads it
 
     def plan(self, scope: Scope) -> Plan:
         plan = Plan()
@@ -314,14 +316,18 @@ class ForEachAccount(AccountFanOut):
         for step in fanout.waiting:
             reason = CANCELLED_BEFORE_START if self.cancelled else OVER_TOLERANCE
             outcomes.not_started(step.target.account_id, reason)
-        Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
+        outcomes.write_to(run)
         return outcomes.writes - writes_before
 
     def substeps(self) -> list[Step]:
         return list(self.account_steps)
 
     def stopped(self, run: Run) -> bool:
-        self.cancelled = self.cancelled or Run.objects.filter(pk=run.pk, cancel_requested=True).exists()
+        """Cancelled? Read at most every CANCEL_CHECK_SECONDS, not once per account started."""
+        now = time.monotonic()
+        if not self.cancelled and now - self.cancel_checked >= CANCEL_CHECK_SECONDS:
+            self.cancel_checked = now
+            self.cancelled = Run.objects.filter(pk=run.pk, cancel_requested=True).exists()
         return self.cancelled
 
     def run_one(self, run: Run, scope: Scope, outcomes: Outcomes, step: AccountStep) -> None:
@@ -388,9 +394,9 @@ class _FanOut:
         if self.each.log_each:
             done = total - len(self.waiting) - len(self.running)
             status = self.outcomes.status[step.target.account_id]
-            self.run.log(f"account {step.target.account_id}: {status} ({done} of {total} done)")
+            self.run.note(f"account {step.target.account_id}: {status} ({done} of {total} done)")
         if time.monotonic() - self.flushed >= RESULT_FLUSH_SECONDS:
-            Run.objects.filter(pk=self.run.pk).update(result=self.outcomes.as_result())
+            self.outcomes.write_to(self.run)  # only the accounts finished since the last time
             self.flushed = time.monotonic()
 
 
