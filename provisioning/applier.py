@@ -28,7 +28,7 @@ from portal.text import counted
 from . import aws, policies, snyk
 from .changes import Change, Plan, SnykChange
 from .choices import OperationStatus
-from .models import Operation, Run
+from .models import Operation, Run, RunChunk
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def record_plan(run: Run, plan: Plan, label: str) -> None:
         fields: dict[str, Any] = {"progress_total": F("progress_total") + len(plan.changes)}
         now = time.monotonic()
         if now - getattr(run, "_plan_flushed", 0.0) >= PLAN_FLUSH_SECONDS:
-            fields["plan"] = stored
+            _store_plan(run, stored)
             run._plan_flushed = now  # type: ignore[attr-defined]  # per-instance flush clock
         Run.objects.filter(pk=run.pk).update(**fields)
     for note in plan.notes:
@@ -200,7 +200,17 @@ def record_plan(run: Run, plan: Plan, label: str) -> None:
 
 def flush_plan(run: Run) -> None:
     with _plan_lock:
-        Run.objects.filter(pk=run.pk).update(plan=run.plan)
+        _store_plan(run, run.plan)
+
+
+def _store_plan(run: Run, plan: dict[str, Any]) -> None:
+    # A chunk of the run (flows/chunks.py) keeps the steps it planned on its own row: its run's
+    # worker merges them, so that workers never overwrite each other's steps in the run's plan.
+    chunk: RunChunk | None = getattr(run, "plan_chunk", None)
+    if chunk is not None:
+        RunChunk.objects.filter(pk=chunk.pk).update(plan=plan)
+    else:
+        Run.objects.filter(pk=run.pk).update(plan=plan)
 
 
 def apply_step(run: Run, plan: Plan, label: str, *, step: str = "") -> int:

@@ -4,7 +4,7 @@ applies that very plan; what the inventory records afterwards is in `done` (no A
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.db import IntegrityError, close_old_connections, transaction
@@ -23,6 +23,7 @@ from ..changes import Plan
 from ..locks import agent_lock
 from ..models import Run, RunLock
 from ..organizations import SyncPlan
+from . import chunks
 from .base import (
     CANCELLED_BEFORE_START,
     FAILED,
@@ -127,6 +128,10 @@ class AgentPermissionsStep(Step):
 class AccountStep(Step):
     """A step on one account's own resources (run for many accounts at once by ForEachAccount)."""
 
+    # It plans and applies from its own target alone (no other step's state in memory): a fan-out
+    # of such steps may be split over the worker pool (flows/chunks.py).
+    spreads = False
+
     def __init__(self, target: AccountTarget):
         self.target = target
         self.serves = [target.account_id]
@@ -152,6 +157,8 @@ class AccountStep(Step):
 class ReconcileAccountStep(AccountStep):
     """The read-only policy, the service role trusting the agent with the desired ExternalIds, attached."""
 
+    spreads = True
+
     def __init__(self, target: AccountTarget):
         super().__init__(target)
         self.label = f"account {target.account_id}"
@@ -168,6 +175,8 @@ class ReconcileAccountStep(AccountStep):
 
 class RemoveAccountStep(AccountStep):
     """The account's role and policy are deleted (only what the portal may delete); brokers retire."""
+
+    spreads = True
 
     def __init__(self, target: AccountTarget, *, retire_brokers: bool = False):
         super().__init__(target)
@@ -203,6 +212,8 @@ class ForEachAccount(AccountFanOut):
     `tolerance` (bulk runs, StackSets' strict failure tolerance): never more in flight than failures
     still tolerated (`tolerance + 1 - failures`), so at most tolerance+1 accounts fail; after more
     than `tolerance` failures no new account starts. A cancelled run starts no new account.
+    In a worker, a fan-out of more than RUN_CHUNK_SIZE accounts is split into chunks that every
+    worker of the pool takes (chunks.py), each at this concurrency.
     """
 
     def __init__(
@@ -222,6 +233,14 @@ class ForEachAccount(AccountFanOut):
         self.serves = [s.target.account_id for s in steps]
         self.label = counted(len(steps), "account", "accounts")
         self.cancelled = False
+        # Where the accounts' outcomes go while it runs: the run's result, or its chunk's row.
+        self.publish: Callable[[Run, Outcomes], None] = _publish_in_run
+
+    def part(self, steps: Sequence[AccountStep], publish: Callable[[Run, Outcomes], None]) -> ForEachAccount:
+        """The same fan-out over some of its accounts (one chunk), publishing elsewhere."""
+        each = ForEachAccount(steps, concurrency=self.concurrency, log_each=self.log_each)
+        each.publish = publish
+        return each
 
     def plan(self, scope: Scope) -> Plan:
         plan = Plan()
@@ -235,6 +254,8 @@ class ForEachAccount(AccountFanOut):
         return plan
 
     def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        if chunks.spreads(run, self):
+            return chunks.execute_spread(self, run, scope, outcomes)
         writes_before = outcomes.writes
         fanout = _FanOut(self, run, scope, outcomes)
         if self.concurrency == 1:  # in this thread: in-process callers and tests see a plain loop
@@ -244,7 +265,7 @@ class ForEachAccount(AccountFanOut):
         for step in fanout.waiting:
             reason = CANCELLED_BEFORE_START if self.cancelled else OVER_TOLERANCE
             outcomes.not_started(step.target.account_id, reason)
-        Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
+        self.publish(run, outcomes)
         return outcomes.writes - writes_before
 
     def substeps(self) -> list[Step]:
@@ -320,8 +341,12 @@ class _FanOut:
             status = self.outcomes.status[step.target.account_id]
             self.run.log(f"account {step.target.account_id}: {status} ({done} of {total} done)")
         if time.monotonic() - self.flushed >= RESULT_FLUSH_SECONDS:
-            Run.objects.filter(pk=self.run.pk).update(result=self.outcomes.as_result())
+            self.each.publish(self.run, self.outcomes)
             self.flushed = time.monotonic()
+
+
+def _publish_in_run(run: Run, outcomes: Outcomes) -> None:
+    Run.objects.filter(pk=run.pk).update(result=outcomes.as_result())
 
 
 class AccountStatuses(Step):
