@@ -48,7 +48,7 @@ def help_with_chunks(run_id: int, fanout: str) -> int:
     if each is None:
         return 0
     try:
-        return chunks.help_with(run, scope, each)
+        return chunks.take_chunks(run, scope, each)
     except RunLost as exc:  # the run was taken over: its new holder takes this chunk over too
         log.warning("%s", exc)
         return 0

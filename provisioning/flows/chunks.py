@@ -22,10 +22,12 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
@@ -80,10 +82,7 @@ def execute_spread(fanout: ForEachAccount, run: Run, scope: Scope, outcomes: Out
     _send_helpers(run, key, len(open_chunks) - 1)
     published = time.monotonic()
     while True:
-        chunk = claim_next(run, key, worker)
-        if chunk is not None:
-            take(run, scope, fanout, chunk)
-            continue
+        take_chunks(run, scope, fanout)  # also those abandoned meanwhile, once their lease ran out
         rows = list(RunChunk.objects.filter(run=run, fanout=key).order_by("index"))
         if all(c.status == ChunkStatus.DONE for c in rows):
             break
@@ -108,13 +107,35 @@ def execute_spread(fanout: ForEachAccount, run: Run, scope: Scope, outcomes: Out
     return outcomes.writes - writes_before
 
 
-def help_with(run: Run, scope: Scope, fanout: ForEachAccount) -> int:
-    """Another worker: take this run's pending (or abandoned) chunks of `fanout` until none is left."""
+def take_chunks(run: Run, scope: Scope, fanout: ForEachAccount) -> int:
+    """Take this run's pending (or abandoned) chunks of `fanout` until none is left; how many.
+
+    Chunks smaller than the fan-out's concurrency are taken several at once (lanes), so that a
+    worker keeps as many accounts in flight as one worker would without chunks, never more.
+    """
+    lanes = max(1, math.ceil(fanout.concurrency / settings.RUN_CHUNK_SIZE))
+    if lanes == 1:
+        return _lane(run, scope, fanout, fanout.concurrency)
+    per_lane = math.ceil(fanout.concurrency / lanes)
+    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix=f"run{run.pk}-lane") as pool:
+        futures = [pool.submit(_threaded_lane, run, scope, fanout, per_lane) for _ in range(lanes)]
+        return sum(future.result() for future in futures)
+
+
+def _lane(run: Run, scope: Scope, fanout: ForEachAccount, concurrency: int) -> int:
     key, worker, taken = fanout_key(fanout), worker_name(), 0
     while (chunk := claim_next(run, key, worker)) is not None:
-        take(run, scope, fanout, chunk)
+        take(run, scope, fanout, chunk, concurrency)
         taken += 1
     return taken
+
+
+def _threaded_lane(run: Run, scope: Scope, fanout: ForEachAccount, concurrency: int) -> int:
+    close_old_connections()
+    try:
+        return _lane(run, scope, fanout, concurrency)
+    finally:
+        close_old_connections()
 
 
 def fanout_key(fanout: ForEachAccount) -> str:
@@ -149,7 +170,7 @@ def claim_next(run: Run, key: str, worker: str) -> RunChunk | None:
     return None
 
 
-def take(run: Run, scope: Scope, fanout: ForEachAccount, chunk: RunChunk) -> None:
+def take(run: Run, scope: Scope, fanout: ForEachAccount, chunk: RunChunk, concurrency: int) -> None:
     """Run one claimed chunk's accounts; its outcomes and plan go to its row."""
     # A run of its own in memory: the same claim, but its plan goes to the chunk (applier._store_plan).
     mine = Run.objects.get(pk=run.pk)
@@ -166,7 +187,7 @@ def take(run: Run, scope: Scope, fanout: ForEachAccount, chunk: RunChunk) -> Non
         def publish(_run: Run, done: Outcomes) -> None:
             chunk.beat(result=done.chunk_result())
 
-        part = fanout.part(steps, publish=publish)
+        part = fanout.part(steps, publish=publish, concurrency=concurrency)
         part.execute(mine, scope, outcomes)
         flush_plan(mine)
         if not chunk.finish(outcomes.chunk_result(), mine.plan):

@@ -236,9 +236,11 @@ class ForEachAccount(AccountFanOut):
         # Where the accounts' outcomes go while it runs: the run's result, or its chunk's row.
         self.publish: Callable[[Run, Outcomes], None] = _publish_in_run
 
-    def part(self, steps: Sequence[AccountStep], publish: Callable[[Run, Outcomes], None]) -> ForEachAccount:
+    def part(
+        self, steps: Sequence[AccountStep], *, publish: Callable[[Run, Outcomes], None], concurrency: int
+    ) -> ForEachAccount:
         """The same fan-out over some of its accounts (one chunk), publishing elsewhere."""
-        each = ForEachAccount(steps, concurrency=self.concurrency, log_each=self.log_each)
+        each = ForEachAccount(steps, concurrency=concurrency, log_each=self.log_each)
         each.publish = publish
         return each
 
