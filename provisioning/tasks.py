@@ -103,6 +103,7 @@ def _requeue_abandoned_chunks(lapsed: datetime) -> None:
             run__status=RunStatus.RUNNING,
             run__heartbeat_at__gte=lapsed,
         )
+        .order_by()  # not by index: one message per fan-out, however many of its chunks
         .values_list("run_id", "fanout")
         .distinct()
     )
