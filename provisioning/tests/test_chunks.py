@@ -168,3 +168,70 @@ def test_worker_killed_mid_chunk_is_taken_over_and_converges(proxy):  # noqa: F8
             1,
         )
     assert set(EcrAccount.objects.values_list("status", flat=True)) == {Lifecycle.ACTIVE}
+
+
+def test_the_runs_own_worker_killed_mid_chunk_is_taken_over_and_converges(proxy):  # noqa: F811
+    """SIGKILL the only worker, which holds the run and one of its chunks: a new worker and the sweeper
+    take the run over; the chunks already done stay done, the killed one is taken over (what it left
+    started settled from AWS), the agent's permissions are written once at the end."""
+    from django.conf import settings
+
+    from portal.testing import celery_workers, wait_for, worker_env
+    from provisioning.tasks import sweep_stale_runs
+
+    heartbeat = 1
+    env = worker_env(RUN_CHUNK_SIZE="2", RUN_HEARTBEAT_INTERVAL=str(heartbeat))
+    agent = make_agent()
+    log_dir = _log_dir("chunk-coordinator-killed")
+    with celery_workers(count=1, concurrency=1, env=env, log_dir=log_dir / "first") as (worker,):
+        setup_agent(agent)
+        proxy.reset_counts()
+        proxy.delay = 0.25
+        run, accounts = bulk_onboard(agent, 460000000000, 8, max_concurrency=2)
+        wait_for(
+            lambda: (
+                RunChunk.objects.filter(run=run, status=ChunkStatus.DONE).exists()
+                and RunChunk.objects.filter(run=run, status=ChunkStatus.RUNNING).exists()
+                and Operation.objects.filter(run=run).count() >= 5
+            ),
+            timeout=60,
+            message="a chunk done and one running",
+        )
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.attempts == 1
+    assert agent_writes(run) == 0  # killed before the end
+
+    proxy.delay = 0.0
+    time.sleep(settings.RUN_LEASE_BEATS * heartbeat + 0.5)  # the run's and the chunk's leases ran out
+    with celery_workers(count=1, concurrency=1, env=env, log_dir=log_dir / "second"):
+
+        def swept() -> bool:  # as celery beat sends it: the run is re-queued once its lease ran out
+            sweep_stale_runs.apply_async()
+            return Run.objects.filter(pk=run.pk, attempts=2).exists()
+
+        # The first message the new worker takes may be a chunk's (sent by the dead worker): it
+        # takes the chunks over, beating the run, which the sweeper re-queues after that.
+        wait_for(swept, timeout=120, interval=2, message="the run re-queued and taken over")
+        (run,) = wait_terminal([run], timeout=120)
+
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    assert run.attempts == 2
+    chunks = list(RunChunk.objects.filter(run=run))
+    assert {c.status for c in chunks} == {ChunkStatus.DONE}
+    assert max(c.attempts for c in chunks) == 2  # the chunk the kill interrupted was taken over
+    assert set(run.result["accounts"]) == {a.account_id for a in accounts}
+    assert set(run.result["accounts"].values()) <= {"succeeded", "unchanged"}
+    assert not run.operations.filter(status__in=(OperationStatus.FAILED, OperationStatus.STARTED)).exists()
+    assert agent_writes(run) == 1
+    assert_converged(agent, accounts)
+    assert_every_portal_resource_has_its_operation([AGENT_ACCOUNT, *(a.account_id for a in accounts)])
+    for account in accounts:
+        calls = proxy.by_account[account.account_id]
+        assert (calls["iam:CreateRole"], calls["iam:CreatePolicy"], calls["iam:AttachRolePolicy"]) == (
+            1,
+            1,
+            1,
+        )
+    assert set(EcrAccount.objects.values_list("status", flat=True)) == {Lifecycle.ACTIVE}
