@@ -72,6 +72,8 @@ def execute_spread(fanout: ForEachAccount, run: Run, scope: Scope, outcomes: Out
     key = fanout_key(fanout)
     # An account an earlier step failed stops there (as ForEachAccount.run_one does): not chunked.
     labels = [s.label for s in fanout.account_steps if not outcomes.failed(s.target.account_id)]
+    if not labels:
+        return 0
     chunks = _chunks(run, key, labels, getattr(run, "spread_chunk_size", len(labels)) or len(labels))
     open_chunks = [c for c in chunks if c.status != ChunkStatus.DONE]
     worker = worker_name()
