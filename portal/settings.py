@@ -286,6 +286,9 @@ AUDIT_CONCURRENCY = _int("AUDIT_CONCURRENCY", default=16, minimum=1)
 ORG_SYNC_INTERVAL = _int("ORG_SYNC_INTERVAL", default=3600, minimum=1)
 # Accounts a reconcile, rotation or offboarding run works on at once (threads in one worker).
 RECONCILE_CONCURRENCY = _int("RECONCILE_CONCURRENCY", default=8, minimum=1)
+# A run over more accounts than this (bulk, reconcile, offboarding) is split into chunks of this
+# many accounts that every worker of the pool takes; a smaller run stays in its one worker.
+RUN_CHUNK_SIZE = _int("RUN_CHUNK_SIZE", default=25, minimum=1)
 EXTERNAL_ID_GRACE_DAYS = _int("EXTERNAL_ID_GRACE_DAYS", default=14, minimum=0)
 
 # --- AWS -----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from portal.text import counted
 from . import aws, policies, snyk
 from .changes import Change, Plan, SnykChange
 from .choices import OperationStatus
-from .models import Operation, Run
+from .models import Operation, Run, RunChunk
 from .models import RunLost as RunLost  # raised here (the runner and the flows catch it from here)
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def record_plan(run: Run, plan: Plan, label: str) -> None:
             snapshot = {**stored, "steps": list(stored["steps"])}
     run.count_progress(total=len(plan.changes))
     if due:
-        Run.objects.filter(pk=run.pk).update(plan=snapshot)
+        _store_plan(run, snapshot)
     for note in plan.notes:
         run.note(note)
 
@@ -197,8 +197,18 @@ def flush_plan(run: Run) -> None:
     with _plan_lock:
         stored = run.plan or {}
         snapshot = {**stored, "steps": list(stored["steps"])} if "steps" in stored else dict(stored)
-    Run.objects.filter(pk=run.pk).update(plan=snapshot)
+    _store_plan(run, snapshot)
     run.write_progress()
+
+
+def _store_plan(run: Run, plan: dict[str, Any]) -> None:
+    # A chunk of the run (flows/chunks.py) keeps the steps it planned on its own row: its run's
+    # worker merges them, so that workers never overwrite each other's steps in the run's plan.
+    chunk: RunChunk | None = getattr(run, "plan_chunk", None)
+    if chunk is not None:
+        RunChunk.objects.filter(pk=chunk.pk).update(plan=plan)
+    else:
+        Run.objects.filter(pk=run.pk).update(plan=plan)
 
 
 def apply_step(run: Run, plan: Plan, label: str, *, step: str = "") -> int:
@@ -231,7 +241,7 @@ def apply_expecting_absent(run: Run, plan: Plan, label: str, replan: Callable[[]
     made = plan.changes.index(conflict)
     unmade = len(plan.changes) - made - 1  # after the refused create: replaced by the new plan
     if unmade:
-        Run.objects.filter(pk=run.pk).update(progress_total=F("progress_total") - unmade)
+        run.count_progress(total=-unmade)
     run.log(f"{label}: {conflict.arn} exists after all (EntityAlreadyExists): read, compared and adopted")
     return made + apply_step(run, replan(), f"{label} (what exists, adopted)", step=step)
 

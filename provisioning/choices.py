@@ -46,6 +46,14 @@ class OperationStatus(models.TextChoices):
     NOT_APPLIED = "not_applied", "Not applied (found after a crash)"
 
 
+class ChunkStatus(models.TextChoices):
+    """A chunk of a run's accounts (RunChunk): waiting for a worker, taken by one, or done."""
+
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+
+
 # Operations whose write is in AWS (made and answered, or found there after a crash).
 APPLIED_OPERATION_STATUSES = (OperationStatus.SUCCEEDED, OperationStatus.APPLIED)
 

@@ -15,19 +15,21 @@ from types import TracebackType
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from .models import Run
+from .models import Run, RunChunk
 
 log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """`with Heartbeat(run):` beats for a claimed run until the block ends (the run is finished)."""
+    """`with Heartbeat(run):` beats for a claimed run (or chunk of one) until the block ends."""
 
-    def __init__(self, run: Run, interval: float | None = None):
+    def __init__(self, run: Run | RunChunk, interval: float | None = None):
         self.run = run
         self.interval = float(interval if interval is not None else settings.RUN_HEARTBEAT_INTERVAL)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"run{run.pk}-heartbeat", daemon=True)
+        self._thread = threading.Thread(
+            target=self._beat, name=f"{type(run).__name__.lower()}{run.pk}-heartbeat", daemon=True
+        )
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -44,9 +46,9 @@ class Heartbeat:
             while not self._stop.wait(self.interval):
                 try:
                     if not self.run.beat():  # the steps stop at their own next beat (RunLost)
-                        log.warning("run %s: another worker holds its lease now; no more beats", self.run.pk)
+                        log.warning("%s: another worker holds its lease now; no more beats", self.run)
                         return
                 except DatabaseError:  # a busy database: the next beat tries again, the lease has room
-                    log.warning("run %s: heartbeat failed", self.run.pk, exc_info=True)
+                    log.warning("%s: heartbeat failed", self.run, exc_info=True)
         finally:
             connection.close()  # this thread's own connection

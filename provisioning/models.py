@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from portal.models import AppendOnly
 
-from .choices import ACTIVE_RUN_STATUSES, AuditStatus, OperationStatus, RunKind, RunStatus
+from .choices import ACTIVE_RUN_STATUSES, AuditStatus, ChunkStatus, OperationStatus, RunKind, RunStatus
 
 
 class Run(models.Model):
@@ -294,6 +294,68 @@ def write_transaction(*, atomic: bool = True) -> Iterator[None]:
 
 class RunLost(Exception):
     """Another worker has re-claimed this run (ours was presumed dead): stop without writing more."""
+
+
+class RunChunk(models.Model):
+    """Some accounts of one fan-out of a run, for any worker of the pool to take (flows/chunks.py).
+
+    Leased like a run: a worker claims it with a conditional UPDATE (pending, or running with its
+    lease run out: its worker died), beats while it works, and records the chunk's outcomes and plan
+    here when it is done, for the run's own worker to merge. The run stays one Run.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="chunks")
+    fanout = models.CharField(max_length=255, help_text="The fan-out it belongs to (its first step's label).")
+    index = models.PositiveIntegerField()
+    steps = models.JSONField(default=list, help_text="The labels of its account steps.")
+    status = models.CharField(max_length=16, choices=ChunkStatus.choices, default=ChunkStatus.PENDING)
+    claim_token = models.CharField(max_length=36, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True, help_text="The worker that took it last.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="Its accounts' outcomes and writes.")
+    plan = models.JSONField(default=dict, blank=True, help_text="The steps it planned.")
+
+    class Meta:
+        ordering = ["run_id", "fanout", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "fanout", "index"], name="runchunk_run_fanout_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of run {self.run_id} ({self.status})"
+
+    def claim(self, worker: str) -> bool:
+        """Take it: pending, or running with its lease run out and attempts left (as Run.claim)."""
+        token = str(uuid.uuid4())
+        now = timezone.now()
+        lapsed = Q(
+            status=ChunkStatus.RUNNING,
+            heartbeat_at__lt=now - timedelta(seconds=Run.lease_seconds()),
+            attempts__lt=settings.RUN_MAX_ATTEMPTS,
+        )
+        updated = RunChunk.objects.filter(Q(status=ChunkStatus.PENDING) | lapsed, pk=self.pk).update(
+            status=ChunkStatus.RUNNING,
+            claim_token=token,
+            attempts=models.F("attempts") + 1,
+            worker=worker[:255],
+            heartbeat_at=now,
+        )
+        if updated:
+            self.refresh_from_db()
+        return bool(updated)
+
+    def beat(self, **fields: Any) -> bool:
+        """Renew the lease (and record fields); False once another worker has taken the chunk over."""
+        return bool(
+            RunChunk.objects.filter(pk=self.pk, claim_token=self.claim_token).update(
+                heartbeat_at=timezone.now(), **fields
+            )
+        )
+
+    def finish(self, result: dict[str, Any], plan: dict[str, Any]) -> bool:
+        return self.beat(status=ChunkStatus.DONE, finished_at=timezone.now(), result=result, plan=plan)
 
 
 class RunLock(models.Model):

@@ -15,17 +15,43 @@ import traceback
 from . import aws, policies
 from .applier import ApplyError, RunLost, flush_plan
 from .choices import RunStatus
-from .flows import FLOWS, RunFailed
+from .flows import FLOWS, RunFailed, chunks
 from .heartbeat import Heartbeat
 from .models import Run
 
 log = logging.getLogger(__name__)
 
 
-def execute(run: Run) -> Run:
-    """Execute a run this process has claimed, its heartbeat beating until it is finished."""
+def execute(run: Run, *, spread: bool = False) -> Run:
+    """Execute a run this process has claimed, its heartbeat beating until it is finished.
+
+    `spread` (a worker): a fan-out over many accounts is split into chunks for the whole pool.
+    """
+    if spread and FLOWS[run.kind].spreads:
+        chunks.spread_here(run)
     with Heartbeat(run):
         return _execute(run)
+
+
+def help_with_chunks(run_id: int, fanout: str) -> int:
+    """Take chunks of a run another worker holds, until none is left; how many were taken.
+
+    The flow's scope and steps are built again from the run, as its own worker built them: the
+    same definition, so a chunk's accounts are planned and applied exactly as they would be there.
+    """
+    run = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING).first()
+    if run is None or not FLOWS[run.kind].spreads:
+        return 0
+    flow = FLOWS[run.kind]
+    scope = flow.scope_of(run)
+    each = chunks.find_fanout(flow.steps(scope), fanout)
+    if each is None:
+        return 0
+    try:
+        return chunks.take_chunks(run, scope, each)
+    except RunLost as exc:  # the run was taken over: its new holder takes this chunk over too
+        log.warning("%s", exc)
+        return 0
 
 
 def _execute(run: Run) -> Run:

@@ -2,7 +2,7 @@
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -14,8 +14,8 @@ from portal.text import counted
 from . import org_services, runner
 from .audit.notify import post_webhook
 from .audit.services import audit_request
-from .choices import ACTIVE_RUN_STATUSES, RunKind, RunStatus
-from .models import Run, RunLock
+from .choices import ACTIVE_RUN_STATUSES, ChunkStatus, RunKind, RunStatus
+from .models import Run, RunChunk, RunLock
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,17 @@ def execute_run(run_id: int) -> str:
     if not claim_or_take_over(run):  # another worker has it (alive), or it is over
         log.info("run %s is not queued (status %s): not running it twice", run_id, run.status)
         return "not-claimed"
-    runner.execute(run)
+    runner.execute(run, spread=True)
     return run.status
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def execute_chunk(run_id: int, fanout: str) -> int:
+    """Help with a run spread over the pool (flows/chunks.py): take its chunks until none is left.
+
+    Redelivered after its worker died, it takes that worker's chunk over once its lease has run out
+    (or the run's own worker does, whichever looks first)."""
+    return runner.help_with_chunks(run_id, fanout)
 
 
 def claim_or_take_over(run: Run) -> bool:
@@ -80,7 +89,27 @@ def sweep_stale_runs() -> int:
             execute_run.apply_async(args=(run.pk,))
             requeued += 1
             log.warning("re-queued stale run %s (attempt %s)", run.pk, run.attempts + 1)
+    _requeue_abandoned_chunks(lapsed)
     return requeued
+
+
+def _requeue_abandoned_chunks(lapsed: datetime) -> None:
+    """A live run's chunk whose worker died: any worker may take it over (not only the run's own)."""
+    abandoned = (
+        RunChunk.objects.filter(
+            status=ChunkStatus.RUNNING,
+            heartbeat_at__lt=lapsed,
+            attempts__lt=settings.RUN_MAX_ATTEMPTS,
+            run__status=RunStatus.RUNNING,
+            run__heartbeat_at__gte=lapsed,
+        )
+        .order_by()  # not by index: one message per fan-out, however many of its chunks
+        .values_list("run_id", "fanout")
+        .distinct()
+    )
+    for run_id, fanout in abandoned:
+        execute_chunk.apply_async(args=(run_id, fanout))
+        log.warning("re-queued an abandoned chunk of run %s", run_id)
 
 
 NOT_RERUN_ACCESS_KEY = (

@@ -23,7 +23,7 @@ from .. import aws, compare, policies, snyk
 from ..applier import ApplyError, apply_step, settle_recovered
 from ..changes import Plan
 from ..choices import OperationStatus
-from ..models import Run
+from ..models import Run, RunChunk
 
 # How a run ends for one account (Run.result["accounts"]).
 SUCCEEDED, UNCHANGED, FAILED, NOT_STARTED = "succeeded", "unchanged", "failed", "not started"
@@ -122,6 +122,16 @@ class Outcomes:
             self.errors[account_id] = reason
             self._unwritten.add(account_id)
 
+    def merge(self, result: dict[str, Any]) -> None:
+        """Add the outcomes another worker recorded for a chunk of this run (`chunk_result`)."""
+        with self._lock:
+            self.status.update(result.get("accounts", {}))
+            self.errors.update(result.get("errors", {}))
+            self.writes += int(result.get("writes", 0))
+
+    def chunk_result(self) -> dict[str, Any]:
+        return {**self.as_result(), "writes": self.writes}
+
     def failed(self, account_id: str) -> bool:
         return self.status.get(account_id) == FAILED
 
@@ -203,6 +213,9 @@ class Flow(ABC):
     """A run kind: its steps in order, and how a run of it ends."""
 
     kinds: ClassVar[tuple[str, ...]]
+    # Its fan-outs may be split over the worker pool (flows/chunks.py): any worker can build its
+    # scope and steps again from the run alone (scope_of reads the inventory, nothing else).
+    spreads: ClassVar[bool] = False
 
     @abstractmethod
     def scope_of(self, run: Run) -> Scope:
@@ -265,7 +278,9 @@ class Flow(ABC):
             outcomes.add_writes(writes)
 
 
-def recover_started_operations(run: Run, scope: Scope, steps: list[Step]) -> None:
+def recover_started_operations(
+    run: Run, scope: Scope, steps: list[Step], chunk: RunChunk | None = None
+) -> None:
     """Settle the writes an earlier attempt of this run left started (its worker died mid-call).
 
     Before this attempt writes anything, each such operation's step is planned again, the way every
@@ -273,10 +288,20 @@ def recover_started_operations(run: Run, scope: Scope, steps: list[Step]) -> Non
     applied from that plan (applier.settle_recovered). A step that can no longer be planned (the
     account left the run, AWS refuses the read) leaves its operation started, and says so in the log;
     the run's own walk of that step then fails or succeeds as it would have anyway.
+
+    The accounts of a chunked fan-out are another worker's: only the attempt that takes their chunk
+    over settles them (`chunk`: only its steps), never the run's own attempt.
     """
     started = list(run.operations.filter(status=OperationStatus.STARTED).order_by("sequence"))
     if not started:
         return
+    if chunk is not None:
+        mine = set(chunk.steps)
+        started = [o for o in started if o.step in mine]
+    else:
+        chunked = {label for labels in run.chunks.values_list("steps", flat=True) for label in labels}
+        started = [o for o in started if o.step not in chunked]
+    attempt = chunk.attempts if chunk is not None else run.attempts
     by_label = {sub.label: sub for step in steps for sub in step.substeps()}
     plans: dict[str, Plan] = {}
     for operation in started:
@@ -289,7 +314,7 @@ def recover_started_operations(run: Run, scope: Scope, steps: list[Step]) -> Non
         except (*STEP_ERRORS, LookupError) as exc:
             run.log(f"operation {operation.sequence} ({operation.action}) left started: {exc}", level="ERROR")
             continue
-        status = settle_recovered(operation, plans[step.label], run.attempts)
+        status = settle_recovered(operation, plans[step.label], attempt)
         run.log(
             f"operation {operation.sequence} ({operation.action} on {operation.resource_arn}), in flight "
             f"when the worker stopped: {OperationStatus(status).label.lower()}"

@@ -123,6 +123,7 @@ class AccountsFlow(Flow):
     """
 
     check_live: bool = True
+    spreads = True
 
     def scope_of(self, run: Run) -> Scope:
         accounts = _accounts_of(run)
@@ -170,6 +171,7 @@ class OffboardFlow(Flow):
     """
 
     kinds = (RunKind.OFFBOARD,)
+    spreads = True
 
     def scope_of(self, run: Run) -> Scope:
         confirm = bool((run.options or {}).get("confirm_adopted"))
@@ -215,6 +217,7 @@ class BulkFlow(Flow):
     """
 
     kinds = (RunKind.BULK,)
+    spreads = True
 
     def scope_of(self, run: Run) -> Scope:
         accounts = _accounts_of(run)

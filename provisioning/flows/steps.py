@@ -4,7 +4,7 @@ applies that very plan; what the inventory records afterwards is in `done` (no A
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.db import IntegrityError, close_old_connections, transaction
@@ -23,6 +23,7 @@ from ..changes import Plan
 from ..locks import agent_lock
 from ..models import Run, RunLock
 from ..organizations import SyncPlan
+from . import chunks
 from .base import (
     CANCELLED_BEFORE_START,
     FAILED,
@@ -174,6 +175,10 @@ class ReadAheadStep(Step):
 class AccountStep(Step):
     """A step on one account's own resources (run for many accounts at once by ForEachAccount)."""
 
+    # It plans and applies from its own target alone (no other step's state in memory): a fan-out
+    # of such steps may be split over the worker pool (flows/chunks.py).
+    spreads = False
+
     def __init__(self, target: AccountTarget):
         self.target = target
         self.serves = [target.account_id]
@@ -198,6 +203,8 @@ class AccountStep(Step):
 
 class ReconcileAccountStep(AccountStep):
     """The read-only policy, the service role trusting the agent with the desired ExternalIds, attached."""
+
+    spreads = True
 
     def __init__(self, target: AccountTarget):
         super().__init__(target)
@@ -240,6 +247,8 @@ class ReconcileAccountStep(AccountStep):
 class RemoveAccountStep(AccountStep):
     """The account's role and policy are deleted (only what the portal may delete); brokers retire."""
 
+    spreads = True
+
     def __init__(self, target: AccountTarget, *, retire_brokers: bool = False):
         super().__init__(target)
         self.retire_brokers = retire_brokers
@@ -274,6 +283,8 @@ class ForEachAccount(AccountFanOut):
     `tolerance` (bulk runs, StackSets' strict failure tolerance): never more in flight than failures
     still tolerated (`tolerance + 1 - failures`), so at most tolerance+1 accounts fail; after more
     than `tolerance` failures no new account starts. A cancelled run starts no new account.
+    In a worker, a fan-out of more than RUN_CHUNK_SIZE accounts is split into chunks that every
+    worker of the pool takes (chunks.py), each at this concurrency.
     """
 
     def __init__(
@@ -294,6 +305,16 @@ class ForEachAccount(AccountFanOut):
         self.label = counted(len(steps), "account", "accounts")
         self.cancelled = False
         self.cancel_checked = -CANCEL_CHECK_SECONDS  # the first account reads it
+        # Where the accounts' outcomes go while it runs: the run's result, or its chunk's row.
+        self.publish: Callable[[Run, Outcomes], None] = _publish_in_run
+
+    def part(
+        self, steps: Sequence[AccountStep], *, publish: Callable[[Run, Outcomes], None], concurrency: int
+    ) -> ForEachAccount:
+        """The same fan-out over some of its accounts (one chunk), publishing elsewhere."""
+        each = ForEachAccount(steps, concurrency=concurrency, log_each=self.log_each)
+        each.publish = publish
+        return each
 
     def plan(self, scope: Scope) -> Plan:
         plan = Plan()
@@ -307,6 +328,8 @@ class ForEachAccount(AccountFanOut):
         return plan
 
     def execute(self, run: Run, scope: Scope, outcomes: Outcomes) -> int:
+        if chunks.spreads(run, self):
+            return chunks.execute_spread(self, run, scope, outcomes)
         writes_before = outcomes.writes
         fanout = _FanOut(self, run, scope, outcomes)
         if self.concurrency == 1:  # in this thread: in-process callers and tests see a plain loop
@@ -316,7 +339,7 @@ class ForEachAccount(AccountFanOut):
         for step in fanout.waiting:
             reason = CANCELLED_BEFORE_START if self.cancelled else OVER_TOLERANCE
             outcomes.not_started(step.target.account_id, reason)
-        outcomes.write_to(run)
+        self.publish(run, outcomes)
         return outcomes.writes - writes_before
 
     def substeps(self) -> list[Step]:
@@ -396,8 +419,12 @@ class _FanOut:
             status = self.outcomes.status[step.target.account_id]
             self.run.note(f"account {step.target.account_id}: {status} ({done} of {total} done)")
         if time.monotonic() - self.flushed >= RESULT_FLUSH_SECONDS:
-            self.outcomes.write_to(self.run)  # only the accounts finished since the last time
+            self.each.publish(self.run, self.outcomes)  # only the accounts finished since the last time
             self.flushed = time.monotonic()
+
+
+def _publish_in_run(run: Run, outcomes: Outcomes) -> None:
+    outcomes.write_to(run)
 
 
 class AccountStatuses(Step):

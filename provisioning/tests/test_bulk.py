@@ -144,7 +144,7 @@ def _fail_create_role_for(monkeypatch, aws, failing):
     monkeypatch.setattr(aws.Iam, "write", write)
 
 
-def _request(agent, rows, tmp_path, **options):
+def _request(agent, rows, tmp_path, spread=False, **options):
     report = lifecycle.bulk_validate(
         agent=agent, content=csv_file(tmp_path, rows).read_bytes(), filename="a.csv"
     )
@@ -153,7 +153,7 @@ def _request(agent, rows, tmp_path, **options):
     assert run.claim()
     from provisioning import runner
 
-    return runner.execute(run)
+    return runner.execute(run, spread=spread)
 
 
 def test_failure_tolerance_stops_starting_new_accounts(
@@ -213,6 +213,47 @@ def test_concurrency_is_bounded_by_max_concurrency(transactional_db, agent, aws,
     run = _request(agent, [row(a) for a in ids(12)], tmp_path, max_concurrency=4)
     assert run.status == RunStatus.SUCCEEDED, run.explanation
     assert 1 < state["peak"] <= 4
+
+
+def test_chunks_smaller_than_the_concurrency_are_taken_several_at_once(
+    transactional_db, agent, aws, tmp_path, monkeypatch, settings
+):
+    """Spread in chunks of 2 at max_concurrency 4 (no other worker here: eager, so this one takes
+    them all): two chunks at a time, so as many accounts in flight as without chunks, never more."""
+    from portal.celery import app
+    from provisioning.models import RunChunk
+
+    settings.RUN_CHUNK_SIZE = 2
+    real_write = aws.Iam.write
+    state = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+
+    def slow(self, method, **params):
+        if method != "create_policy":
+            return real_write(self, method, **params)
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.1)
+        try:
+            return real_write(self, method, **params)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(aws.Iam, "write", slow)
+    eager, app.conf.task_always_eager = app.conf.task_always_eager, True
+    try:
+        run = _request(agent, [row(a) for a in ids(12)], tmp_path, spread=True, max_concurrency=4)
+    finally:
+        app.conf.task_always_eager = eager
+    assert run.status == RunStatus.SUCCEEDED, run.explanation
+    chunks = list(RunChunk.objects.filter(run=run).order_by("index"))
+    assert [len(c.steps) for c in chunks] == [2] * 6
+    assert {c.status for c in chunks} == {"done"}
+    assert 2 < state["peak"] <= 4  # one chunk alone holds at most 2 (its size)
+    assert run.result["accounts"] == dict.fromkeys(ids(12), "succeeded")
+    assert Operation.objects.filter(run=run, action="iam:PutRolePolicy").count() == 1  # the agent's, once
 
 
 def test_a_yaml_file_with_a_hand_made_account_plans_its_adoption(agent, aws, tmp_path):

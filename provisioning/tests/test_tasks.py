@@ -8,8 +8,8 @@ from django.utils import timezone
 from accounts import services as account_services
 from portal.celery import app
 from provisioning import flows, services, tasks
-from provisioning.choices import RunKind, RunStatus
-from provisioning.models import Run, RunLock
+from provisioning.choices import ChunkStatus, RunKind, RunStatus
+from provisioning.models import Run, RunChunk, RunLock
 
 from .conftest import BASE_ACCOUNT
 
@@ -201,3 +201,34 @@ def test_an_access_key_run_whose_process_died_fails_instead_of_running_again(age
     assert "nobody would see" in run.explanation
     assert aws.write_calls() == writes
     assert not RunLock.objects.filter(run=run).exists()
+
+
+def test_an_abandoned_chunk_of_a_live_run_is_sent_to_the_pool(agent, monkeypatch, settings):
+    """The sweeper sends a chunk whose worker died (lease run out) to any worker; a chunk within its
+    lease, one out of attempts, or one of a run whose own worker died (re-queued whole) is left."""
+    sent = []
+    monkeypatch.setattr(tasks.execute_chunk, "apply_async", lambda args: sent.append(tuple(args)))
+    live = services.agent_setup(agent=agent, enqueue=False)
+    Run.objects.filter(pk=live.pk).update(
+        status=RunStatus.RUNNING, claim_token="live", heartbeat_at=timezone.now()
+    )
+    running = {"status": ChunkStatus.RUNNING, "claim_token": "dead"}
+    RunChunk.objects.create(
+        run=live, fanout="account 1", index=0, attempts=1, heartbeat_at=lapsed(), **running
+    )
+    RunChunk.objects.create(
+        run=live, fanout="account 1", index=1, attempts=1, heartbeat_at=lapsed(), **running
+    )
+    RunChunk.objects.create(
+        run=live, fanout="account 9", index=0, attempts=1, heartbeat_at=timezone.now(), **running
+    )
+    RunChunk.objects.create(
+        run=live,
+        fanout="account 8",
+        index=0,
+        attempts=settings.RUN_MAX_ATTEMPTS,
+        heartbeat_at=lapsed(),
+        **running,
+    )
+    tasks.sweep_stale_runs()
+    assert sent == [(live.pk, "account 1")]

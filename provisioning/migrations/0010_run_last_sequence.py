@@ -16,7 +16,7 @@ def seed_counters(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("provisioning", "0008_operation_started"),
+        ("provisioning", "0009_run_kind_app_secret"),
     ]
 
     operations = [
