@@ -225,13 +225,16 @@ class ReconcileAccountStep(AccountStep):
         return writes
 
     def expects_absent(self, run: Run, scope: Scope) -> bool:
-        """Never onboarded (a draft, or onboarding for the first time, nothing adopted), in the run's
-        first attempt (one taking over a dead worker's run reads what that worker made), and, when
-        the run was confirmed from a preview, one whose resources that preview saw absent."""
+        """Never onboarded (a draft, or onboarding for the first time, nothing adopted), in the first
+        attempt of the run and of its chunk (one taking over from a dead worker reads what that
+        worker made), and, when the run was confirmed from a preview, one whose resources that
+        preview saw absent."""
         account = self.target.account
         previewed_absent = scope.options.get("previewed_absent")
+        chunk = getattr(run, "plan_chunk", None)  # the chunk this worker took (flows/chunks.py)
         return (
             run.attempts <= 1
+            and (chunk is None or chunk.attempts <= 1)
             and account.status in (Lifecycle.DRAFT, Lifecycle.PENDING)
             and not (account.role_adopted or account.policy_adopted)
             and (previewed_absent is None or account.account_id in previewed_absent)
