@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=1, help="prefork children per worker")
     parser.add_argument("--bulk-concurrency", type=int, default=32, help="bulk run max_concurrency")
-    parser.add_argument("--chunk-size", type=int, default=0, help="run option chunk_size (0: the engine's)")
+    parser.add_argument("--chunk-size", type=int, default=0, help="workers' RUN_CHUNK_SIZE (0: the engine's)")
     parser.add_argument("--run-option", action="append", default=[], metavar="KEY=VALUE", help="run option")
     parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE", help="worker env")
     parser.add_argument("--latency-delay", type=float, default=200.0, help="latency scenario: ms per call")
@@ -80,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([50] if args.quick else [50, 200, 1000])
     only = set(filter(None, args.only.split(","))) or set(SCENARIOS)
     run_options = {k: _typed(v) for k, v in _pairs(args.run_option).items()}
-    if args.chunk_size:
-        run_options["chunk_size"] = args.chunk_size
     options: dict = {"max_concurrency": args.bulk_concurrency}
     if run_options:
         options["options"] = run_options
@@ -95,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "threads": args.threads,
         "options": options,
-        "worker_env": _pairs(args.worker_env),
+        "worker_env": {
+            **_pairs(args.worker_env),
+            **({"RUN_CHUNK_SIZE": str(args.chunk_size)} if args.chunk_size else {}),
+        },
         "database": "sqlite",
         "broker": "filesystem",
         "delay_ms": args.delay,
