@@ -132,7 +132,9 @@ def test_thirty_two_threads_write_at_once_numbered_uniquely_in_order(transaction
     assert calls.most >= 4, f"at most {calls.most} of {THREADS} writes were in flight at once"
     operations = list(run.operations.order_by("sequence"))
     assert [op.sequence for op in operations] == list(range(1, THREADS + 1))
-    assert [op.pk for op in operations] == sorted(op.pk for op in operations)  # numbered as inserted
+    # Not "numbered as inserted": the number is taken and the row inserted in two statements, so on
+    # PostgreSQL a later number may commit first (a transaction around both would make every write
+    # wait for the run's row lock again). Numbers are unique and gapless here; order is by number.
     assert {op.status for op in operations} == {OperationStatus.SUCCEEDED}
     assert {op.account_id for op in operations} == {c.account_id for c in changes}
     run.write_progress()
