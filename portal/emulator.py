@@ -127,9 +127,10 @@ def start_thread(host: str = LOOPBACK, port: int = 0) -> Emulator:
     """Start moto server on a thread of this process (lighter; shares this process's GIL)."""
     from moto.server import ThreadedMotoServer  # noqa: PLC0415  runs bare (python -m portal.emulator) too, without Django
 
-    from portal import moto_eks  # noqa: PLC0415  as above
+    from portal import moto_accounts, moto_eks  # noqa: PLC0415  as above
 
     moto_eks.install()  # moto has no EKS Pod Identity: the thin fake answers its calls
+    moto_accounts.install()  # each call's account found in constant time, however many accounts
     _quiet_request_log()
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()

@@ -39,9 +39,10 @@ def moto_server() -> Iterator[str]:
     """An in-process threaded moto server on loopback; yields its URL."""
     from moto.server import ThreadedMotoServer  # noqa: PLC0415  moto loads only when a test starts a server
 
-    from portal import moto_eks  # noqa: PLC0415  as above
+    from portal import moto_accounts, moto_eks  # noqa: PLC0415  as above
 
     moto_eks.install()  # moto has no EKS Pod Identity: the thin fake answers its calls
+    moto_accounts.install()  # each call's account found in constant time, however many accounts
 
     # Port 0: the kernel picks a free port as it binds (a port chosen first could be taken by then).
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

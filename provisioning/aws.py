@@ -9,14 +9,15 @@ other module needs botocore.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
+import botocore.credentials
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -29,8 +30,8 @@ CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 8},
     connect_timeout=5,
     read_timeout=30,
-    # One client per account and service, but the base STS client serves every account's AssumeRole
-    # at once: botocore's default pool of 10 made the other threads open and drop connections.
+    # One client per service serves every account's calls at once (and the base STS client every
+    # AssumeRole): botocore's default pool of 10 made the other threads open and drop connections.
     max_pool_connections=64,
 )
 SESSION_SECONDS = 3600  # a 900 s session would be re-assumed on nearly every call
@@ -41,21 +42,11 @@ SESSION_NAME = "ecr-broker-portal"
 Service = Literal["iam", "sts", "ecr", "eks", "organizations"]
 
 
-class Credentials(TypedDict, total=False):
-    """Client keyword arguments of an assumed role; empty for the base credentials."""
-
-    aws_access_key_id: str
-    aws_secret_access_key: str
-    aws_session_token: str
-
-
 # Every API call made through this module, by "service:Operation" (tests and benchmarks read it).
 calls: Counter[str] = Counter()
 _calls_lock = threading.Lock()
 
 READ_PREFIXES = ("Get", "List", "Describe")
-
-_T = TypeVar("_T")
 
 
 class AwsError(Exception):
@@ -115,81 +106,48 @@ def ecr_regions_by_partition() -> dict[str, frozenset[str]]:
 
 
 class _Sessions:
-    """Thread-safe cache of credentials and clients per Access.
+    """Thread-safe cache of assumed-role credentials, and of clients per service and region.
 
-    boto3 sessions may not build clients on several threads at once, and building one takes
-    milliseconds of CPU: so a thread builds its accounts' clients (assumed-role credentials) with
-    a session it borrows for that (from the idle ones, or a new one), without any lock held, and
-    all those sessions share one botocore loader, which parses the service models and endpoint
-    data once per process, not once per session or account (~0.15 s each). The clients themselves
-    are thread-safe and shared; the lock guards the dictionaries, and the base session's few
-    clients (built once per process).
+    Building a boto3 client takes milliseconds of CPU (half a bulk run's CPU when every account had
+    its own), so no account gets one: every account's calls to a service go through one shared
+    client, signed with that account's credentials (`_AccountClient`). The clients are thread-safe
+    and pool their connections; the lock guards the dictionaries.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._assumed: dict[tuple[str, str], tuple[Credentials, float, str]] = {}
-        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._assumed: dict[tuple[str, str], tuple[AccountCredentials, float, str]] = {}
+        self._clients: dict[tuple[bool, str, str], Any] = {}
         self._base: boto3.Session | None = None
         self._verified: set[tuple[str, str, str]] = set()
-        self._loader: Any = None
-        self._events: Any = None
-        self._generation = 0  # clear() drops the idle sessions (and those out at the time)
-        self._idle: list[boto3.Session] = []
 
     def clear(self) -> None:
         with self._lock:
             self._assumed.clear()
             self._clients.clear()
             self._base = None
-            self._loader = self._events = None
             self._verified.clear()
-            self._idle.clear()
-            self._generation += 1
 
     def base(self) -> boto3.Session:
         with self._lock:
             if self._base is None:
-                core = botocore.session.get_session()
-                self._loader = core.get_component("data_loader")
-                self._base = boto3.session.Session(botocore_session=core)
-                self._events = core.get_component("event_emitter")
+                self._base = boto3.session.Session(botocore_session=botocore.session.get_session())
             return self._base
-
-    def _borrow_session(self) -> tuple[boto3.Session, int]:
-        """An idle session (or a new one): a session builds on one thread at a time, and is kept for
-        the next build, so a run's threads do not each make a session (~6 ms of CPU each)."""
-        with self._lock:
-            generation = self._generation
-            if self._idle:
-                return self._idle.pop(), generation
-        base = self.base()
-        with self._lock:
-            loader, events = self._loader, self._events
-        core = botocore.session.get_session()
-        core.register_component("data_loader", loader)
-        session = boto3.session.Session(botocore_session=core, region_name=base.region_name)
-        # Its clients copy the handlers registered on the base session, as the base's own would.
-        core.register_component("event_emitter", events)
-        return session, generation
-
-    def _return_session(self, session: boto3.Session, generation: int) -> None:
-        with self._lock:
-            if generation == self._generation:  # not one from before clear()
-                self._idle.append(session)
 
     def client_for(self, access: Access, service: Service, region: str = "") -> Any:
         """A client acting in `access.account_id` (in `region` for a regional service such as EKS),
         verified to land there."""
         credentials, landed = self._credentials(access)
-        self._verify(access, landed, credentials)
-        return self._client(credentials, service, region)
+        self._verify(access, landed)
+        if credentials is None:
+            return self._client(service, region, acting=False)
+        return _AccountClient(self._client(service, region, acting=True), credentials)
 
     def client(self, session: boto3.Session, service: Service) -> Any:
         """A client of the base credentials (kept for callers that hold the base session)."""
-        return self._client({}, service)
+        return self._client(service, "", acting=False)
 
-    def _verify(self, access: Access, landed: str, credentials: Credentials) -> None:
+    def _verify(self, access: Access, landed: str) -> None:
         """Refuse to act when the credentials land in another account than the one intended.
 
         An assumed role's account is in the ARN STS answered with; only the base credentials need
@@ -198,7 +156,7 @@ class _Sessions:
         key = (access.account_id, access.role_arn, access.external_id)
         if key in self._verified:
             return
-        actual = landed or _call(self._client(credentials, "sts"), "get_caller_identity")["Account"]
+        actual = landed or _call(self._client("sts", "", acting=False), "get_caller_identity")["Account"]
         if actual != access.account_id:
             how = f"the management role {access.role_arn}" if access.role_arn else "the base credentials"
             raise AwsError(
@@ -210,10 +168,10 @@ class _Sessions:
         with self._lock:
             self._verified.add(key)
 
-    def _credentials(self, access: Access) -> tuple[Credentials, str]:
-        """(client credentials, the account they land in); ({}, "") for the base credentials."""
+    def _credentials(self, access: Access) -> tuple[AccountCredentials | None, str]:
+        """(the assumed role's credentials, the account they land in); (None, "") for the base ones."""
         if not access.role_arn:
-            return {}, ""
+            return None, ""
         key = (access.role_arn, access.external_id)
         with self._lock:
             cached = self._assumed.get(key)
@@ -226,50 +184,87 @@ class _Sessions:
         }
         if access.external_id:
             params["ExternalId"] = access.external_id
-        answer = _call(self._client({}, "sts"), "assume_role", **params)
+        answer = _call(self._client("sts", "", acting=False), "assume_role", **params)
         creds = answer["Credentials"]
-        credentials: Credentials = {
-            "aws_access_key_id": creds["AccessKeyId"],
-            "aws_secret_access_key": creds["SecretAccessKey"],
-            "aws_session_token": creds["SessionToken"],
-        }
+        credentials = AccountCredentials(
+            creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]
+        )
         landed = answer["AssumedRoleUser"]["Arn"].split(":")[4]  # arn:aws:sts::ACCOUNT:assumed-role/...
         with self._lock:
             self._assumed[key] = (credentials, creds["Expiration"].timestamp(), landed)
         return credentials, landed
 
-    def _client(self, credentials: Credentials, service: Service, region: str = "") -> Any:
-        key = (credentials.get("aws_access_key_id", "base"), service, region)
+    def _client(self, service: Service, region: str, *, acting: bool) -> Any:
+        """The process's client of `service` in `region`: of the base credentials, or (acting) the
+        one every assumed role's calls share, which holds no credentials of its own."""
+        key = (acting, service, region)
         client = self._clients.get(key)  # a dict read is atomic: no lock for a cached client
         if client is not None:
             return client
-        if not credentials:
-            # The base credentials' few clients (once per service and process) come from the base
-            # session, which resolves and refreshes those credentials once (an instance role's
-            # metadata service is not asked by every thread's session).
-            base = self.base()
-            with self._lock:
-                if key not in self._clients:
-                    self._clients[key] = self._build(base, {}, service, region)
-                return self._clients[key]
-        session, generation = self._borrow_session()
-        try:
-            built = self._build(session, credentials, service, region)  # no lock held
-        finally:
-            self._return_session(session, generation)
-        with self._lock:  # two threads may have built one: every caller gets the one kept
-            return self._clients.setdefault(key, built)
+        base = self.base()
+        with self._lock:  # a few clients per process: building them under the lock costs nothing
+            if key not in self._clients:
+                self._clients[key] = self._build(base, service, region, acting=acting)
+            return self._clients[key]
 
     @staticmethod
-    def _build(session: boto3.Session, credentials: Credentials, service: Service, region: str) -> Any:
+    def _build(session: boto3.Session, service: Service, region: str, *, acting: bool) -> Any:
+        # The acting client's own keys are placeholders that sign nothing: _sign_as_acting refuses a
+        # call made outside an _AccountClient, so the base credentials never act by mistake.
+        placeholder = "unset" if acting else None  # None: the base session's credentials
         client = session.client(
             service,
             config=CLIENT_CONFIG,
             region_name=region or session.region_name or "us-east-1",
-            **credentials,
+            aws_access_key_id=placeholder,
+            aws_secret_access_key=placeholder,
         )
+        if acting:
+            client.meta.events.register("before-call", _sign_as_acting)
         client.meta.events.register("before-call", _count)
         return client
+
+
+class AccountCredentials(botocore.credentials.Credentials):
+    """An assumed role's keys: what one account's calls on a shared client are signed with."""
+
+
+# The credentials of the account the current call acts in; set only by _AccountClient, per call.
+_acting: contextvars.ContextVar[AccountCredentials] = contextvars.ContextVar("acting")
+
+
+def _sign_as_acting(context: dict[str, Any], **_kwargs: Any) -> None:
+    """before-call of a shared client: sign the request with the calling account's credentials
+    (botocore's per-request credentials), or refuse it before anything is sent."""
+    credentials = _acting.get(None)
+    if credentials is None:
+        raise AwsError("NoCredentials", "a shared client was called outside an account: nothing was sent")
+    context.setdefault("signing", {})["request_credentials"] = credentials
+
+
+class _AccountClient:
+    """One account's handle on a shared client: each API call is made as that account. Paginators
+    are not offered (their pages would be fetched outside the call): list calls page by hand."""
+
+    def __init__(self, shared: Any, credentials: AccountCredentials) -> None:
+        self._shared = shared
+        self._credentials = credentials
+        self.meta = shared.meta
+        self.exceptions = shared.exceptions
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._shared, name)
+        if name.startswith("_") or not callable(method) or name in ("get_paginator", "get_waiter"):
+            raise AttributeError(f"{name} is not an API call of one account's client")
+
+        def as_account(**params: Any) -> Any:
+            token = _acting.set(self._credentials)
+            try:
+                return method(**params)
+            finally:
+                _acting.reset(token)
+
+        return as_account
 
 
 sessions = _Sessions()
@@ -345,17 +340,25 @@ class Iam:
 
     def list_inline_policies(self, kind: str, identity: str) -> list[str]:
         if kind == "role":
-            pages = self.client.get_paginator("list_role_policies").paginate(RoleName=identity)
-        else:
-            pages = self.client.get_paginator("list_user_policies").paginate(UserName=identity)
-        return [name for page in _pages(pages) for name in page["PolicyNames"]]
+            return self._all("list_role_policies", "PolicyNames", RoleName=identity)
+        return self._all("list_user_policies", "PolicyNames", UserName=identity)
 
     def list_attached_policies(self, kind: str, identity: str) -> list[str]:
         if kind == "role":
-            pages = self.client.get_paginator("list_attached_role_policies").paginate(RoleName=identity)
+            attached = self._all("list_attached_role_policies", "AttachedPolicies", RoleName=identity)
         else:
-            pages = self.client.get_paginator("list_attached_user_policies").paginate(UserName=identity)
-        return [p["PolicyArn"] for page in _pages(pages) for p in page["AttachedPolicies"]]
+            attached = self._all("list_attached_user_policies", "AttachedPolicies", UserName=identity)
+        return [p["PolicyArn"] for p in attached]
+
+    def _all(self, method: str, key: str, **params: Any) -> list[Any]:
+        """Every page of an IAM list call (Marker until it is not truncated)."""
+        items: list[Any] = []
+        while True:
+            page = self.call(method, **params)
+            items.extend(page[key])
+            if not page.get("IsTruncated"):
+                return items
+            params["Marker"] = page["Marker"]
 
     def list_access_keys(self, user: str) -> list[dict[str, Any]]:
         return self.call("list_access_keys", UserName=user)["AccessKeyMetadata"]
@@ -410,14 +413,6 @@ class Eks:
 def client_for_change(access: Access, action: str, region: str = "") -> Iam | Eks:
     """The client a planned write ("eks:CreatePodIdentityAssociation") is made with."""
     return Eks(access, region) if action.startswith("eks:") else Iam(access)
-
-
-def _pages(pages: Iterable[_T]) -> Iterator[_T]:
-    try:
-        yield from pages
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise AwsError(error.get("Code", "Unknown"), error.get("Message", str(exc))) from None
 
 
 def call(access: Access, service: Service, method: str, **params: Any) -> dict[str, Any]:

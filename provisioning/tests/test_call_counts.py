@@ -34,8 +34,11 @@ def by_account(aws, monkeypatch):
         if operation == "AssumeRole":
             account = body["RoleArn"].split(":")[4]
         else:
-            key = kwargs["request_signer"]._credentials.get_frozen_credentials().access_key
-            landed = {c["aws_access_key_id"]: acct for c, _, acct in aws.sessions._assumed.values()}
+            # An account's calls are signed with its credentials per request (aws._sign_as_acting).
+            signing = kwargs["context"].get("signing", {})
+            credentials = signing.get("request_credentials") or kwargs["request_signer"]._credentials
+            key = credentials.get_frozen_credentials().access_key
+            landed = {c.access_key: acct for c, _, acct in aws.sessions._assumed.values()}
             account = landed.get(key, "base")
         counted.setdefault(account, Counter())[f"{service}:{operation}"] += 1
         order.append((account, f"{service}:{operation}"))
