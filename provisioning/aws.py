@@ -134,6 +134,11 @@ class _Sessions:
                 self._base = boto3.session.Session(botocore_session=botocore.session.get_session())
             return self._base
 
+    def warm(self, services: list[Service]) -> None:
+        """Build the shared clients of `services` now: botocore reads each model once per process."""
+        for service in services:
+            self._client(service, "", acting=True)
+
     def client_for(self, access: Access, service: Service, region: str = "") -> Any:
         """A client acting in `access.account_id` (in `region` for a regional service such as EKS),
         verified to land there."""

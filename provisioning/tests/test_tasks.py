@@ -232,3 +232,12 @@ def test_an_abandoned_chunk_of_a_live_run_is_sent_to_the_pool(agent, monkeypatch
     )
     tasks.sweep_stale_runs()
     assert sent == [(live.pk, "account 1")]
+
+
+def test_a_pool_process_builds_its_aws_clients_as_it_starts(aws):
+    """botocore reads a service's model once per process (a fifth of a second of CPU): a new pool
+    process reads IAM's and STS's as it starts, not in its first run."""
+    from celery.signals import worker_process_init
+
+    worker_process_init.send(sender=None)
+    assert set(aws.sessions._clients) >= {(True, "iam", ""), (True, "sts", "")}
