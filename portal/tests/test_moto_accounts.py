@@ -19,17 +19,31 @@ def iam_models():
     models.iam_backends.reset()
 
 
-def test_a_key_is_found_once_by_the_scan_then_without_it(iam_models):
+def no_scan(models):
+    """Any lookup that scans the accounts fails."""
+    return mock.patch.object(type(models.iam_backends), "items", side_effect=AssertionError("scanned"))
+
+
+def temp_keys(models, count: int) -> dict[str, str]:
+    accounts = [f"{500000000000 + i}" for i in range(count)]
+    return {a: models.iam_backends[a]["aws"].create_temp_access_key().access_key_id for a in accounts}
+
+
+def test_a_key_moto_made_is_found_without_a_scan(iam_models):
     models, _ = iam_models
-    keys = {
-        f"{500000000000 + i}": models.iam_backends[f"{500000000000 + i}"]["aws"].create_temp_access_key()
-        for i in range(40)
-    }
-    account, key = "500000000039", keys["500000000039"].access_key_id
-    assert models.get_account_id_from(key) == account  # found by the scan, remembered
-    with mock.patch.object(type(models.iam_backends), "items", side_effect=AssertionError("scanned")):
-        assert models.get_account_id_from(key) == account
-    assert models.get_account_id_from(keys["500000000007"].access_key_id) == "500000000007"
+    keys = temp_keys(models, 40)
+    with no_scan(models):
+        assert models.get_account_id_from(keys["500000000039"]) == "500000000039"
+        assert models.get_account_id_from(keys["500000000007"]) == "500000000007"
+
+
+def test_a_key_in_no_account_is_scanned_for_once(iam_models):
+    """The base credentials sign every AssumeRole: they are in no account."""
+    models, default_account = iam_models
+    temp_keys(models, 40)
+    assert models.get_account_id_from("testing") == default_account
+    with no_scan(models):
+        assert models.get_account_id_from("testing") == default_account
 
 
 def test_a_key_gone_from_its_account_is_looked_for_again(iam_models):
