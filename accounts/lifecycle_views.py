@@ -288,14 +288,7 @@ def _confirmed(request: PortalRequest, make_plan: Callable[[], Plan]) -> Plan | 
 
 def _run_fields(request: PortalRequest, plan: Plan, digest: str | None = None) -> dict[str, Any]:
     previewed = digest if digest is not None else request.POST.get("plan_digest", "")
-    options: dict[str, Any] = {"previewed_plan": previewed, "previewed_changes": len(plan.changes)}
-    # The accounts whose role and policy the preview saw absent: the run creates them without reading.
-    creates = {(c.account_id, c.action) for c in plan.changes if c.kind == "create"}
-    absent = sorted(
-        a for a, action in creates if action == "iam:CreateRole" and (a, "iam:CreatePolicy") in creates
-    )
-    if absent:
-        options["previewed_absent"] = absent
+    options = run_selectors.previewed_options(plan, previewed)
     return {"user": request.user, "request_id": request.request_id, "options": options}
 
 

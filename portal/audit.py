@@ -63,16 +63,6 @@ def record(
     obj: Any = None,
     **details: Any,
 ) -> AuditEntry:
-    details = redact(details)
-    if _api_token.get():
-        details["api_token"] = _api_token.get()  # the token's name (redact() hides "*token*" keys)
-    signed_in = user if user is not None and user.is_authenticated else None
-    return AuditEntry.objects.create(
-        user=signed_in,
-        user_name=signed_in.get_username() if signed_in is not None else "system",
-        request_id=current_request_id() if current_request_id() != "-" else "",
-        action=action,
-        account_id=account_id,
-        object_repr=str(obj)[:255] if obj is not None else "",
-        details=details,
-    )
+    saved = entry(user=user, action=action, account_id=account_id, obj=obj, **details)
+    saved.save(force_insert=True)
+    return saved

@@ -5,7 +5,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -97,25 +97,19 @@ class Run(models.Model):
         holder: every heartbeat and the finish are conditional on it, so a worker presumed dead
         that comes back finds its token replaced and stops (RunLost) instead of writing on.
         """
-        token = str(uuid.uuid4())
         now = timezone.now()
-        lapsed = Q(
-            status=RunStatus.RUNNING,
-            heartbeat_at__lt=now - timedelta(seconds=Run.lease_seconds()),
-            attempts__lt=settings.RUN_MAX_ATTEMPTS,
-        )
-        updated = Run.objects.filter(Q(status=RunStatus.QUEUED) | lapsed, pk=self.pk).update(
-            status=RunStatus.RUNNING,
-            claim_token=token,
-            attempts=models.F("attempts") + 1,
+        updated = claim_lease(
+            Run.objects.filter(pk=self.pk),
+            waiting=RunStatus.QUEUED,
+            running=RunStatus.RUNNING,
+            now=now,
             started_at=now,
-            heartbeat_at=now,
             # Seeded once per attempt from the rows (the counter never falls behind them).
             last_sequence=Coalesce(_last_sequence_of_outer_run(), 0),
         )
         if updated:
             self.refresh_from_db()
-        return bool(updated)
+        return updated
 
     def beat(self, **progress: Any) -> bool:
         """Record a sign of life (and progress, with what this process counted meanwhile); False once
@@ -296,6 +290,28 @@ class RunLost(Exception):
     """Another worker has re-claimed this run (ours was presumed dead): stop without writing more."""
 
 
+def claim_lease(
+    rows: models.QuerySet[Any], *, waiting: str, running: str, now: datetime, **fields: Any
+) -> bool:
+    """Take a leased row (a run or a chunk) for this worker with one conditional UPDATE: `waiting`,
+    or `running` with its lease run out (its worker stopped beating a lease ago) and attempts left.
+    A new claim token marks the holder; False when another worker has it."""
+    lapsed = Q(
+        status=running,
+        heartbeat_at__lt=now - timedelta(seconds=Run.lease_seconds()),
+        attempts__lt=settings.RUN_MAX_ATTEMPTS,
+    )
+    return bool(
+        rows.filter(Q(status=waiting) | lapsed).update(
+            status=running,
+            claim_token=str(uuid.uuid4()),
+            attempts=models.F("attempts") + 1,
+            heartbeat_at=now,
+            **fields,
+        )
+    )
+
+
 class RunChunk(models.Model):
     """Some accounts of one fan-out of a run, for any worker of the pool to take (flows/chunks.py).
 
@@ -328,23 +344,16 @@ class RunChunk(models.Model):
 
     def claim(self, worker: str) -> bool:
         """Take it: pending, or running with its lease run out and attempts left (as Run.claim)."""
-        token = str(uuid.uuid4())
-        now = timezone.now()
-        lapsed = Q(
-            status=ChunkStatus.RUNNING,
-            heartbeat_at__lt=now - timedelta(seconds=Run.lease_seconds()),
-            attempts__lt=settings.RUN_MAX_ATTEMPTS,
-        )
-        updated = RunChunk.objects.filter(Q(status=ChunkStatus.PENDING) | lapsed, pk=self.pk).update(
-            status=ChunkStatus.RUNNING,
-            claim_token=token,
-            attempts=models.F("attempts") + 1,
+        updated = claim_lease(
+            RunChunk.objects.filter(pk=self.pk),
+            waiting=ChunkStatus.PENDING,
+            running=ChunkStatus.RUNNING,
+            now=timezone.now(),
             worker=worker[:255],
-            heartbeat_at=now,
         )
         if updated:
             self.refresh_from_db()
-        return bool(updated)
+        return updated
 
     def beat(self, **fields: Any) -> bool:
         """Renew the lease (and record fields); False once another worker has taken the chunk over."""
