@@ -174,6 +174,13 @@ def _runs(p: dict) -> str:
     return "run" if runs == 1 else f"{runs} runs (one per file)"
 
 
+def _repeats(portal: dict, script: dict) -> str:
+    """Each repeat's seconds, when there were several (the tables show the medians)."""
+    if len(portal.get("repeats_seconds", [])) < 2:
+        return ""
+    return f"medians of {portal['repeats_seconds']} s and {script['repeats_seconds']} s; "
+
+
 def bulk_detail(r: dict) -> str:
     p, t, b = r["portal"], r["threadpool"], r.get("baseline")
     floor = r["floor"]
@@ -185,6 +192,7 @@ def bulk_detail(r: dict) -> str:
         f"{floor['critical_path_seconds']} s, {r['accounts']} × 4 calls at "
         f"{r['capacity_calls_per_second']:.0f} calls/s = {floor['throughput_seconds']} s); "
         f"{t['threads']}-thread script {t['seconds']} s ({t['total_calls']} calls); "
+        f"{_repeats(p, t)}"
         f"before the first account's first call {p.get('start_share', 0):.0%} of the onboarding, "
         f"after the last account's last call {p.get('finish_share', 0):.0%}"
     )
