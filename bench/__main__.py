@@ -8,8 +8,8 @@ bulk onboarding by the portal and by a 32-thread boto3 script, in turn, 3 times 
 one; re-apply of that batch with nothing changed; an audit of it. Then the web pages with 1,000
 accounts, a 200 ms-per-call scenario with 1, 2 and 4 worker processes, and the dashboard and audit
 page of the real embedded server (`make run`) under 50 concurrent users (bench/served.py). It ends
-with issue 15's Done-when criteria, pass or fail (bench/criteria.py). Full run: about 25 minutes on
-2 cores (1,000 accounts take 9 of them); quick run: under 5 minutes.
+with issue 15's Done-when criteria, pass or fail (bench/criteria.py). Full run: about 8 minutes on
+2 cores (1,000 accounts take 2 of them); quick run: under 5 minutes.
 Results: printed as tables, written as JSON and Markdown under bench/results/<mode>/. Ratios are the
 headline: this machine is shared and noisy.
 """

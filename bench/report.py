@@ -89,7 +89,7 @@ def headline(results: list[dict]) -> str:
             "script / floor",
             "portal calls/account",
             "script calls/account",
-            "agent-permission writes",
+            "agent-account writes",
             "worker processes used",
             "peak worker RSS (MiB)",
         ],
