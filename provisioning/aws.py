@@ -134,10 +134,11 @@ class _Sessions:
                 self._base = boto3.session.Session(botocore_session=botocore.session.get_session())
             return self._base
 
-    def warm(self, services: list[Service]) -> None:
-        """Build the shared clients of `services` now: botocore reads each model once per process."""
-        for service in services:
-            self._client(service, "", acting=True)
+    def warm(self) -> None:
+        """Build the two clients every run uses now (botocore reads each model once per process):
+        the shared IAM client and the base credentials' STS client (every AssumeRole)."""
+        self._client("iam", "", acting=True)
+        self._client("sts", "", acting=False)
 
     def client_for(self, access: Access, service: Service, region: str = "") -> Any:
         """A client acting in `access.account_id` (in `region` for a regional service such as EKS),
@@ -356,14 +357,7 @@ class Iam:
         return [p["PolicyArn"] for p in attached]
 
     def _all(self, method: str, key: str, **params: Any) -> list[Any]:
-        """Every page of an IAM list call (Marker until it is not truncated)."""
-        items: list[Any] = []
-        while True:
-            page = self.call(method, **params)
-            items.extend(page[key])
-            if not page.get("IsTruncated"):
-                return items
-            params["Marker"] = page["Marker"]
+        return _every_page(self.client, method, key, "Marker", **params)
 
     def list_access_keys(self, user: str) -> list[dict[str, Any]]:
         return self.call("list_access_keys", UserName=user)["AccessKeyMetadata"]
@@ -420,6 +414,18 @@ def client_for_change(access: Access, action: str, region: str = "") -> Iam | Ek
     return Eks(access, region) if action.startswith("eks:") else Iam(access)
 
 
+def _every_page(client: Any, method: str, key: str, marker: str, **params: Any) -> list[Any]:
+    """The items of every page of a list call: the `marker` field of each answer, as long as there
+    is one, asks for the next page (IAM's Marker, Organizations' NextToken)."""
+    items: list[Any] = []
+    while True:
+        page = _call(client, method, **params)
+        items.extend(page.get(key, []))
+        if not page.get(marker):
+            return items
+        params[marker] = page[marker]
+
+
 def call(access: Access, service: Service, method: str, **params: Any) -> dict[str, Any]:
     """Any API call in one account (used by the emulator's demo seeding and by audits)."""
     return _call(sessions.client_for(access, service), method, **params)
@@ -441,16 +447,9 @@ class Organizations:
         self.client: OrganizationsClient = sessions.client_for(access, "organizations")
 
     def _all(self, method: str, key: str, *, sized: bool = True, **params: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        token = ""
         if sized:
             params["MaxResults"] = ORGANIZATIONS_PAGE_SIZE
-        while True:
-            page = _call(self.client, method, **params, **({"NextToken": token} if token else {}))
-            items.extend(page.get(key, []))
-            token = page.get("NextToken") or ""
-            if not token:
-                return items
+        return _every_page(self.client, method, key, "NextToken", **params)
 
     def describe_organization(self) -> dict[str, Any]:
         return _call(self.client, "describe_organization")["Organization"]

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def load_aws_models(**_kwargs: object) -> None:
     """A pool process reads botocore's IAM and STS models as it starts (a fifth of a second of CPU),
     not in the first run it is given."""
-    aws.sessions.warm(["iam", "sts"])
+    aws.sessions.warm()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

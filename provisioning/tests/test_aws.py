@@ -45,3 +45,25 @@ def test_the_base_credentials_are_checked_once_with_get_caller_identity(db, aws)
     with pytest.raises(aws.AwsError) as refused:
         aws.Iam(aws.Access(AGENT_ACCOUNT)).get_role("Missing")
     assert refused.value.code == "WrongAccount" and refused.value.operation == "GetCallerIdentity"
+
+
+TRUST = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}'
+READ_DOCUMENT = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecr:ListImages", "Resource": "*"}]}'
+
+
+def test_a_list_is_read_to_its_last_page_through_the_shared_client(aws):
+    """IAM answers a Marker while a list is truncated: every page is read, each one as the account."""
+    iam = aws.Iam(aws.Access(AGENT_ACCOUNT, f"arn:aws:iam::{AGENT_ACCOUNT}:role/PortalManagement"))
+    iam.write("create_role", RoleName="paged", AssumeRolePolicyDocument=TRUST)
+    arns = []
+    for i in range(3):
+        arn = iam.call("create_policy", PolicyName=f"p{i}", PolicyDocument=READ_DOCUMENT)["Policy"]["Arn"]
+        iam.write("attach_role_policy", RoleName="paged", PolicyArn=arn)
+        arns.append(arn)
+    aws.calls.clear()
+    attached = aws._every_page(
+        iam.client, "list_attached_role_policies", "AttachedPolicies", "Marker", RoleName="paged", MaxItems=1
+    )
+    assert sorted(p["PolicyArn"] for p in attached) == sorted(arns)
+    # One page per policy, and an empty fourth: moto marks the last full page truncated too.
+    assert aws.calls["iam:ListAttachedRolePolicies"] == 4
